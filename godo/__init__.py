@@ -1,0 +1,1 @@
+"""The application shell: settings, the `godo` CLI and the embedded local services."""

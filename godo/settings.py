@@ -1,0 +1,88 @@
+"""One `Settings` object for every part of Godo.
+
+Values come from the environment (and an optional `.env`), so the same code runs on a laptop
+with embedded servers and against managed Postgres/Redis in production. `DATABASE_URL` and
+`REDIS_URL` keep their conventional unprefixed names; everything else is `GODO_*`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "godo-development-secret-change-me-0123456789"
+
+Environment = Literal["development", "test", "production"]
+
+
+class Settings(BaseSettings):
+    """Configuration for pipelines, serving and the CLI."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GODO_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    environment: Environment = "development"
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "GODO_DATABASE_URL"),
+        description="SQLAlchemy URL of the app's Postgres; unset means an embedded server.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "GODO_REDIS_URL"),
+        description="URL of the Redis holding published feeds; unset means an embedded server.",
+    )
+    redis_prefix: str = Field(
+        default="godo", description="Namespace of every Redis key, so several apps share one."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; unset means a file store in data_dir."
+    )
+    data_dir: Path = Field(
+        default=Path(".godo"), description="The one git-ignored folder for generated data."
+    )
+    jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET))
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_audience: str = "godo-app"
+    jwt_ttl_seconds: int = Field(default=3600, gt=0)
+    feed_size: int = Field(default=50, gt=0, le=500, description="Events kept per user and run.")
+    feed_run_ttl_seconds: int = Field(
+        default=3 * 24 * 3600, gt=0, description="How long a published run's Redis keys live."
+    )
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_outside_development(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value()
+        if self.environment == "production" and (secret == DEV_JWT_SECRET or len(secret) < 32):
+            raise ValueError(
+                "GODO_JWT_SECRET must be set to a random value of 32+ characters in production"
+            )
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        """`data_dir` as an absolute path, created on first use."""
+        path = self.data_dir.expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_path / "warehouse.duckdb"
+
+    @property
+    def resolved_mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or (self.data_path / "mlruns").as_uri()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

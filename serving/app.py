@@ -1,0 +1,80 @@
+"""The FastAPI application factory.
+
+Nothing is built at import: the CLI runs `uvicorn.run("serving.app:create_app", factory=True)`
+after it has resolved (or started) Postgres and Redis, and tests call `create_app(settings)`
+with their own servers. Importing this module therefore needs no environment.
+
+Connections are opened once per process in `lifespan` and shared by every request: a SQLAlchemy
+pool (thread-safe, used from FastAPI's thread pool) and a Redis client (its own pool).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis
+from fastapi import FastAPI
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from godo.settings import Settings, get_settings
+from serving.problems import install_problem_handlers
+from serving.routers import feed, health
+from store.db import make_engine
+
+# The feed falls back to Postgres when Redis fails, so failing fast beats waiting: redis-py's
+# default (10 retries, backoff up to 1 s) would stall each request for seconds during an
+# outage. One quick retry still rides over a connection the server closed while idle.
+REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
+REDIS_HEALTH_CHECK_INTERVAL_SECONDS = 30
+REDIS_RETRY = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the Postgres pool and Redis client on `app.state`; close them on shutdown."""
+    settings: Settings = app.state.settings
+    if settings.database_url is None or settings.redis_url is None:
+        missing = [
+            name
+            for name, value in (
+                ("DATABASE_URL", settings.database_url),
+                ("REDIS_URL", settings.redis_url),
+            )
+            if value is None
+        ]
+        raise RuntimeError(
+            f"serving needs {' and '.join(missing)}: set them, or start the API with "
+            "`godo serve`, which starts embedded servers and passes their URLs in"
+        )
+    engine = make_engine(settings.database_url)
+    redis_client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
+        retry=REDIS_RETRY,
+    )
+    app.state.engine = engine
+    app.state.redis = redis_client
+    try:
+        yield
+    finally:
+        redis_client.close()
+        engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; `settings` defaults to the process settings (read from the environment)."""
+    app = FastAPI(
+        title="Godo API",
+        summary="Ranked event feeds for the Godo app.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or get_settings()
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(feed.router, prefix="/v1")
+    return app

@@ -1,0 +1,91 @@
+"""Every FastAPI dependency, as `Annotated` aliases, in one place.
+
+Routers declare what they need (`engine: EngineDep`) and never reach into `app.state`
+themselves, so a test can swap any of these with `app.dependency_overrides` and the pools
+opened by the lifespan are the only connections serving ever uses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import redis
+import sqlalchemy as sa
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from godo.settings import Settings
+from godo.tokens import InvalidTokenError, verify_token
+from store.keys import RedisKeys
+
+_bearer = HTTPBearer(
+    auto_error=False,  # we raise our own 401, with a reason and the WWW-Authenticate header
+    bearerFormat="JWT",
+    description="A JWT from `godo.tokens.issue_token`; its `sub` is the user id.",
+)
+
+
+def _state(request: Request, name: str) -> Any:
+    """An attribute the lifespan put on `app.state`, with a clear error if it did not run."""
+    try:
+        return getattr(request.app.state, name)
+    except AttributeError as error:
+        raise RuntimeError(
+            f"app.state.{name} is missing: was the app started with its lifespan?"
+        ) from error
+
+
+async def _settings(request: Request) -> Settings:
+    settings: Settings = _state(request, "settings")
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+
+
+async def _engine(request: Request) -> sa.Engine:
+    engine: sa.Engine = _state(request, "engine")
+    return engine
+
+
+EngineDep = Annotated[sa.Engine, Depends(_engine)]
+
+
+async def _redis(request: Request) -> redis.Redis:
+    client: redis.Redis = _state(request, "redis")
+    return client
+
+
+RedisDep = Annotated[redis.Redis, Depends(_redis)]
+
+
+async def _keys(settings: SettingsDep) -> RedisKeys:
+    return RedisKeys(prefix=settings.redis_prefix)
+
+
+KeysDep = Annotated[RedisKeys, Depends(_keys)]
+
+
+async def _current_user_id(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> int:
+    """The user id of the bearer token, or 401 saying why (RFC 6750 challenge included)."""
+    if credentials is None:
+        # RFC 6750 §3.1: a request without credentials gets a bare challenge, no error code.
+        raise HTTPException(
+            status_code=401,
+            detail="Missing bearer token: send 'Authorization: Bearer <token>'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    try:
+        return verify_token(settings, credentials.credentials)
+    except InvalidTokenError as error:
+        raise HTTPException(
+            status_code=401,
+            detail=f"Invalid bearer token: {error.reason}.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from error
+
+
+CurrentUserId = Annotated[int, Depends(_current_user_id)]

@@ -1,0 +1,140 @@
+"""Every error the API returns is an RFC 9457 problem (`application/problem+json`).
+
+One shape for every failure lets the app show `detail` and branch on `status` without knowing
+which layer failed. Handlers cover:
+
+- `HTTPException` (ours and Starlette's 404/405): status, detail and headers kept, so a 401
+  still carries `WWW-Authenticate`;
+- request validation (422): `detail` names each offending field ("query.limit: ...") and
+  `errors` lists them one by one, without echoing the input back;
+- a store that cannot be reached (503 with `Retry-After`): a transient outage, not a bug;
+- anything else (500): logged with its traceback here, answered with a generic problem, so
+  internals (SQL, hostnames, stack frames) never reach the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.schemas import ProblemOut
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+STORE_UNAVAILABLE_TYPE = "/problems/store-unavailable"
+RETRY_AFTER_SECONDS = 5
+log = logging.getLogger(__name__)
+
+_STORE_OUTAGES: tuple[type[Exception], ...] = (
+    sa.exc.OperationalError,  # connection refused or lost, server shutting down
+    sa.exc.TimeoutError,  # connection pool exhausted
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+
+
+class ProblemResponse(JSONResponse):
+    """A JSON response announced as problem details."""
+
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def problem(
+    request: Request,
+    status: int,
+    detail: str,
+    *,
+    type_: str = "about:blank",
+    headers: Mapping[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    """Build a problem response; `title` is the status phrase, as RFC 9457 asks for about:blank."""
+    body = ProblemOut(
+        type=type_,
+        title=_phrase(status),
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        **extensions,
+    )
+    return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem bodies for `statuses`."""
+    schema = ProblemOut.model_json_schema()
+    return {
+        status: {
+            "description": _phrase(status),
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register every handler on `app` (called once by `create_app`)."""
+    app.add_exception_handler(StarletteHTTPException, _http_exception)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    for outage in _STORE_OUTAGES:
+        app.add_exception_handler(outage, _store_unavailable)
+    # `Exception` is routed to Starlette's outermost ServerErrorMiddleware, which sends this
+    # response and then re-raises so the server also sees the failure.
+    app.add_exception_handler(Exception, _unhandled)
+
+
+async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code in (204, 304):  # these statuses must not carry a body
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return problem(request, exc.status_code, detail, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> ProblemResponse:
+    errors = [
+        {
+            "loc": list(error["loc"]),
+            "field": _field(error["loc"]),
+            "msg": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors()
+    ]
+    detail = "; ".join(f"{error['field']}: {error['msg']}" for error in errors)
+    return problem(request, 422, detail or "Request validation failed", errors=errors)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> ProblemResponse:
+    log.warning("store unavailable during %s %s: %r", request.method, request.url.path, exc)
+    return problem(
+        request,
+        503,
+        "A data store is temporarily unreachable; retry shortly.",
+        type_=STORE_UNAVAILABLE_TYPE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
+    log.error("unhandled error during %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(request, 500, "An unexpected error occurred.")
+
+
+def _field(loc: Any) -> str:
+    """`("query", "limit")` -> `"query.limit"`; list indexes stay in place (`body.items.0`)."""
+    return ".".join(str(part) for part in loc)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

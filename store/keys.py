@@ -1,0 +1,46 @@
+"""Every Redis key Godo uses is built here, so the layout can be read in one place.
+
+Layout (with the default prefix `godo`):
+
+- `godo:feed:current` -> run id of the published run (the one pointer a publish flips)
+- `godo:feed:run:{run_id}:user:{user_id}` -> JSON list of that user's feed items
+- `godo:feed:run:{run_id}:fallback` -> JSON list of the cold-start items of that run
+- `godo:feed:run:{run_id}:meta` -> hash: user count, row count, published_at
+- `godo:seen:{run_id}:{user_id}` -> set of event ids the user swiped since the run was published
+
+Run keys are versioned by run id and expire on their own, so a half-written run is never
+reachable (the pointer still names the old one) and old runs need no clean-up job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Key builders under one namespace `prefix` (tests use a unique prefix each)."""
+
+    prefix: str = "godo"
+
+    def current_run(self) -> str:
+        return f"{self.prefix}:feed:current"
+
+    def run_user_feed(self, run_id: str, user_id: int) -> str:
+        return f"{self.prefix}:feed:run:{run_id}:user:{user_id}"
+
+    def run_fallback(self, run_id: str) -> str:
+        return f"{self.prefix}:feed:run:{run_id}:fallback"
+
+    def run_meta(self, run_id: str) -> str:
+        return f"{self.prefix}:feed:run:{run_id}:meta"
+
+    def run_pattern(self, run_id: str) -> str:
+        """Glob matching every key of one run (for inspection and tests, never hot paths)."""
+        return f"{self.prefix}:feed:run:{run_id}:*"
+
+    def seen(self, run_id: str, user_id: int) -> str:
+        return f"{self.prefix}:seen:{run_id}:{user_id}"
+
+    def namespace_pattern(self) -> str:
+        return f"{self.prefix}:*"

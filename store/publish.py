@@ -1,0 +1,213 @@
+"""Publishing a recommendation run to Redis (hot feed) and Postgres (durable copy).
+
+Order of operations, chosen so that a crash at any point leaves readers on a complete run:
+
+1. Postgres: insert the run as `staged` and COPY its rows, in one transaction.
+2. Redis: write every user's list under keys that name the run (pipelined, with a TTL).
+   Nothing points at these keys yet, so a half-written run is invisible.
+3. Postgres: mark the run `published` (the Postgres fallback now serves it).
+4. Redis: flip the one `current` pointer to the run. A single SET is atomic, so a reader
+   sees the whole old run or the whole new one, never a mix.
+
+If anything fails, the run is marked `failed` and the error is raised; the previous run's keys
+and rows are untouched, and the orphaned keys of the failed run expire on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+import redis
+import sqlalchemy as sa
+
+from store.cards import load_cards
+from store.db import copy_frame
+from store.keys import RedisKeys
+from store.schema import recommendation_runs
+
+RECOMMENDATION_COLUMNS = ("user_id", "rank", "event_id", "score", "reason")
+FALLBACK_COLUMNS = ("rank", "event_id", "score", "reason")
+log = logging.getLogger(__name__)
+_ITEM_FIELDS = (
+    "event_id",
+    "rank",
+    "score",
+    "reason",
+    "name",
+    "category",
+    "start_utc",
+    "end_utc",
+    "venue_name",
+    "metro",
+    "is_free",
+    "price_min_cents",
+)
+
+
+class PublishError(RuntimeError):
+    """A run could not be published; readers stay on the previous run."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    run_id: str
+    n_users: int
+    n_rows: int
+    n_fallback: int
+    seconds: float
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def publish_run(
+    *,
+    engine: sa.Engine,
+    redis_client: redis.Redis,
+    keys: RedisKeys,
+    run_id: str,
+    model: str,
+    recommendations: pl.DataFrame,
+    fallback: pl.DataFrame,
+    ttl_seconds: int,
+    batch_size: int = 500,
+    on_progress: ProgressCallback | None = None,
+) -> PublishResult:
+    """Publish one run; see the module docstring for the crash-safety argument.
+
+    `recommendations` holds (user_id, rank, event_id, score, reason), ranks starting at 1;
+    `fallback` holds (rank, event_id, score, reason), the cold-start list. `on_progress`
+    is called with (users written, users total) after each Redis batch.
+    """
+    started = time.perf_counter()
+    recs = _validated(recommendations, RECOMMENDATION_COLUMNS, ("user_id", "rank"))
+    fall = _validated(fallback, FALLBACK_COLUMNS, ("rank",))
+    n_users = recs["user_id"].n_unique()
+    with engine.begin() as conn:
+        conn.execute(
+            recommendation_runs.insert().values(
+                id=run_id,
+                status="staged",
+                model=model,
+                n_users=n_users,
+                n_rows=recs.height,
+                fallback=fall.select(FALLBACK_COLUMNS).to_dicts(),
+            )
+        )
+        copy_frame(conn, "recommendations", recs.with_columns(run_id=pl.lit(run_id)))
+    try:
+        with engine.connect() as conn:
+            cards = load_cards(
+                conn, recs["event_id"].unique().to_list() + fall["event_id"].to_list()
+            )
+        blobs = _user_blobs(recs, cards)
+        _write_redis(
+            redis_client,
+            keys,
+            run_id,
+            blobs,
+            _fallback_blob(fall, cards),
+            ttl_seconds,
+            batch_size,
+            on_progress,
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                recommendation_runs.update()
+                .where(recommendation_runs.c.id == run_id)
+                .values(status="published", published_at=sa.func.now())
+            )
+        redis_client.set(keys.current_run(), run_id)
+    except Exception as error:
+        _mark_failed(engine, run_id)
+        raise PublishError(f"publishing run {run_id} failed: {error}") from error
+    return PublishResult(run_id, n_users, recs.height, fall.height, time.perf_counter() - started)
+
+
+def _validated(
+    frame: pl.DataFrame, columns: tuple[str, ...], unique: tuple[str, ...]
+) -> pl.DataFrame:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"publish_run: missing columns {missing}")
+    frame = frame.select(columns)
+    if frame.height and frame.select(pl.struct(unique).is_duplicated().any()).item():
+        raise ValueError(f"publish_run: duplicate {unique} rows")
+    if frame.height and frame["rank"].min() < 1:  # type: ignore[operator]
+        raise ValueError("publish_run: ranks start at 1")
+    nulls = [c for c in columns if frame[c].null_count()]
+    if nulls:
+        raise ValueError(f"publish_run: null values in {nulls}")
+    return frame
+
+
+def _items(frame: pl.DataFrame, cards: pl.DataFrame) -> pl.DataFrame:
+    """Join ranked rows to their cards and encode each row as one JSON object."""
+    joined = frame.join(cards.drop("is_active"), on="event_id", how="inner")
+    lost = frame.height - joined.height
+    if lost:
+        raise PublishError(f"{lost} recommended events are missing from the events table")
+    return joined.with_columns(
+        pl.col("start_utc").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        pl.col("end_utc").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ).with_columns(item=pl.struct(_ITEM_FIELDS).struct.json_encode())
+
+
+def _user_blobs(recs: pl.DataFrame, cards: pl.DataFrame) -> pl.DataFrame:
+    return (
+        _items(recs, cards)
+        .sort("user_id", "rank")
+        .group_by("user_id", maintain_order=True)
+        .agg(blob=pl.concat_str(pl.lit("["), pl.col("item").str.join(","), pl.lit("]")))
+    )
+
+
+def _fallback_blob(fall: pl.DataFrame, cards: pl.DataFrame) -> str:
+    items = _items(fall, cards).sort("rank")["item"].to_list()
+    return "[" + ",".join(items) + "]"
+
+
+def _write_redis(
+    client: redis.Redis,
+    keys: RedisKeys,
+    run_id: str,
+    blobs: pl.DataFrame,
+    fallback_blob: str,
+    ttl_seconds: int,
+    batch_size: int,
+    on_progress: ProgressCallback | None,
+) -> None:
+    total = blobs.height
+    written = 0
+    for batch in blobs.iter_slices(batch_size):
+        pipe = client.pipeline(transaction=False)
+        for user_id, blob in batch.iter_rows():
+            pipe.set(keys.run_user_feed(run_id, user_id), blob, ex=ttl_seconds)
+        pipe.execute()
+        written += batch.height
+        if on_progress is not None:
+            on_progress(written, total)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(keys.run_fallback(run_id), fallback_blob, ex=ttl_seconds)
+    pipe.hset(keys.run_meta(run_id), mapping={"n_users": total, "published_at": time.time()})
+    pipe.expire(keys.run_meta(run_id), ttl_seconds)
+    pipe.execute()
+
+
+def _mark_failed(engine: sa.Engine, run_id: str) -> None:
+    """Best effort: a failed run must never be picked up as published."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                recommendation_runs.update()
+                .where(recommendation_runs.c.id == run_id)
+                .values(status="failed")
+            )
+    except sa.exc.SQLAlchemyError:
+        log.exception(
+            "could not mark run %s as failed; it stays 'staged' and is never read", run_id
+        )

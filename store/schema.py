@@ -1,0 +1,164 @@
+"""The app database's tables, as SQLAlchemy Core.
+
+Alembic migrations are the only way the schema changes; `tests/integration/test_migrations.py`
+checks that the migrations and these definitions agree, so this module is the readable truth.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TZ = sa.DateTime(timezone=True)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("metro", sa.Text, nullable=False),
+    sa.Column("home_lat", sa.Float, nullable=True),
+    sa.Column("home_lon", sa.Float, nullable=True),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+)
+
+friendships = sa.Table(
+    "friendships",
+    metadata,
+    sa.Column(
+        "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "friend_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("user_id <> friend_id", name="not_self"),
+    # "Which of my friends are going" walks friendships from the friend's side too.
+    sa.Index(None, "friend_id"),
+)
+
+venues = sa.Table(
+    "venues",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("address", sa.Text, nullable=True),
+    sa.Column("city", sa.Text, nullable=True),
+    sa.Column("metro", sa.Text, nullable=False),
+    sa.Column("latitude", sa.Float, nullable=True),
+    sa.Column("longitude", sa.Float, nullable=True),
+    sa.Column("capacity", sa.Integer, nullable=True),
+    sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=True),
+    sa.Column("url", sa.Text, nullable=True),
+    sa.Column("venue_id", sa.Text, sa.ForeignKey("venues.id"), nullable=True),
+    sa.Column("metro", sa.Text, nullable=False),
+    sa.Column("category", sa.Text, nullable=False),
+    sa.Column("start_utc", TZ, nullable=False),
+    sa.Column("end_utc", TZ, nullable=True),
+    sa.Column("timezone", sa.Text, nullable=True),
+    sa.Column("is_free", sa.Boolean, nullable=False),
+    sa.Column("price_min_cents", sa.Integer, nullable=True),
+    sa.Column("price_max_cents", sa.Integer, nullable=True),
+    sa.Column("currency", sa.Text, nullable=True),
+    sa.Column("capacity", sa.Integer, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("is_active", sa.Boolean, nullable=False),
+    sa.Column("changed_at", TZ, nullable=True),
+    sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Feed hydration and the "upcoming in my metro" fallback read active events by time.
+    sa.Index(
+        "ix_events_metro_start_active", "metro", "start_utc", postgresql_where=sa.text("is_active")
+    ),
+    sa.Index(None, "venue_id"),
+)
+
+swipes = sa.Table(
+    "swipes",
+    metadata,
+    # Client-generated, so a retried POST is stored once.
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("event_id", sa.Text, sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("position", sa.Integer, nullable=True),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("action IN ('like', 'pass', 'superlike')", name="action"),
+    # The feed excludes what a user swiped; training reads swipes by time.
+    sa.Index(None, "user_id", "event_id"),
+    sa.Index(None, "created_at"),
+)
+
+event_attendance = sa.Table(
+    "event_attendance",
+    metadata,
+    sa.Column(
+        "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "event_id", sa.Text, sa.ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("visibility", sa.Text, nullable=False, server_default="friends"),
+    sa.Column("notes", sa.Text, nullable=True),
+    sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("status IN ('going', 'interested', 'not_going')", name="status"),
+    sa.CheckConstraint("visibility IN ('public', 'friends', 'private')", name="visibility"),
+    # "Friends going to this event" looks up attendance by event.
+    sa.Index(None, "event_id", "status"),
+    # A user's calendar reads their attendance by recency.
+    sa.Index(None, "user_id", "updated_at"),
+)
+
+recommendation_runs = sa.Table(
+    "recommendation_runs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("n_users", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("n_rows", sa.Integer, nullable=False, server_default="0"),
+    # The cold-start list (ranked event ids) served to users the run has no list for.
+    sa.Column("fallback", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("published_at", TZ, nullable=True),
+    sa.CheckConstraint("status IN ('staged', 'published', 'failed')", name="status"),
+    # Readers find the newest published run.
+    sa.Index(None, "status", "published_at"),
+)
+
+recommendations = sa.Table(
+    "recommendations",
+    metadata,
+    sa.Column(
+        "run_id",
+        sa.Text,
+        sa.ForeignKey("recommendation_runs.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # No foreign keys to users/events: a run is a snapshot and must survive catalogue churn.
+    sa.Column("user_id", sa.BigInteger, primary_key=True),
+    sa.Column("rank", sa.SmallInteger, primary_key=True),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)

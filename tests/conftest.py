@@ -1,0 +1,88 @@
+"""Shared fixtures: real PostgreSQL and Redis for integration tests.
+
+`DATABASE_URL` / `REDIS_URL` point the tests at running servers (CI does this); otherwise the
+embedded servers from `godo.services` start under a temporary folder. Each test session gets
+its own freshly migrated database, and each test its own Redis key prefix, so runs never see
+each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from godo import services
+from store import migrate
+from store.db import make_engine, sqlalchemy_url
+from store.keys import RedisKeys
+from store.schema import metadata
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.path).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def service_urls(tmp_path_factory: pytest.TempPathFactory) -> services.ServiceUrls:
+    data_dir = Path(tmp_path_factory.mktemp("services"))
+    return services.resolve(data_dir, os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL"))
+
+
+@pytest.fixture(scope="session")
+def database_url(service_urls: services.ServiceUrls) -> Iterator[str]:
+    """A new, migrated database for this test session, dropped at the end."""
+    name = f"godo_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(
+        sqlalchemy_url(service_urls.database_url), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(service_urls.database_url).set(database=name)
+    rendered = url.render_as_string(hide_password=False)
+    migrate.upgrade(rendered)
+    yield rendered
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def session_engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def engine(session_engine: sa.Engine) -> sa.Engine:
+    """The session's engine over empty tables."""
+    names = ", ".join(t.name for t in metadata.sorted_tables)
+    with session_engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+    return session_engine
+
+
+@pytest.fixture(scope="session")
+def redis_client(service_urls: services.ServiceUrls) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(service_urls.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_keys(redis_client: redis.Redis) -> Iterator[RedisKeys]:
+    """A key namespace of this test's own, deleted afterwards."""
+    keys = RedisKeys(prefix=f"godo-test-{uuid.uuid4().hex[:10]}")
+    yield keys
+    stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
+    if stale:
+        redis_client.delete(*stale)

@@ -1,0 +1,360 @@
+"""The feed API end to end: real Postgres and Redis, a published run, HTTP through the app.
+
+Each test seeds a few events, publishes a run with `store.publish.publish_run` exactly as the
+pipeline does, and reads it back through `TestClient`, whose context manager runs the app's
+lifespan (so the app opens its own pools, as in production). Outages are real too: a store
+"down" is a URL pointing at a closed port, never a mock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+import pytest
+import redis
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from godo import services
+from godo.settings import Settings
+from godo.tokens import issue_token
+from serving.app import create_app
+from store.db import copy_frame
+from store.feed import mark_seen
+from store.keys import RedisKeys
+from store.publish import publish_run
+
+SECRET = "integration-test-secret-0123456789abcdefgh"
+RUN_ID = "run-api-test-1"
+CLOSED_REDIS = "redis://127.0.0.1:1/0"
+CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
+PROBLEM = "application/problem+json"
+
+# (id, name, category, days from now, free?, min price) -- start times are whole seconds because
+# published items carry second precision, so both read paths give identical timestamps.
+EVENTS = [
+    ("ev-1", "Jazz on the Roof", "music", 1, False, 1500),
+    ("ev-2", "Night Market", "food", 2, True, None),
+    ("ev-3", "Data Science Meetup", "tech", 3, True, None),
+    ("ev-4", "Derby Match", "sports", 4, False, 3000),
+    ("ev-5", "Poetry Slam", "arts", 5, False, 800),
+]
+USER_LISTS = {1: ["ev-3", "ev-1", "ev-4"], 2: ["ev-2", "ev-5"]}
+FALLBACK = ["ev-5", "ev-2", "ev-1"]
+NAMES = {event_id: name for event_id, name, *_ in EVENTS}
+
+
+def _seed_events(engine: sa.Engine) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    venues = pl.DataFrame(
+        {"id": ["v-1"], "name": ["Harbour Hall"], "metro": ["lisbon"], "capacity": [400]}
+    )
+    events = pl.DataFrame(
+        {
+            "id": [e[0] for e in EVENTS],
+            "name": [e[1] for e in EVENTS],
+            "category": [e[2] for e in EVENTS],
+            "start_utc": [now + timedelta(days=e[3]) for e in EVENTS],
+            "end_utc": [now + timedelta(days=e[3], hours=3) for e in EVENTS],
+            "is_free": [e[4] for e in EVENTS],
+            "price_min_cents": [e[5] for e in EVENTS],
+            "venue_id": ["v-1"] * len(EVENTS),
+            "metro": ["lisbon"] * len(EVENTS),
+            "status": ["live"] * len(EVENTS),
+            "is_active": [True] * len(EVENTS),
+        },
+        schema_overrides={
+            "start_utc": pl.Datetime("us", "UTC"),
+            "end_utc": pl.Datetime("us", "UTC"),
+        },
+    )
+    with engine.begin() as conn:
+        copy_frame(conn, "venues", venues)
+        copy_frame(conn, "events", events)
+
+
+def _ranked(event_ids: list[str]) -> dict[str, list[Any]]:
+    return {
+        "rank": list(range(1, len(event_ids) + 1)),
+        "event_id": event_ids,
+        "score": [round(1.0 - 0.1 * i, 3) for i in range(len(event_ids))],
+        "reason": ["als"] * len(event_ids),
+    }
+
+
+@pytest.fixture
+def published(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys) -> str:
+    """Seed events and publish one run (two users with lists, plus a fallback)."""
+    _seed_events(engine)
+    recommendations = pl.concat(
+        pl.DataFrame({"user_id": [user_id] * len(ids), **_ranked(ids)})
+        for user_id, ids in USER_LISTS.items()
+    )
+    publish_run(
+        engine=engine,
+        redis_client=redis_client,
+        keys=redis_keys,
+        run_id=RUN_ID,
+        model="test-model",
+        recommendations=recommendations,
+        fallback=pl.DataFrame(_ranked(FALLBACK)),
+        ttl_seconds=600,
+    )
+    return RUN_ID
+
+
+@pytest.fixture
+def settings(
+    database_url: str, service_urls: services.ServiceUrls, redis_keys: RedisKeys
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=service_urls.redis_url,
+        redis_prefix=redis_keys.prefix,
+        jwt_secret=SecretStr(SECRET),
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
+    """The app over this test's (emptied) database and Redis namespace, lifespan running."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _auth(settings: Settings, user_id: int) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+
+
+def _assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"] and body["title"] and body["detail"]
+    assert body["instance"] == response.request.url.path
+    return body
+
+
+# --- the feed ------------------------------------------------------------------------------
+
+
+def test_feed_is_the_published_ranked_list(
+    client: TestClient, settings: Settings, published: str
+) -> None:
+    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["user_id"] == 1
+    assert body["run_id"] == published
+    assert body["source"] == "redis"
+    assert body["cold_start"] is False
+    assert [item["event_id"] for item in body["items"]] == USER_LISTS[1]
+    assert [item["name"] for item in body["items"]] == [NAMES[e] for e in USER_LISTS[1]]
+    assert [item["rank"] for item in body["items"]] == [1, 2, 3]
+    assert [item["score"] for item in body["items"]] == [1.0, 0.9, 0.8]
+    first = body["items"][0]
+    assert first["venue_name"] == "Harbour Hall"
+    assert first["metro"] == "lisbon"
+    assert first["is_free"] is True and first["price_min_cents"] is None
+    assert datetime.fromisoformat(first["start_utc"]) > datetime.now(UTC)
+
+
+def test_limit_cuts_the_list(client: TestClient, settings: Settings, published: str) -> None:
+    response = client.get("/v1/feed", params={"limit": 1}, headers=_auth(settings, 1))
+    assert response.status_code == 200, response.text
+    assert [item["event_id"] for item in response.json()["items"]] == USER_LISTS[1][:1]
+
+
+def test_unknown_user_gets_the_fallback(
+    client: TestClient, settings: Settings, published: str
+) -> None:
+    response = client.get("/v1/feed", headers=_auth(settings, 987_654))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["cold_start"] is True
+    assert body["run_id"] == published
+    assert [item["event_id"] for item in body["items"]] == FALLBACK
+
+
+def test_swiped_event_leaves_the_feed(
+    client: TestClient,
+    settings: Settings,
+    published: str,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+) -> None:
+    mark_seen(
+        redis_client=redis_client,
+        keys=redis_keys,
+        user_id=1,
+        event_ids=["ev-3"],
+        ttl_seconds=600,
+    )
+    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    assert response.status_code == 200, response.text
+    assert [item["event_id"] for item in response.json()["items"]] == ["ev-1", "ev-4"]
+
+
+def test_without_the_redis_pointer_postgres_serves_the_same_feed(
+    client: TestClient,
+    settings: Settings,
+    published: str,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+) -> None:
+    from_redis = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    redis_client.delete(redis_keys.current_run())
+    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    assert response.status_code == 200, response.text
+    from_postgres = response.json()
+    assert from_redis["source"] == "redis"
+    assert from_postgres["source"] == "postgres"
+    assert from_postgres["run_id"] == published
+    assert from_postgres["items"] == from_redis["items"]
+
+
+def test_redis_down_still_serves_the_feed_from_postgres(
+    settings: Settings, engine: sa.Engine, published: str
+) -> None:
+    down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
+    with TestClient(create_app(down)) as client:
+        response = client.get("/v1/feed", headers=_auth(settings, 2))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["source"] == "postgres"
+    assert [item["event_id"] for item in body["items"]] == USER_LISTS[2]
+
+
+def test_before_any_run_the_feed_is_empty_not_an_error(
+    client: TestClient, settings: Settings
+) -> None:
+    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "user_id": 1,
+        "run_id": None,
+        "source": "none",
+        "cold_start": True,
+        "items": [],
+    }
+
+
+def test_both_stores_down_is_a_503_problem(settings: Settings) -> None:
+    down = settings.model_copy(update={"redis_url": CLOSED_REDIS, "database_url": CLOSED_POSTGRES})
+    with TestClient(create_app(down)) as client:
+        response = client.get("/v1/feed", headers=_auth(settings, 1))
+    body = _assert_problem(response, 503)
+    assert response.headers["retry-after"].isdigit()
+    assert "127.0.0.1" not in response.text and "psycopg" not in response.text
+    assert body["type"] != "about:blank"
+
+
+# --- authentication ------------------------------------------------------------------------
+
+
+def test_missing_token_is_a_401_problem_with_a_challenge(client: TestClient) -> None:
+    response = client.get("/v1/feed")
+    body = _assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert "Missing bearer token" in body["detail"]
+    assert body["title"] == "Unauthorized"
+
+
+def test_non_bearer_scheme_counts_as_missing(client: TestClient) -> None:
+    response = client.get("/v1/feed", headers={"Authorization": "Basic dXNlcjpwYXNz"})
+    _assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("make_token", "reason"),
+    [
+        (
+            lambda s: issue_token(s.model_copy(update={"jwt_secret": SecretStr("x" * 40)}), 1),
+            "signature",
+        ),
+        (
+            lambda s: issue_token(s, 1, ttl_seconds=60, now=datetime.now(UTC) - timedelta(hours=2)),
+            "expired",
+        ),
+        (lambda s: "definitely.not.ajwt", "malformed"),
+    ],
+    ids=["bad-signature", "expired", "malformed"],
+)
+def test_invalid_token_is_a_401_problem_saying_why(
+    client: TestClient, settings: Settings, make_token: Any, reason: str
+) -> None:
+    response = client.get("/v1/feed", headers={"Authorization": f"Bearer {make_token(settings)}"})
+    body = _assert_problem(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    assert reason in body["detail"]
+
+
+# --- validation and other errors -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["0", "abc", "201", "-1"])
+def test_bad_limit_is_a_422_problem_naming_the_field(
+    client: TestClient, settings: Settings, limit: str
+) -> None:
+    response = client.get("/v1/feed", params={"limit": limit}, headers=_auth(settings, 1))
+    body = _assert_problem(response, 422)
+    assert body["detail"].startswith("query.limit: ")
+    assert [error["field"] for error in body["errors"]] == ["query.limit"]
+    assert all("input" not in error for error in body["errors"])
+
+
+def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
+    _assert_problem(client.get("/v1/nothing-here"), 404)
+
+
+def test_unexpected_error_is_a_500_problem_without_internals(settings: Settings) -> None:
+    app = create_app(settings)
+
+    def boom() -> None:
+        raise RuntimeError("connection string postgresql://secret@db leaked")
+
+    app.add_api_route("/boom", boom)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom")
+    body = _assert_problem(response, 500)
+    assert "secret" not in response.text
+    assert body["detail"] == "An unexpected error occurred."
+
+
+def test_startup_without_store_urls_fails_clearly() -> None:
+    app = create_app(Settings(database_url=None, redis_url=None, _env_file=None))  # type: ignore[call-arg]
+    with pytest.raises(RuntimeError, match="DATABASE_URL and REDIS_URL"), TestClient(app):
+        pass
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+def test_health_is_ok_when_both_stores_answer(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
+
+
+def test_health_is_503_when_redis_is_unreachable(settings: Settings) -> None:
+    down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
+    with TestClient(create_app(down)) as client:
+        response = client.get("/health")
+    assert response.status_code == 503, response.text
+    assert response.json() == {"status": "error", "postgres": "ok", "redis": "error"}
+
+
+def test_health_is_503_when_postgres_is_unreachable(settings: Settings) -> None:
+    down = settings.model_copy(update={"database_url": CLOSED_POSTGRES})
+    with TestClient(create_app(down)) as client:
+        response = client.get("/health")
+    assert response.status_code == 503, response.text
+    assert response.json() == {"status": "error", "postgres": "error", "redis": "ok"}
