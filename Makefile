@@ -1,0 +1,41 @@
+# Godo developer targets. `make` or `make help` lists them.
+.DEFAULT_GOAL := help
+PY ?= python3
+export DAGSTER_HOME ?= $(CURDIR)/.godo/dagster
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+demo: ## Install, run every asset once, print the report, serve the API
+	$(PY) dev.py demo
+
+demo-once: ## Like demo, but exit after the report
+	$(PY) dev.py demo --no-serve
+
+test: ## Run the whole test suite (what CI runs)
+	$(PY) dev.py test
+
+check: ## ruff (lint + format check) and mypy
+	$(PY) dev.py check
+
+fmt: ## Format and autofix with ruff
+	uv run ruff format . && uv run ruff check --fix .
+
+serve: ## Serve the API against the embedded (or configured) servers
+	uv run godo serve
+
+dagster: ## Open the Dagster UI (dagster dev) on the embedded servers
+	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	eval "$$(uv run godo services start | grep -E '^(DATABASE|REDIS)_URL=' | sed 's/^/export /')" && uv run dagster dev
+
+services-stop: ## Stop the embedded PostgreSQL and Redis
+	uv run godo services stop
+
+bench: ## Run the benchmarks (figures, not pass/fail)
+	uv run python -m bench.publish
+
+clean: ## Delete everything generated under .godo/ (stops the embedded servers first)
+	-uv run godo services stop
+	rm -rf .godo
+
+.PHONY: help demo demo-once test check fmt serve dagster services-stop bench clean

@@ -1,0 +1,1 @@
+"""Pure transforms: DataFrames in, DataFrames out. No Dagster, FastAPI or vendor SDKs here."""

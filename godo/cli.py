@@ -1,0 +1,226 @@
+"""`godo`: run the demo, the embedded services, the API, and mint development tokens."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from godo import services
+from godo.settings import Settings, get_settings
+
+if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
+    from godo.demo import StepReport
+
+app = typer.Typer(
+    help="Godo: event recommendations, end to end.",
+    no_args_is_help=True,
+    # Rich takes minutes to render a Dagster error chain; plain tracebacks are instant.
+    pretty_exceptions_enable=False,
+)
+services_app = typer.Typer(
+    help="Start, stop or inspect the embedded PostgreSQL and Redis.", no_args_is_help=True
+)
+app.add_typer(services_app, name="services")
+console = Console()
+
+Host = Annotated[str | None, typer.Option(help="Interface to serve on (default from settings).")]
+Port = Annotated[int | None, typer.Option(help="Port to serve on (default from settings).")]
+
+
+def connect() -> tuple[Settings, services.ServiceUrls]:
+    """Resolve (or start) the servers, migrate, and export the URLs for everything after."""
+    from store import migrate
+
+    settings = get_settings()
+    with console.status("Starting PostgreSQL and Redis..."):
+        urls = services.resolve(settings.data_path, settings.database_url, settings.redis_url)
+        migrate.upgrade(urls.database_url)
+    os.environ["DATABASE_URL"] = urls.database_url
+    os.environ["REDIS_URL"] = urls.redis_url
+    get_settings.cache_clear()
+    where = {True: "embedded", False: "configured"}
+    console.print(
+        f"[green]PostgreSQL[/] ({where[urls.embedded_postgres]}) and [green]Redis[/] "
+        f"({where[urls.embedded_redis]}) ready; schema at the newest migration."
+    )
+    return get_settings(), urls
+
+
+@app.command()
+def demo(
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve the API after.")] = True,
+    users: Annotated[int, typer.Option(help="Users in the synthetic city.")] = 4000,
+    events: Annotated[int, typer.Option(help="Events in the synthetic city.")] = 4000,
+    venues: Annotated[int, typer.Option(help="Venues in the synthetic city.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic city.")] = 7,
+    host: Host = None,
+    port: Port = None,
+) -> None:
+    """Generate a synthetic city, run every Dagster asset once, report, then serve the API."""
+    from godo.demo import StepFailed, dagster_instance, plan, run_assets
+    from pipelines.definitions import build_resources, defs
+    from pipelines.resources import PostgresResource, RedisResource, SyntheticCityResource
+
+    settings, urls = connect()
+    resources = build_resources(settings) | {
+        "postgres": PostgresResource(database_url=urls.database_url),
+        "redis": RedisResource(
+            url=urls.redis_url,
+            prefix=settings.redis_prefix,
+            feed_ttl_seconds=settings.feed_run_ttl_seconds,
+        ),
+        "city": SyntheticCityResource(seed=seed, n_users=users, n_events=events, n_venues=venues),
+    }
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("pipeline", total=len(plan(defs)))
+
+        def started(name: str) -> None:
+            progress.update(task, description=name)
+
+        def finished(_: StepReport) -> None:
+            progress.advance(task)
+
+        try:
+            reports = run_assets(defs, resources, dagster_instance(settings), started, finished)
+        except StepFailed as failure:
+            progress.stop()
+            console.print(f"[red bold]Step {failure.step} failed:[/] {failure.message}")
+            raise typer.Exit(1) from None
+    _print_steps(reports)
+    _print_sample_feed(settings, urls)
+    if serve:
+        _serve(settings, host, port)
+
+
+def _print_steps(reports: Sequence[StepReport]) -> None:
+    table = Table(title="Pipeline run: one Dagster run per step")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    table.add_column("rows per asset")
+    for report in reports:
+        rows = ", ".join(f"{k}={v:,}" for k, v in report.rows.items()) or "-"
+        table.add_row(report.name, f"{report.seconds:.2f}", rows)
+    total = sum(r.seconds for r in reports)
+    table.add_row("[bold]total[/]", f"[bold]{total:.2f}[/]", "")
+    console.print(table)
+
+
+def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:
+    import redis
+
+    from store.app_data import most_active_user
+    from store.db import make_engine
+    from store.feed import read_feed
+    from store.keys import RedisKeys
+
+    engine = make_engine(urls.database_url)
+    client = redis.Redis.from_url(urls.redis_url)
+    try:
+        with engine.connect() as conn:
+            user_id = most_active_user(conn)
+        if user_id is None:
+            console.print("[yellow]No users: nothing to show.[/]")
+            return
+        feed = read_feed(
+            engine=engine,
+            redis_client=client,
+            keys=RedisKeys(prefix=settings.redis_prefix),
+            user_id=user_id,
+            limit=10,
+        )
+    finally:
+        engine.dispose()
+        client.close()
+    table = Table(title=f"Feed of user {user_id} (run {feed.run_id}, from {feed.source})")
+    for column in ("rank", "event", "category", "starts (UTC)", "venue", "why", "score"):
+        table.add_column(column)
+    for item in feed.items:
+        table.add_row(
+            str(item.rank),
+            item.name,
+            item.category,
+            item.start_utc.strftime("%a %d %b %H:%M"),
+            item.venue_name or "-",
+            item.reason,
+            f"{item.score:.3f}",
+        )
+    console.print(table)
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+    import uvicorn
+
+    host, port = host or settings.api_host, port or settings.api_port
+    console.print(
+        f"Serving the API on [bold]http://{host}:{port}[/] "
+        f"(docs at /docs; `godo token USER_ID` for a bearer token). Ctrl+C stops."
+    )
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@app.command()
+def serve(host: Host = None, port: Port = None) -> None:
+    """Serve the API against the configured or embedded servers."""
+    settings, _ = connect()
+    _serve(settings, host, port)
+
+
+@app.command()
+def token(
+    user_id: Annotated[int, typer.Argument(help="The user the token speaks for (JWT `sub`).")],
+    ttl: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
+) -> None:
+    """Print a development JWT for calling the API by hand."""
+    from godo.tokens import issue_token
+
+    typer.echo(issue_token(get_settings(), user_id, ttl_seconds=ttl))
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Start the embedded servers (those whose URL is not configured) and print their URLs."""
+    _, urls = connect()
+    typer.echo(f"DATABASE_URL={urls.database_url}\nREDIS_URL={urls.redis_url}")
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop the embedded servers."""
+    data = get_settings().data_path
+    stopped = [
+        name
+        for name, stop in (("postgres", services.stop_postgres), ("redis", services.stop_redis))
+        if stop(data)
+    ]
+    console.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Say which embedded servers are running."""
+    for name, running in services.status(get_settings().data_path).items():
+        console.print(f"{name}: {'[green]running[/]' if running else '[red]stopped[/]'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Candidate generators, ranking and evaluation. Imports `features`, never Dagster."""

@@ -1,0 +1,1 @@
+"""Dagster: the only package that wires sources, features, models and store together."""

@@ -1,0 +1,103 @@
+"""Resources: the only doors from assets to external services and local storage.
+
+Connection strings arrive through `dg.EnvVar` at launch, so importing the code location needs
+no credentials; tests hand in resources pointing at their own real servers.
+"""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import redis
+import sqlalchemy as sa
+from pydantic import PrivateAttr
+
+from sources.synthetic.behaviour import BehaviourConfig
+from sources.synthetic.world import CityConfig, World, build_world
+from store.db import make_engine
+from store.keys import RedisKeys
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The app's Postgres (source of truth for users, swipes, RSVPs; durable feed copy)."""
+
+    database_url: str
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = make_engine(self.database_url)
+        return self._engine
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+class RedisResource(dg.ConfigurableResource):
+    """The Redis that holds published feeds."""
+
+    url: str
+    prefix: str = "godo"
+    feed_ttl_seconds: int = 3 * 24 * 3600
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=30)
+
+    def key_layout(self) -> RedisKeys:
+        return RedisKeys(prefix=self.prefix)
+
+
+class LocalStorage(dg.ConfigurableResource):
+    """Files the pipelines keep: the Eventbrite landing zone and model artifacts."""
+
+    data_dir: str
+
+    def folder(self, *parts: str) -> Path:
+        path = Path(self.data_dir).joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def landing(self) -> Path:
+        return self.folder("landing")
+
+    @property
+    def models(self) -> Path:
+        return self.folder("models")
+
+
+class SyntheticCityResource(dg.ConfigurableResource):
+    """Parameters of the synthetic city; the same parameters always give the same city."""
+
+    seed: int = 7
+    metros: list[str] = ["san-francisco", "oakland", "san-jose"]
+    n_venues: int = 300
+    n_events: int = 4000
+    n_users: int = 4000
+    behaviour_seed: int = 11
+    sessions_per_user: float = 6.0
+    now: str | None = None  # ISO-8601; unset means the current hour
+
+    def city_config(self, now: datetime | None = None) -> CityConfig:
+        """The city as of `now` (else the configured `now`, else the current hour)."""
+        if now is None:
+            now = (
+                datetime.fromisoformat(self.now)
+                if self.now
+                else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            )
+        return CityConfig(
+            seed=self.seed,
+            metros=tuple(self.metros),
+            n_venues=self.n_venues,
+            n_events=self.n_events,
+            n_users=self.n_users,
+            now=now,
+        )
+
+    def behaviour_config(self) -> BehaviourConfig:
+        return BehaviourConfig(seed=self.behaviour_seed, sessions_per_user=self.sessions_per_user)
+
+    def world(self, now: datetime | None = None) -> World:
+        return build_world(self.city_config(now))
