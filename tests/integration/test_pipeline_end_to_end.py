@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import runpy
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,41 +29,60 @@ from pipelines.resources import (
 )
 from serving.app import create_app
 from store.keys import RedisKeys
+from store.schema import metadata
+
+NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.py"))
 
 
-@pytest.fixture
-def pipeline_run(
-    tmp_path: Path,
-    engine: sa.Engine,
+@dataclass(frozen=True)
+class TinyCity:
+    steps: list[StepReport]
+    warehouse: Path
+    keys: RedisKeys
+
+
+@pytest.fixture(scope="module")
+def tiny_city(
+    tmp_path_factory: pytest.TempPathFactory,
+    session_engine: sa.Engine,
     database_url: str,
     service_urls: ServiceUrls,
-    redis_keys: RedisKeys,
-) -> list[StepReport]:
+    redis_client: redis.Redis,
+) -> Iterator[TinyCity]:
+    """One pipeline run over a tiny city, shared by this module's tests."""
+    folder = tmp_path_factory.mktemp("tiny-city")
+    keys = RedisKeys(prefix=f"godo-test-{uuid.uuid4().hex[:10]}")
+    with session_engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)}"))
     resources = {
         "io_manager": DuckDBPolarsIOManager(
-            database=str(tmp_path / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA
+            database=str(folder / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA
         ),
         "postgres": PostgresResource(database_url=database_url),
-        "redis": RedisResource(url=service_urls.redis_url, prefix=redis_keys.prefix),
-        "storage": LocalStorage(data_dir=str(tmp_path)),
+        "redis": RedisResource(url=service_urls.redis_url, prefix=keys.prefix),
+        "storage": LocalStorage(data_dir=str(folder)),
         "city": SyntheticCityResource(
             metros=["san-francisco", "oakland"], n_venues=20, n_events=150, n_users=120
         ),
     }
-    return run_assets(defs, resources, dg.DagsterInstance.ephemeral())
+    steps = run_assets(defs, resources, dg.DagsterInstance.ephemeral())
+    yield TinyCity(steps, folder / "warehouse.duckdb", keys)
+    stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
+    if stale:
+        redis_client.delete(*stale)
 
 
 def test_every_asset_runs_and_the_api_serves_the_published_feed(
-    pipeline_run: list[StepReport],
-    engine: sa.Engine,
+    tiny_city: TinyCity,
+    session_engine: sa.Engine,
     database_url: str,
     service_urls: ServiceUrls,
     redis_client: redis.Redis,
-    redis_keys: RedisKeys,
 ) -> None:
-    ran = {name for step in pipeline_run for name in step.name.split(", ")}
+    engine, redis_keys = session_engine, tiny_city.keys
+    ran = {name for step in tiny_city.steps for name in step.name.split(", ")}
     assert ran == {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    rows = {k: v for step in pipeline_run for k, v in step.rows.items()}
+    rows = {k: v for step in tiny_city.steps for k, v in step.rows.items()}
     assert rows["events"] == 150 and rows["app_users"] == 120 and rows["app_swipes"] > 0
 
     with engine.connect() as conn:
@@ -113,3 +136,15 @@ def test_every_asset_runs_and_the_api_serves_the_published_feed(
         assert event_id not in swiped
         assert events[event_id].is_active
         assert events[event_id].start_utc > now
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_on_the_pipeline_output(
+    notebook: Path, tiny_city: TinyCity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notebooks are executed against a warehouse the pipeline really built."""
+    monkeypatch.setenv("GODO_WAREHOUSE", str(tiny_city.warehouse))
+    namespace = runpy.run_path(str(notebook), run_name="__main__")
+    assert namespace["counts"]["app_swipes"] == sum(
+        step.rows.get("app_swipes", 0) for step in tiny_city.steps
+    )

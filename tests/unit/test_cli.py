@@ -1,0 +1,41 @@
+"""The `godo` CLI's quick commands, through Typer's runner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from godo.cli import app
+from godo.settings import get_settings
+from godo.tokens import verify_token
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("GODO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GODO_JWT_SECRET", "a-test-secret-that-is-long-enough-0123456789")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_token_prints_a_jwt_the_api_accepts_for_that_user() -> None:
+    result = runner.invoke(app, ["token", "42"])
+    assert result.exit_code == 0, result.output
+    assert verify_token(get_settings(), result.output.strip()) == 42
+
+
+def test_token_refuses_a_non_integer_user() -> None:
+    result = runner.invoke(app, ["token", "alice"])
+    assert result.exit_code != 0
+
+
+def test_services_status_reports_nothing_running_in_a_new_data_dir() -> None:
+    result = runner.invoke(app, ["services", "status"])
+    assert result.exit_code == 0, result.output
+    assert "postgres: stopped" in result.output and "redis: stopped" in result.output
