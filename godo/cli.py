@@ -152,17 +152,16 @@ def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:
         engine.dispose()
         client.close()
     table = Table(title=f"Feed of user {user_id} (run {feed.run_id}, from {feed.source})")
-    for column in ("rank", "event", "category", "starts (UTC)", "venue", "why", "score"):
-        table.add_column(column)
+    table.add_column("rank", justify="right", min_width=4)
+    table.add_column("event", overflow="ellipsis", no_wrap=True, max_width=30)
+    table.add_column("starts (UTC)", no_wrap=True, min_width=16)
+    table.add_column("why", no_wrap=True, min_width=16)
     for item in feed.items:
         table.add_row(
             str(item.rank),
             item.name,
-            item.category,
             item.start_utc.strftime("%a %d %b %H:%M"),
-            item.venue_name or "-",
             item.reason,
-            f"{item.score:.3f}",
         )
     console.print(table)
 

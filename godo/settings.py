@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "godo-development-secret-change-me-0123456789"
 
-Environment = Literal["development", "test", "production"]
+Environment = Literal["development", "staging", "production"]
 
 
 class Settings(BaseSettings):
@@ -60,9 +60,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_default_secret_outside_development(self) -> Settings:
         secret = self.jwt_secret.get_secret_value()
-        if self.environment == "production" and (secret == DEV_JWT_SECRET or len(secret) < 32):
+        if self.environment != "development" and (secret == DEV_JWT_SECRET or len(secret) < 32):
             raise ValueError(
-                "GODO_JWT_SECRET must be set to a random value of 32+ characters in production"
+                f"GODO_JWT_SECRET must be set to a random value of 32+ characters "
+                f"outside development (GODO_ENVIRONMENT={self.environment})"
             )
         return self
 

@@ -74,6 +74,7 @@ def publish_run(
     recommendations: pl.DataFrame,
     fallback: pl.DataFrame,
     ttl_seconds: int,
+    keep_runs: int = 5,
     batch_size: int = 500,
     on_progress: ProgressCallback | None = None,
 ) -> PublishResult:
@@ -81,7 +82,8 @@ def publish_run(
 
     `recommendations` holds (user_id, rank, event_id, score, reason), ranks starting at 1;
     `fallback` holds (rank, event_id, score, reason), the cold-start list. `on_progress`
-    is called with (users written, users total) after each Redis batch.
+    is called with (users written, users total) after each Redis batch. Once the run is
+    live, Postgres keeps only the newest `keep_runs` runs (Redis expires its own by TTL).
     """
     started = time.perf_counter()
     recs = _validated(recommendations, RECOMMENDATION_COLUMNS, ("user_id", "rank"))
@@ -125,6 +127,7 @@ def publish_run(
     except Exception as error:
         _mark_failed(engine, run_id)
         raise PublishError(f"publishing run {run_id} failed: {error}") from error
+    prune_runs(engine, keep=keep_runs)
     return PublishResult(run_id, n_users, recs.height, fall.height, time.perf_counter() - started)
 
 
@@ -196,6 +199,25 @@ def _write_redis(
     pipe.hset(keys.run_meta(run_id), mapping={"n_users": total, "published_at": time.time()})
     pipe.expire(keys.run_meta(run_id), ttl_seconds)
     pipe.execute()
+
+
+def prune_runs(engine: sa.Engine, *, keep: int) -> int:
+    """Delete all but the newest `keep` runs (their rows go by cascade); returns runs deleted.
+
+    The published run is always among the newest, so readers never lose it.
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1: the published run must survive")
+    newest = (
+        sa.select(recommendation_runs.c.id)
+        .order_by(recommendation_runs.c.created_at.desc(), recommendation_runs.c.id.desc())
+        .limit(keep)
+    )
+    with engine.begin() as conn:
+        result = conn.execute(
+            recommendation_runs.delete().where(recommendation_runs.c.id.not_in(newest))
+        )
+    return result.rowcount
 
 
 def _mark_failed(engine: sa.Engine, run_id: str) -> None:

@@ -192,3 +192,21 @@ def test_feed_drops_started_events_and_unknown_users_get_the_fallback(
     assert [i.event_id for i in feed.items] == ["e2", "e3"]
     stranger = read_feed(engine=catalogue, redis_client=redis_client, keys=redis_keys, user_id=999)
     assert stranger.cold_start and [i.event_id for i in stranger.items] == ["e8"]
+
+
+def test_postgres_keeps_only_the_newest_runs(
+    catalogue: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    for i in range(1, 5):
+        publish(
+            catalogue, redis_client, redis_keys, f"run-{i}", recs([1], [f"e{i}"], "a"), keep_runs=2
+        )
+    with catalogue.connect() as conn:
+        runs = conn.execute(sa.text("SELECT id FROM recommendation_runs ORDER BY id")).scalars()
+        kept_rows = conn.execute(
+            sa.text("SELECT DISTINCT run_id FROM recommendations ORDER BY run_id")
+        ).scalars()
+        assert list(runs) == ["run-3", "run-4"]
+        assert list(kept_rows) == ["run-3", "run-4"]
+    redis_client.delete(redis_keys.current_run())
+    assert feed_ids(catalogue, redis_client, redis_keys, 1) == ("run-4", "postgres", ["e4"])

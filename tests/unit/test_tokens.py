@@ -127,6 +127,11 @@ def test_production_refuses_the_default_secret() -> None:
         _settings(environment="production", jwt_secret=DEV_JWT_SECRET)
 
 
+def test_staging_refuses_the_default_secret_too() -> None:
+    with pytest.raises(ValidationError, match="outside development"):
+        _settings(environment="staging", jwt_secret=DEV_JWT_SECRET)
+
+
 def test_production_refuses_a_short_secret() -> None:
     with pytest.raises(ValidationError, match="32"):
         _settings(environment="production", jwt_secret="too-short")
