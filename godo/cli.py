@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -70,20 +71,32 @@ def demo(
     port: Port = None,
 ) -> None:
     """Generate a synthetic city, run every Dagster asset once, report, then serve the API."""
-    from godo.demo import StepFailed, dagster_instance, plan, run_assets
-    from pipelines.definitions import build_resources, defs
-    from pipelines.resources import PostgresResource, RedisResource, SyntheticCityResource
+    from godo.demo import StepFailed, dagster_instance, demo_resources, plan, run_assets
+    from pipelines.definitions import defs
+    from pipelines.resources import SyntheticCityResource
+    from sources.fakes import FakeUpstream, FaultPlan
 
     settings, urls = connect()
-    resources = build_resources(settings) | {
-        "postgres": PostgresResource(database_url=urls.database_url),
-        "redis": RedisResource(
-            url=urls.redis_url,
-            prefix=settings.redis_prefix,
-            feed_ttl_seconds=settings.feed_run_ttl_seconds,
-        ),
-        "city": SyntheticCityResource(seed=seed, n_users=users, n_events=events, n_venues=venues),
-    }
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    city = SyntheticCityResource(
+        seed=seed,
+        n_users=users,
+        n_events=events,
+        n_venues=venues,
+        metros=settings.metros,
+        now=now.isoformat(),
+    )
+    # A share of venues come without coordinates, so the geocoder has work to do.
+    faults = FaultPlan(venues_without_coordinates_share=0.15)
+    upstream = FakeUpstream(city.world(), faults=faults).start()
+    console.print(f"Fake Eventbrite and Google Maps APIs on [bold]{upstream.base_url}[/]")
+    resources = demo_resources(
+        settings,
+        database_url=urls.database_url,
+        redis_url=urls.redis_url,
+        city=city,
+        upstream=upstream,
+    )
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description:<40}"),
@@ -106,6 +119,8 @@ def demo(
             progress.stop()
             console.print(f"[red bold]Step {failure.step} failed:[/] {failure.message}")
             raise typer.Exit(1) from None
+        finally:
+            upstream.stop()
     _print_steps(reports)
     _print_sample_feed(settings, urls)
     if serve:
@@ -117,9 +132,13 @@ def _print_steps(reports: Sequence[StepReport]) -> None:
     table.add_column("step")
     table.add_column("seconds", justify="right")
     table.add_column("rows per asset")
+    table.add_column("checks")
     for report in reports:
         rows = ", ".join(f"{k}={v:,}" for k, v in report.rows.items()) or "-"
-        table.add_row(report.name, f"{report.seconds:.2f}", rows)
+        failed = [name for name, passed in report.checks.items() if not passed]
+        checks = f"{len(report.checks) - len(failed)}/{len(report.checks)} passed"
+        checks = (checks + "".join(f"\n[red]{n}[/]" for n in failed)) if report.checks else ""
+        table.add_row(report.name, f"{report.seconds:.2f}", rows, checks)
     total = sum(r.seconds for r in reports)
     table.add_row("[bold]total[/]", f"[bold]{total:.2f}[/]", "")
     console.print(table)

@@ -17,6 +17,15 @@ from typing import Any
 import dagster as dg
 
 from godo.settings import Settings
+from pipelines.definitions import build_resources
+from pipelines.resources import (
+    EventbriteResource,
+    GoogleMapsResource,
+    PostgresResource,
+    RedisResource,
+    SyntheticCityResource,
+)
+from sources.fakes import DEFAULT_EVENTBRITE_TOKEN, DEFAULT_MAPS_KEY, FakeUpstream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The report and the progress bar say what happened; Dagster's own log stays in the UI.
@@ -37,6 +46,7 @@ class StepReport:
     name: str
     seconds: float
     rows: dict[str, int]
+    checks: dict[str, bool]
 
 
 def dagster_instance(settings: Settings) -> dg.DagsterInstance:
@@ -49,17 +59,35 @@ def dagster_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home))
 
 
-def plan(defs: dg.Definitions) -> list[list[dg.AssetKey]]:
-    """Asset keys grouped by definition (a multi-asset runs whole), in dependency order."""
+@dataclass(frozen=True)
+class Step:
+    """One Dagster run of the demo: an asset definition, for one partition if partitioned."""
+
+    keys: list[dg.AssetKey]
+    partition: str | None = None
+
+    @property
+    def name(self) -> str:
+        names = ", ".join(k.to_user_string() for k in self.keys)
+        return f"{names} ({self.partition})" if self.partition else names
+
+
+def plan(defs: dg.Definitions) -> list[Step]:
+    """Asset definitions (a multi-asset runs whole) in dependency order, per partition."""
     graph = defs.resolve_asset_graph()
-    steps: list[list[dg.AssetKey]] = []
+    steps: list[Step] = []
     done: set[dg.AssetKey] = set()
     for key in graph.toposorted_asset_keys:
-        if key in done or not graph.get(key).is_materializable:
+        node = graph.get(key)
+        if key in done or not node.is_materializable:
             continue
-        keys = sorted(graph.get(key).assets_def.keys, key=lambda k: k.to_user_string())
+        keys = sorted(node.assets_def.keys, key=lambda k: k.to_user_string())
         done.update(keys)
-        steps.append(keys)
+        partitions = node.partitions_def
+        if partitions is None:
+            steps.append(Step(keys))
+        else:
+            steps.extend(Step(keys, p) for p in partitions.get_partition_keys())
     return steps
 
 
@@ -70,29 +98,42 @@ def run_assets(
     on_start: Callable[[str], None] | None = None,
     on_done: Callable[[StepReport], None] | None = None,
 ) -> list[StepReport]:
-    """Materialize every asset once; raise on the first failing step."""
+    """Materialize every asset once (each partition once); raise on the first failing step."""
     assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
     reports: list[StepReport] = []
-    for keys in plan(defs):
-        name = ", ".join(k.to_user_string() for k in keys)
+    for step in plan(defs):
         if on_start is not None:
-            on_start(name)
+            on_start(step.name)
         started = time.perf_counter()
         result = dg.materialize(
             assets,
-            selection=keys,
+            selection=step.keys,
+            partition_key=step.partition,
             resources=resources,
             instance=instance,
             run_config=QUIET,
             raise_on_error=False,
         )
         if not result.success:
-            raise StepFailed(name, _failure_message(result))
-        report = StepReport(name, time.perf_counter() - started, _row_counts(result))
+            raise StepFailed(step.name, _failure_message(result))
+        report = StepReport(
+            step.name, time.perf_counter() - started, _row_counts(result), _check_results(result)
+        )
         reports.append(report)
         if on_done is not None:
             on_done(report)
     return reports
+
+
+def _check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
+        for e in (
+            event.asset_check_evaluation_data
+            for event in result.all_events
+            if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+    }
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -112,3 +153,44 @@ def _row_counts(result: dg.ExecuteInProcessResult) -> dict[str, int]:
         if rows is not None:
             counts[materialization.asset_key.to_user_string()] = int(rows.value)  # type: ignore[arg-type]
     return counts
+
+
+def demo_resources(
+    settings: Settings,
+    *,
+    database_url: str,
+    redis_url: str,
+    city: SyntheticCityResource,
+    upstream: FakeUpstream,
+) -> dict[str, Any]:
+    """The deployment's resources, pointed at local servers and the fake upstream APIs.
+
+    The real Eventbrite and Maps clients run unchanged; only their base URLs, credentials and
+    the followed organizations (the synthetic city's) differ from production.
+    """
+    world = upstream.world
+    followed: dict[str, list[str]] = {}
+    for org, metro in world.organizations.select("organization_id", "metro").iter_rows():
+        followed.setdefault(metro, []).append(org)
+    return build_resources(settings) | {
+        "postgres": PostgresResource(database_url=database_url),
+        "redis": RedisResource(
+            url=redis_url,
+            prefix=settings.redis_prefix,
+            feed_ttl_seconds=settings.feed_run_ttl_seconds,
+        ),
+        "eventbrite": EventbriteResource(
+            token=DEFAULT_EVENTBRITE_TOKEN,
+            base_url=upstream.eventbrite_base_url,
+            followed_organizations=followed,
+            calls_per_hour=1_000_000,
+            time_filter="all",
+            status_checks_per_run=100_000,
+        ),
+        "maps": GoogleMapsResource(
+            api_key=DEFAULT_MAPS_KEY,
+            geocode_base_url=upstream.geocode_base_url,
+            places_base_url=upstream.places_base_url,
+        ),
+        "city": city,
+    }

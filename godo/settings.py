@@ -50,6 +50,20 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_audience: str = "godo-app"
     jwt_ttl_seconds: int = Field(default=3600, gt=0)
+    metros: list[str] = Field(
+        default=["san-francisco", "oakland", "san-jose"],
+        min_length=1,
+        description="Metro areas served; each is one partition of the ingest assets.",
+    )
+    eventbrite_base_url: str = "https://www.eventbriteapi.com/v3/"
+    eventbrite_organizations: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Eventbrite organization ids followed per metro, e.g. "
+        '{"san-francisco": ["1234567890"]} (GODO_EVENTBRITE_ORGANIZATIONS, JSON).',
+    )
+    eventbrite_calls_per_hour: int = Field(default=2000, gt=0)
+    geocode_base_url: str = "https://maps.googleapis.com/maps/api/"
+    places_base_url: str = "https://places.googleapis.com/v1/"
     feed_size: int = Field(default=50, gt=0, le=500, description="Events kept per user and run.")
     feed_run_ttl_seconds: int = Field(
         default=3 * 24 * 3600, gt=0, description="How long a published run's Redis keys live."

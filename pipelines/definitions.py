@@ -1,34 +1,57 @@
 """The one `Definitions` of the Godo code location (named in workspace.yaml and pyproject)."""
 
-from __future__ import annotations
-
 import dagster as dg
+from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from godo.settings import Settings, get_settings
 from pipelines.assets import app_data, features, ingest, models, recommendations, synthetic
+from pipelines.partitions import metro_partitions
 from pipelines.resources import (
+    EventbriteResource,
+    GoogleMapsResource,
     LocalStorage,
     PostgresResource,
     RedisResource,
     SyntheticCityResource,
 )
+from pipelines.warehouse import SCHEMA as WAREHOUSE_SCHEMA
 
 ASSET_MODULES = [synthetic, ingest, app_data, features, models, recommendations]
-WAREHOUSE_SCHEMA = "godo"  # not "warehouse": DuckDB names the catalog after the file
+PARTITIONED_INGEST = dg.AssetSelection.assets(
+    "eventbrite_raw_pages", "events", "venues", "event_quarantine", "geocoded_venues"
+)
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
 
-everything_job = dg.define_asset_job(
-    "godo_everything",
-    selection=dg.AssetSelection.all(),
-    description="Every asset once: ingest, app data, features, models, publish.",
+ingest_job = dg.define_asset_job(
+    "ingest_metro",
+    selection=PARTITIONED_INGEST,
+    description="Fetch one metro's events and venues from Eventbrite and Google Maps.",
 )
 retrain_job = dg.define_asset_job(
     "retrain_and_publish",
-    selection=dg.AssetSelection.groups("app_data", "features", "models", "recommendations"),
-    description="Re-extract app data, retrain the models and publish fresh feeds.",
+    selection=dg.AssetSelection.assets("app_catalogue")
+    | dg.AssetSelection.groups("app_data", "features", "models", "recommendations"),
+    description="Sync the catalogue, re-extract app data, retrain and publish fresh feeds.",
 )
+
+
+@dg.schedule(
+    job=ingest_job,
+    cron_schedule="0 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def hourly_ingest(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+    """Every hour, one run per metro: metros ingest independently and fail independently."""
+    hour = context.scheduled_execution_time.strftime("%Y-%m-%dT%H")
+    return [
+        dg.RunRequest(partition_key=metro, run_key=f"{metro}:{hour}")
+        for metro in metro_partitions.get_partition_keys()
+    ]
+
+
 nightly_retrain = dg.ScheduleDefinition(
     job=retrain_job,
     cron_schedule="0 3 * * *",
@@ -39,26 +62,37 @@ nightly_retrain = dg.ScheduleDefinition(
 
 def build_resources(settings: Settings) -> dict[str, object]:
     """Resources for a deployment: secrets and URLs are read from the environment at launch."""
-    data_dir = str(settings.data_path)
     return {
         "io_manager": DuckDBPolarsIOManager(
             database=str(settings.warehouse_path), schema=WAREHOUSE_SCHEMA
         ),
+        "warehouse": DuckDBResource(database=str(settings.warehouse_path)),
         "postgres": PostgresResource(database_url=dg.EnvVar("DATABASE_URL")),
         "redis": RedisResource(
             url=dg.EnvVar("REDIS_URL"),
             prefix=settings.redis_prefix,
             feed_ttl_seconds=settings.feed_run_ttl_seconds,
         ),
-        "storage": LocalStorage(data_dir=data_dir),
+        "eventbrite": EventbriteResource(
+            token=dg.EnvVar("EVENTBRITE_TOKEN"),
+            base_url=settings.eventbrite_base_url,
+            followed_organizations=settings.eventbrite_organizations,
+            calls_per_hour=settings.eventbrite_calls_per_hour,
+        ),
+        "maps": GoogleMapsResource(
+            api_key=dg.EnvVar("GOOGLE_MAPS_API_KEY"),
+            geocode_base_url=settings.geocode_base_url,
+            places_base_url=settings.places_base_url,
+        ),
+        "storage": LocalStorage(data_dir=str(settings.data_path)),
         "city": SyntheticCityResource(),
     }
 
 
 defs = dg.Definitions(
     assets=all_assets,
-    jobs=[everything_job, retrain_job],
-    schedules=[nightly_retrain],
+    jobs=[ingest_job, retrain_job],
+    schedules=[hourly_ingest, nightly_retrain],
     resources=build_resources(get_settings()),
     # Steps share one DuckDB file, which takes one writer at a time.
     executor=dg.in_process_executor,

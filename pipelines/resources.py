@@ -12,6 +12,8 @@ import redis
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
+from sources.eventbrite.client import EventbriteClient, HttpEventbriteClient
+from sources.google_maps.client import HttpMapsClient, MapsClient
 from sources.synthetic.behaviour import BehaviourConfig
 from sources.synthetic.world import CityConfig, World, build_world
 from store.db import make_engine
@@ -49,7 +51,7 @@ class RedisResource(dg.ConfigurableResource):
 
 
 class LocalStorage(dg.ConfigurableResource):
-    """Files the pipelines keep: the Eventbrite landing zone and model artifacts."""
+    """Files the pipelines keep: model artifacts."""
 
     data_dir: str
 
@@ -57,10 +59,6 @@ class LocalStorage(dg.ConfigurableResource):
         path = Path(self.data_dir).joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-    @property
-    def landing(self) -> Path:
-        return self.folder("landing")
 
     @property
     def models(self) -> Path:
@@ -101,3 +99,58 @@ class SyntheticCityResource(dg.ConfigurableResource):
 
     def world(self, now: datetime | None = None) -> World:
         return build_world(self.city_config(now))
+
+
+class EventbriteResource(dg.ConfigurableResource):
+    """The Eventbrite API v3, and which organizations each metro follows.
+
+    `token` comes from `dg.EnvVar("EVENTBRITE_TOKEN")` in deployments; `base_url` points the
+    real client at a local fake in the demo and the tests.
+    """
+
+    token: str
+    base_url: str = "https://www.eventbriteapi.com/v3/"
+    followed_organizations: dict[str, list[str]] = {}
+    calls_per_hour: int = 2000
+    timeout_seconds: float = 10.0
+    max_attempts: int = 5
+    # "current_future" in production (ended events keep the state they were last seen in);
+    # the demo backfills "all", since its synthetic history predates its first ingest.
+    time_filter: str | None = "current_future"
+    full_refresh: bool = False
+    overlap_minutes: int = 60
+    # Single-event status confirmations per partition run (listings may say "live" for a
+    # cancelled event); the soonest events go first when the cap bites.
+    status_checks_per_run: int = 500
+
+    def organizations(self, metro: str) -> list[str]:
+        return list(self.followed_organizations.get(metro, []))
+
+    def client(self) -> EventbriteClient:
+        return HttpEventbriteClient(
+            token=self.token,
+            base_url=self.base_url,
+            calls_per_hour=self.calls_per_hour,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+            time_filter=self.time_filter,
+        )
+
+
+class GoogleMapsResource(dg.ConfigurableResource):
+    """Google Geocoding and Places (New); the key comes from `dg.EnvVar("GOOGLE_MAPS_API_KEY")`."""
+
+    api_key: str
+    geocode_base_url: str = "https://maps.googleapis.com/maps/api/"
+    places_base_url: str = "https://places.googleapis.com/v1/"
+    timeout_seconds: float = 10.0
+    max_attempts: int = 5
+
+    def client(self) -> MapsClient:
+        return HttpMapsClient(
+            api_key=self.api_key,
+            geocode_base_url=self.geocode_base_url,
+            places_base_url=self.places_base_url,
+            timeout_seconds=self.timeout_seconds,
+            max_attempts=self.max_attempts,
+        )

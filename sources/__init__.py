@@ -1,1 +1,1 @@
-"""Where Godo's data comes from: upstream parsers and a synthetic world; imports nothing of ours."""
+"""Upstream data: Eventbrite and Google Maps clients, their local fakes, the synthetic city."""

@@ -1,90 +1,232 @@
-"""Eventbrite events: landed pages -> parsed events and venues -> the app's Postgres."""
+"""Eventbrite events and Google Maps venue data, one metro partition at a time.
+
+eventbrite_raw_pages (API -> append-only raw log) -> parsed_catalogue (events, venues,
+event_quarantine) -> geocoded_venues (Geocoding + Places, cached) -> app_catalogue (Postgres).
+"""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
-from pipelines.assets.common import frame_output
-from pipelines.resources import LocalStorage, PostgresResource
-from sources.eventbrite.landing import organization_pages, read_followed, read_page_events
+from features.geo import flag_coordinates
+from pipelines.partitions import metro_partitions
+from pipelines.resources import EventbriteResource, GoogleMapsResource, PostgresResource
+from pipelines.venues import geocode_venues, metro_bounds
+from pipelines.warehouse import RAW_EVENTS_SCHEMA, append, latest_raw_events
 from sources.eventbrite.parse import parse_events
 from store.app_data import upsert_catalogue
 
-RAW_SCHEMA: dict[str, pl.DataType] = {
-    "organization_id": pl.Utf8(),
-    "metro": pl.Utf8(),
-    "raw_json": pl.Utf8(),
-    "landed_at": pl.Datetime("us", "UTC"),
-}
+HIGH_WATER_MARK = "high_water_mark"
+QUARANTINE_SHARE_LIMIT = 0.05
+PARTITIONED = {"partition_expr": "metro"}
 
 
-@dg.asset(group_name="ingest", deps=["synthetic_catalogue"], kinds={"json", "duckdb"})
-def eventbrite_raw_events(storage: LocalStorage) -> dg.Output[pl.DataFrame]:
-    """Every event record of every landed Eventbrite page, kept verbatim as JSON."""
-    metro_of = read_followed(storage.landing)
-    landed_at = datetime.now(UTC)
-    pages = list(organization_pages(storage.landing))
-    unfollowed = sorted({org for org, _ in pages if org not in metro_of})
-    rows = [
-        {
-            "organization_id": org,
-            "metro": metro_of[org],
-            "raw_json": json.dumps(event),
-            "landed_at": landed_at,
-        }
-        for org, page in pages
-        if org in metro_of
-        for event in read_page_events(page)
+def previous_high_water_mark(context: dg.AssetExecutionContext) -> datetime | None:
+    """The newest `changed` seen by this partition's last materialization, if any."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=context.asset_key, asset_partitions=[context.partition_key]
+        ),
+        limit=1,
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get(HIGH_WATER_MARK)
+    return datetime.fromisoformat(str(value.value)) if value is not None else None
+
+
+@dg.asset(partitions_def=metro_partitions, group_name="ingest", kinds={"eventbrite", "duckdb"})
+def eventbrite_raw_pages(
+    context: dg.AssetExecutionContext, eventbrite: EventbriteResource, warehouse: DuckDBResource
+) -> dg.MaterializeResult:
+    """Event records of the metro's followed organizations, appended verbatim to a raw log."""
+    metro = context.partition_key
+    previous = previous_high_water_mark(context)
+    since = None
+    if previous is not None and not eventbrite.full_refresh:
+        since = previous - timedelta(minutes=eventbrite.overlap_minutes)
+    fetched_at = datetime.now(UTC)
+    records: list[tuple[str, dict[str, Any]]] = []
+    pages = skipped = 0
+    with eventbrite.client() as client:
+        for organization_id in eventbrite.organizations(metro):
+            for page in client.list_organization_events(organization_id, changed_since=since):
+                pages += 1
+                skipped += page.skipped_unchanged
+                records.extend((organization_id, event) for event in page.events)
+        # Listings can say "live" for a cancelled event; the single-event endpoint is the
+        # truth. Its record (same expansions) is logged after the listed one, so it wins.
+        # Soonest first: when the cap bites, the events a feed would show are checked.
+        upcoming = [(org, e) for org, e in records if listed_as_upcoming(e, fetched_at)]
+        upcoming.sort(key=lambda pair: str(pair[1]["start"]["utc"]))
+        to_confirm = upcoming[: eventbrite.status_checks_per_run]
+        confirmed_at = datetime.now(UTC)
+        confirmed = [(org, client.get_event(str(e["id"]))) for org, e in to_confirm]
+        stats = client.stats
+    disagreed = sum(
+        listed.get("status") != single.get("status")
+        for (_, listed), (_, single) in zip(to_confirm, confirmed, strict=True)
+    )
+    rows = [_raw_row(metro, org, e, fetched_at) for org, e in records] + [
+        _raw_row(metro, org, e, confirmed_at) for org, e in confirmed
     ]
-    return frame_output(
-        pl.DataFrame(rows, schema=RAW_SCHEMA),
-        pages=len(pages),
-        unfollowed_organizations=dg.MetadataValue.json(unfollowed),
+    frame = pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA)
+    with warehouse.get_connection() as conn:
+        append(conn, "eventbrite_raw_events", frame)
+    newest = frame["changed"].drop_nulls().max() if frame.height else None
+    high_water_mark = max(
+        (t for t in (previous, _parse_time(newest)) if t is not None), default=None
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": frame.height,
+            "pages": pages,
+            "skipped_unchanged": skipped,
+            "calls": stats.calls,
+            "retries": stats.retries,
+            "status_checks": len(confirmed),
+            "status_disagreements": disagreed,
+            "full_refresh": since is None,
+            HIGH_WATER_MARK: high_water_mark.isoformat() if high_water_mark else None,
+        }
     )
 
 
+def listed_as_upcoming(event: dict[str, Any], now: datetime) -> bool:
+    """A listed record that claims to be live and upcoming: worth confirming by id."""
+    start = _parse_time((event.get("start") or {}).get("utc"))
+    return event.get("status") == "live" and start is not None and start > now and "id" in event
+
+
+def _raw_row(
+    metro: str, organization_id: str, event: dict[str, Any], fetched_at: datetime
+) -> dict[str, Any]:
+    return {
+        "metro": metro,
+        "organization_id": organization_id,
+        "event_id": str(event["id"]) if event.get("id") else None,
+        "changed": event.get("changed"),
+        "raw_json": json.dumps(event, sort_keys=True),
+        "fetched_at": fetched_at,
+    }
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 @dg.multi_asset(
+    partitions_def=metro_partitions,
     group_name="ingest",
+    deps=[eventbrite_raw_pages],
     outs={
         "events": dg.AssetOut(
-            description="Parsed Eventbrite events, one row per event.", kinds={"duckdb"}
+            description="Parsed Eventbrite events, one row per event.",
+            kinds={"duckdb"},
+            metadata=PARTITIONED,
         ),
         "venues": dg.AssetOut(
-            description="Venues of those events, with coordinates.", kinds={"duckdb"}
+            description="Venues of those events, as Eventbrite describes them.",
+            kinds={"duckdb"},
+            metadata=PARTITIONED,
         ),
         "event_quarantine": dg.AssetOut(
             description="Records that failed validation, with the raw JSON and the reason.",
             kinds={"duckdb"},
+            metadata=PARTITIONED,
         ),
     },
+    check_specs=[
+        dg.AssetCheckSpec("every_event_has_a_start", asset="events"),
+        dg.AssetCheckSpec("no_duplicate_event_ids", asset="events"),
+        dg.AssetCheckSpec("quarantine_share_under_limit", asset="events"),
+    ],
 )
-def parsed_catalogue(
-    eventbrite_raw_events: pl.DataFrame,
-) -> tuple[dg.Output[pl.DataFrame], dg.Output[pl.DataFrame], dg.Output[pl.DataFrame]]:
-    """Parse raw records per metro with the same parser the live API client uses."""
-    parsed = [
-        parse_events((json.loads(raw) for raw in group["raw_json"]), metro=str(metro))
-        for (metro,), group in eventbrite_raw_events.group_by("metro", maintain_order=True)
-    ]
-    events = pl.concat([p.events for p in parsed]).unique("event_id", keep="last")
-    venues = pl.concat([p.venues for p in parsed]).unique("venue_id", keep="last")
-    quarantine = pl.concat([p.quarantine for p in parsed])
-    return (
-        frame_output(events.sort("event_id"), quarantined=quarantine.height),
-        frame_output(venues.sort("venue_id")),
-        frame_output(quarantine),
+def parsed_catalogue(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> Any:
+    """The newest raw record of each event, parsed; what fails validation is quarantined."""
+    metro = context.partition_key
+    with warehouse.get_connection() as conn:
+        raw = latest_raw_events(conn, metro)
+    parsed = parse_events((json.loads(r) for r in raw["raw_json"]), metro=metro)
+    events, quarantine = parsed.events, parsed.quarantine.with_columns(metro=pl.lit(metro))
+    share = quarantine.height / max(raw.height, 1)
+    yield dg.Output(events, "events", metadata={"dagster/row_count": events.height})
+    yield dg.Output(parsed.venues, "venues", metadata={"dagster/row_count": parsed.venues.height})
+    yield dg.Output(
+        quarantine, "event_quarantine", metadata={"dagster/row_count": quarantine.height}
+    )
+    yield dg.AssetCheckResult(
+        asset_key="events",
+        check_name="every_event_has_a_start",
+        passed=events["start_utc"].null_count() == 0,
+        metadata={"missing_start": events["start_utc"].null_count()},
+    )
+    duplicates = events.height - events["event_id"].n_unique()
+    yield dg.AssetCheckResult(
+        asset_key="events",
+        check_name="no_duplicate_event_ids",
+        passed=duplicates == 0,
+        metadata={"duplicates": duplicates, "dropped_by_parser": parsed.duplicates_dropped},
+    )
+    yield dg.AssetCheckResult(
+        asset_key="events",
+        check_name="quarantine_share_under_limit",
+        passed=share <= QUARANTINE_SHARE_LIMIT,
+        metadata={
+            "quarantined": quarantine.height,
+            "share": round(share, 4),
+            "limit": QUARANTINE_SHARE_LIMIT,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=metro_partitions,
+    group_name="ingest",
+    kinds={"googlemaps", "duckdb"},
+    metadata=PARTITIONED,
+    check_specs=[dg.AssetCheckSpec("coordinates_inside_metro", asset="geocoded_venues")],
+)
+def geocoded_venues(
+    context: dg.AssetExecutionContext,
+    venues: pl.DataFrame,
+    maps: GoogleMapsResource,
+    warehouse: DuckDBResource,
+) -> Any:
+    """Venues with trusted coordinates: Eventbrite's, else Google's (cached by address)."""
+    flagged = flag_coordinates(venues, metro_bounds())
+    with warehouse.get_connection() as conn, maps.client() as client:
+        result = geocode_venues(flagged, client, conn)
+    located = result.venues
+    outside = int(located["outside_metro"].sum())
+    yield dg.Output(located, metadata={"dagster/row_count": located.height, **result.metadata})
+    yield dg.AssetCheckResult(
+        check_name="coordinates_inside_metro",
+        passed=outside == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "outside_metro": outside,
+            "without_coordinates": int((~located["has_coordinates"]).sum()),
+        },
     )
 
 
 @dg.asset(group_name="ingest", kinds={"postgres"})
 def app_catalogue(
-    events: pl.DataFrame, venues: pl.DataFrame, postgres: PostgresResource
+    events: pl.DataFrame, geocoded_venues: pl.DataFrame, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     """Events and venues upserted into the app's Postgres, where the API and swipes meet them."""
     with postgres.engine().begin() as conn:
-        upsert_catalogue(conn, events=events, venues=venues)
+        upsert_catalogue(conn, events=events, venues=geocoded_venues)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": events.height, "venues": venues.height}
+        metadata={"dagster/row_count": events.height, "venues": geocoded_venues.height}
     )

@@ -10,6 +10,10 @@ Known quirk reproduced on purpose: some canceled events read ``"status": "live"`
 responses. Exactly the canceled events whose numeric id is even are listed as live
 (``quirk_live_event_ids``); ``single_event_status`` gives what ``GET /v3/events/{id}/``
 would answer (the world's true status), so a client can re-check suspicious listings.
+
+The record builders are public (``event_records``, ``venue_record``, ``organizer_record``) so
+the local fake API server (``sources.fakes``) serves exactly these shapes instead of keeping a
+second copy of them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,8 @@ from sources.synthetic.world import CATEGORIES, FORMATS, SUBCATEGORIES, World
 
 API_ROOT = "https://www.eventbriteapi.com/v3"
 LIST_EXPANSIONS = "venue,category,subcategory,format,ticket_availability,logo"
+EXPANSIONS: tuple[str, ...] = tuple(LIST_EXPANSIONS.split(","))
+"""The expanded objects every record of ``event_records`` carries (in ``LIST_EXPANSIONS``)."""
 
 _CATEGORY_BY_ID = {c.id: c for c in CATEGORIES}
 _SUBCATEGORY_BY_ID = {s.id: s for s in SUBCATEGORIES}
@@ -96,7 +103,7 @@ def _price(cents: int | None, currency: str) -> dict[str, Any] | None:
 
 
 def _with_local_times(world: World) -> pl.DataFrame:
-    """Events joined with their venue, plus Eventbrite-formatted UTC and local time strings."""
+    """Events plus Eventbrite-formatted UTC and local time strings."""
     events = world.events.with_row_index("_row")
     parts = []
     for tz in events["timezone"].unique().sort().to_list():
@@ -119,42 +126,71 @@ def _with_local_times(world: World) -> pl.DataFrame:
         )
     events = pl.concat(parts).sort("_row") if parts else events
     utc_cols = ("start_utc", "end_utc", "created", "changed", "published")
-    events = events.with_columns(
+    return events.with_columns(
         *(pl.col(c).dt.strftime(_ISO_UTC).alias(f"{c}_iso") for c in utc_cols)
     )
-    venues = world.venues.rename({c: f"venue_{c}" for c in world.venues.columns if c != "venue_id"})
-    return events.join(venues, on="venue_id", how="left", maintain_order="left")
 
 
-def _venue(row: dict[str, Any]) -> dict[str, Any]:
-    lat, lon = repr(row["venue_latitude"]), repr(row["venue_longitude"])
-    area = f"{row['venue_city']}, {row['venue_region']}"
-    street = row["venue_address_1"]
+def venue_record(venue: Mapping[str, Any]) -> dict[str, Any]:
+    """The expanded ``venue`` object for one row of ``World.venues``.
+
+    Latitude and longitude are strings, as Eventbrite sends them; the address display strings
+    are what a geocoder is later asked about (``localized_address_display``).
+    """
+    lat, lon = repr(venue["latitude"]), repr(venue["longitude"])
+    area = f"{venue['city']}, {venue['region']}"
+    street = venue["address_1"]
     return {
         "address": {
             "address_1": street,
             "address_2": None,
-            "city": row["venue_city"],
-            "region": row["venue_region"],
-            "postal_code": row["venue_postal_code"],
-            "country": row["venue_country"],
+            "city": venue["city"],
+            "region": venue["region"],
+            "postal_code": venue["postal_code"],
+            "country": venue["country"],
             "latitude": lat,
             "longitude": lon,
-            "localized_address_display": f"{street}, {area} {row['venue_postal_code']}",
+            "localized_address_display": f"{street}, {area} {venue['postal_code']}",
             "localized_area_display": area,
-            "localized_multi_line_address_display": [street, f"{area} {row['venue_postal_code']}"],
+            "localized_multi_line_address_display": [street, f"{area} {venue['postal_code']}"],
         },
-        "resource_uri": f"{API_ROOT}/venues/{row['venue_id']}/",
-        "id": row["venue_id"],
+        "resource_uri": f"{API_ROOT}/venues/{venue['venue_id']}/",
+        "id": venue["venue_id"],
         "age_restriction": None,
-        "capacity": row["venue_capacity"],
-        "name": row["venue_name"],
+        "capacity": venue["capacity"],
+        "name": venue["name"],
         "latitude": lat,
         "longitude": lon,
     }
 
 
-def _event(row: dict[str, Any], listed_status: str) -> dict[str, Any]:
+def organizer_record(organization: Mapping[str, Any]) -> dict[str, Any]:
+    """The expanded ``organizer`` object for one row of ``World.organizations``.
+
+    In the synthetic world each organization is its own single organizer, so the organizer id
+    equals the organization id (``organizer_id`` of its events). Not part of
+    ``LIST_EXPANSIONS``: the feed does not need it, but a client may ask for it.
+    """
+    org_id = organization["organization_id"]
+    name = organization["name"]
+    description = f"{name} hosts events in {organization['metro']}."
+    return {
+        "description": {"text": description, "html": f"<p>{html.escape(description)}</p>"},
+        "long_description": {"text": description, "html": f"<p>{html.escape(description)}</p>"},
+        "resource_uri": f"{API_ROOT}/organizers/{org_id}/",
+        "id": org_id,
+        "name": name,
+        "url": f"https://www.eventbrite.com/o/{org_id}",
+        "num_past_events": None,
+        "num_future_events": None,
+        "twitter": None,
+        "facebook": None,
+        "logo_id": None,
+        "logo": None,
+    }
+
+
+def _event(row: dict[str, Any], listed_status: str, venue: dict[str, Any]) -> dict[str, Any]:
     event_id: str = row["event_id"]
     tz = row["timezone"]
     logo_id = str(100_000_000 + int(event_id) % 900_000_000)
@@ -205,7 +241,7 @@ def _event(row: dict[str, Any], listed_status: str) -> dict[str, Any]:
         "id": event_id,
         "resource_uri": f"{API_ROOT}/events/{event_id}/",
         "is_externally_ticketed": False,
-        "venue": _venue(row),
+        "venue": venue,
         "category": _category(row["category_id"]),
         "subcategory": _subcategory(row["subcategory_id"]),
         "format": _format(row["format_id"]),
@@ -233,6 +269,22 @@ def _event(row: dict[str, Any], listed_status: str) -> dict[str, Any]:
     }
 
 
+def event_records(world: World) -> list[dict[str, Any]]:
+    """Every event of the world as an Eventbrite event record, ordered by start time.
+
+    Each record carries the TRUE status (what ``GET /v3/events/{id}/`` answers, no list
+    quirk) and every expansion in ``LIST_EXPANSIONS``. Records are fresh dicts that share no
+    nested objects, so a caller may mutate one (apply the quirk, drop an expansion, corrupt a
+    field for a test) without touching another.
+    """
+    venues = {v["venue_id"]: v for v in world.venues.iter_rows(named=True)}
+    table = _with_local_times(world).sort(["start_utc", "event_id"])
+    return [
+        _event(row, row["status"], venue_record(venues[row["venue_id"]]))
+        for row in table.iter_rows(named=True)
+    ]
+
+
 def _continuation(organization_id: str, next_page: int) -> str:
     """An opaque cursor, like Eventbrite's: clients must pass it back, never parse it."""
     token = f"org:{organization_id}:page:{next_page}".encode()
@@ -253,10 +305,10 @@ def to_eventbrite_pages(world: World, page_size: int = 50) -> dict[str, list[dic
     rows_by_org: dict[str, list[dict[str, Any]]] = {
         org: [] for org in world.organizations["organization_id"].to_list()
     }
-    table = _with_local_times(world).sort(["start_utc", "event_id"])
-    for row in table.iter_rows(named=True):
-        status = "live" if row["event_id"] in quirk else row["status"]
-        rows_by_org[row["organization_id"]].append(_event(row, status))
+    for record in event_records(world):
+        if record["id"] in quirk:
+            record["status"] = "live"
+        rows_by_org[record["organization_id"]].append(record)
 
     pages: dict[str, list[dict[str, Any]]] = {}
     for org, events in rows_by_org.items():

@@ -13,21 +13,16 @@ import dagster as dg
 import pytest
 import redis
 import sqlalchemy as sa
-from dagster_duckdb_polars import DuckDBPolarsIOManager
 from fastapi.testclient import TestClient
 
-from godo.demo import StepReport, run_assets
+from godo.demo import StepReport, demo_resources, run_assets
 from godo.services import ServiceUrls
 from godo.settings import Settings
 from godo.tokens import issue_token
-from pipelines.definitions import WAREHOUSE_SCHEMA, defs
-from pipelines.resources import (
-    LocalStorage,
-    PostgresResource,
-    RedisResource,
-    SyntheticCityResource,
-)
+from pipelines.definitions import defs
+from pipelines.resources import SyntheticCityResource
 from serving.app import create_app
+from sources.fakes import FakeUpstream, FaultPlan
 from store.keys import RedisKeys
 from store.schema import metadata
 
@@ -54,19 +49,26 @@ def tiny_city(
     keys = RedisKeys(prefix=f"godo-test-{uuid.uuid4().hex[:10]}")
     with session_engine.begin() as conn:
         conn.execute(sa.text(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)}"))
-    resources = {
-        "io_manager": DuckDBPolarsIOManager(
-            database=str(folder / "warehouse.duckdb"), schema=WAREHOUSE_SCHEMA
-        ),
-        "postgres": PostgresResource(database_url=database_url),
-        "redis": RedisResource(url=service_urls.redis_url, prefix=keys.prefix),
-        "storage": LocalStorage(data_dir=str(folder)),
-        "city": SyntheticCityResource(
-            metros=["san-francisco", "oakland"], n_venues=20, n_events=150, n_users=120
-        ),
-    }
-    steps = run_assets(defs, resources, dg.DagsterInstance.ephemeral())
-    yield TinyCity(steps, folder / "warehouse.duckdb", keys)
+    settings = Settings(data_dir=folder, redis_prefix=keys.prefix)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    city = SyntheticCityResource(
+        metros=["san-francisco", "oakland"],
+        n_venues=20,
+        n_events=150,
+        n_users=120,
+        now=now.isoformat(),
+    )
+    faults = FaultPlan(venues_without_coordinates_share=0.3)
+    with FakeUpstream(city.world(), faults=faults) as upstream:
+        resources = demo_resources(
+            settings,
+            database_url=database_url,
+            redis_url=service_urls.redis_url,
+            city=city,
+            upstream=upstream,
+        )
+        steps = run_assets(defs, resources, dg.DagsterInstance.ephemeral())
+    yield TinyCity(steps, settings.warehouse_path, keys)
     stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
     if stale:
         redis_client.delete(*stale)
@@ -80,10 +82,15 @@ def test_every_asset_runs_and_the_api_serves_the_published_feed(
     redis_client: redis.Redis,
 ) -> None:
     engine, redis_keys = session_engine, tiny_city.keys
-    ran = {name for step in tiny_city.steps for name in step.name.split(", ")}
+    ran = {name.split(" (")[0] for step in tiny_city.steps for name in step.name.split(", ")}
     assert ran == {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    rows = {k: v for step in tiny_city.steps for k, v in step.rows.items()}
+    rows: dict[str, int] = {}
+    for step in tiny_city.steps:
+        for asset, count in step.rows.items():
+            rows[asset] = rows.get(asset, 0) + count  # partitions add up
     assert rows["events"] == 150 and rows["app_users"] == 120 and rows["app_swipes"] > 0
+    checks = {name: ok for step in tiny_city.steps for name, ok in step.checks.items()}
+    assert checks and all(checks.values()), checks
 
     with engine.connect() as conn:
         run_id = conn.execute(

@@ -1,0 +1,62 @@
+"""Venue coordinates against their metro: which are usable, which need the geocoder."""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def inside_bounds() -> pl.Expr:
+    """True where latitude/longitude fall inside the row's metro box (null when unknown)."""
+    return pl.col("latitude").is_between(pl.col("min_lat"), pl.col("max_lat")) & pl.col(
+        "longitude"
+    ).is_between(pl.col("min_lon"), pl.col("max_lon"))
+
+
+def flag_coordinates(venues: pl.DataFrame, bounds: pl.DataFrame) -> pl.DataFrame:
+    """Add `has_coordinates` and `outside_metro` to each venue.
+
+    `bounds` has metro, min_lat, max_lat, min_lon, max_lon. A venue of a metro missing from
+    `bounds` is never silently accepted: it counts as outside.
+    """
+    box = bounds.select("metro", "min_lat", "max_lat", "min_lon", "max_lon")
+    return (
+        venues.join(box, on="metro", how="left")
+        .with_columns(
+            has_coordinates=pl.col("latitude").is_not_null() & pl.col("longitude").is_not_null()
+        )
+        .with_columns(outside_metro=pl.col("has_coordinates") & ~inside_bounds().fill_null(False))
+        .drop("min_lat", "max_lat", "min_lon", "max_lon")
+    )
+
+
+def needs_geocoding(flagged: pl.DataFrame) -> pl.DataFrame:
+    """Venues whose own coordinates cannot be trusted: missing, or outside their metro."""
+    return flagged.filter(~pl.col("has_coordinates") | pl.col("outside_metro"))
+
+
+def apply_geocodes(flagged: pl.DataFrame, geocodes: pl.DataFrame) -> pl.DataFrame:
+    """Take Google's coordinates where Eventbrite's are unusable and Google found the place.
+
+    `flagged` comes from `flag_coordinates` plus an `address_key`; `geocodes` has address_key,
+    status, place_id, geo_latitude, geo_longitude. Adds `coordinate_source` (eventbrite,
+    geocoded or none), `geocode_status` and `place_id`; the caller re-flags the result.
+    """
+    looked_up = geocodes.select(
+        "address_key", "status", "place_id", "geo_latitude", "geo_longitude"
+    ).unique("address_key", keep="last")
+    trusted = pl.col("has_coordinates") & ~pl.col("outside_metro")
+    found = pl.col("status") == "OK"
+    return (
+        flagged.join(looked_up, on="address_key", how="left")
+        .with_columns(
+            coordinate_source=pl.when(trusted)
+            .then(pl.lit("eventbrite"))
+            .when(found)
+            .then(pl.lit("geocoded"))
+            .otherwise(pl.lit("none")),
+            latitude=pl.when(trusted).then("latitude").when(found).then("geo_latitude"),
+            longitude=pl.when(trusted).then("longitude").when(found).then("geo_longitude"),
+        )
+        .rename({"status": "geocode_status"})
+        .drop("geo_latitude", "geo_longitude", "has_coordinates", "outside_metro")
+    )

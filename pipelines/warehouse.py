@@ -1,0 +1,95 @@
+"""Tables the ingest keeps in DuckDB itself, beside the ones the I/O manager writes.
+
+The raw Eventbrite log is append-only (every record as fetched, so a parser change can be
+replayed without calling the API), and the geocoding and place caches are keyed lookups that
+survive runs. Both are plain SQL here; assets reach them through the `warehouse` resource.
+"""
+
+import duckdb
+import polars as pl
+
+SCHEMA = "godo"
+
+RAW_EVENTS_SCHEMA: dict[str, pl.DataType] = {
+    "metro": pl.Utf8(),
+    "organization_id": pl.Utf8(),
+    "event_id": pl.Utf8(),
+    "changed": pl.Utf8(),
+    "raw_json": pl.Utf8(),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+
+GEOCODE_SCHEMA: dict[str, pl.DataType] = {
+    "address_key": pl.Utf8(),
+    "status": pl.Utf8(),
+    "place_id": pl.Utf8(),
+    "formatted_address": pl.Utf8(),
+    "geo_latitude": pl.Float64(),
+    "geo_longitude": pl.Float64(),
+    "location_type": pl.Utf8(),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+
+PLACE_SCHEMA: dict[str, pl.DataType] = {
+    "place_id": pl.Utf8(),
+    "display_name": pl.Utf8(),
+    "business_status": pl.Utf8(),
+    "primary_type": pl.Utf8(),
+    "website_uri": pl.Utf8(),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+
+_DDL = {
+    "eventbrite_raw_events": RAW_EVENTS_SCHEMA,
+    "geocode_cache": GEOCODE_SCHEMA,
+    "place_cache": PLACE_SCHEMA,
+}
+_DUCK_TYPES = {
+    pl.Utf8(): "VARCHAR",
+    pl.Float64(): "DOUBLE",
+    pl.Datetime("us", "UTC"): "TIMESTAMPTZ",
+}
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    for table, schema in _DDL.items():
+        columns = ", ".join(f"{name} {_DUCK_TYPES[dtype]}" for name, dtype in schema.items())
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{table} ({columns})")
+
+
+def append(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> int:
+    """Append rows (columns in the table's order) and return how many."""
+    ensure_tables(conn)
+    if frame.height:
+        rows = frame.select(list(_DDL[table]))  # noqa: F841 - read by DuckDB's replacement scan
+        conn.execute(f"INSERT INTO {SCHEMA}.{table} SELECT * FROM rows")
+    return frame.height
+
+
+def latest_raw_events(conn: duckdb.DuckDBPyConnection, metro: str) -> pl.DataFrame:
+    """The newest fetched record of every event of `metro`: today's view of the catalogue."""
+    ensure_tables(conn)
+    return conn.execute(
+        f"""
+        SELECT * FROM {SCHEMA}.eventbrite_raw_events
+        WHERE metro = ?
+        QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY fetched_at DESC) = 1
+        ORDER BY event_id
+        """,
+        [metro],
+    ).pl()
+
+
+def cached(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: list[str]) -> pl.DataFrame:
+    """Newest cached row for each of `keys` (by `key`), from `geocode_cache` or `place_cache`."""
+    ensure_tables(conn)
+    if not keys:
+        return pl.DataFrame(schema=_DDL[table])
+    return conn.execute(
+        f"""
+        SELECT * FROM {SCHEMA}.{table} WHERE {key} IN (SELECT unnest(?))
+        QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY fetched_at DESC) = 1
+        """,
+        [keys],
+    ).pl()
