@@ -12,7 +12,7 @@ import redis
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
-from sources.eventbrite.client import EventbriteClient, HttpEventbriteClient
+from sources.eventbrite.client import EventbriteClient, HttpEventbriteClient, Owner
 from sources.google_maps.client import HttpMapsClient, MapsClient
 from sources.synthetic.behaviour import BehaviourConfig
 from sources.synthetic.world import CityConfig, World, build_world
@@ -110,7 +110,10 @@ class EventbriteResource(dg.ConfigurableResource):
 
     token: str
     base_url: str = "https://www.eventbriteapi.com/v3/"
+    # What each metro follows: organization, venue and organizer ids (metro -> ids).
     followed_organizations: dict[str, list[str]] = {}
+    followed_venues: dict[str, list[str]] = {}
+    followed_organizers: dict[str, list[str]] = {}
     calls_per_hour: int = 2000
     timeout_seconds: float = 10.0
     max_attempts: int = 5
@@ -123,8 +126,14 @@ class EventbriteResource(dg.ConfigurableResource):
     # cancelled event); the soonest events go first when the cap bites.
     status_checks_per_run: int = 500
 
-    def organizations(self, metro: str) -> list[str]:
-        return list(self.followed_organizations.get(metro, []))
+    def followed(self, metro: str) -> list[tuple[Owner, str]]:
+        """The listings to page through for `metro`, as (owner kind, owner id)."""
+        kinds: list[tuple[Owner, dict[str, list[str]]]] = [
+            ("organizations", self.followed_organizations),
+            ("venues", self.followed_venues),
+            ("organizers", self.followed_organizers),
+        ]
+        return [(owner, owner_id) for owner, ids in kinds for owner_id in ids.get(metro, [])]
 
     def client(self) -> EventbriteClient:
         return HttpEventbriteClient(

@@ -12,7 +12,7 @@ SCHEMA = "godo"
 
 RAW_EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "metro": pl.Utf8(),
-    "organization_id": pl.Utf8(),
+    "listed_by": pl.Utf8(),  # "organizations/123", "venues/456", "organizers/789"
     "event_id": pl.Utf8(),
     "changed": pl.Utf8(),
     "raw_json": pl.Utf8(),

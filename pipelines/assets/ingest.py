@@ -22,6 +22,8 @@ from store.app_data import upsert_catalogue
 
 HIGH_WATER_MARK = "high_water_mark"
 QUARANTINE_SHARE_LIMIT = 0.05
+# Records fetched within this of the newest fetch belong to the last ingest run.
+FRESH = timedelta(minutes=10)
 PARTITIONED = {"partition_expr": "metro"}
 
 
@@ -43,7 +45,7 @@ def previous_high_water_mark(context: dg.AssetExecutionContext) -> datetime | No
 def eventbrite_raw_pages(
     context: dg.AssetExecutionContext, eventbrite: EventbriteResource, warehouse: DuckDBResource
 ) -> dg.MaterializeResult:
-    """Event records of the metro's followed organizations, appended verbatim to a raw log."""
+    """Event records of the metro's followed listings, appended verbatim to a raw log."""
     metro = context.partition_key
     previous = previous_high_water_mark(context)
     since = None
@@ -53,15 +55,20 @@ def eventbrite_raw_pages(
     records: list[tuple[str, dict[str, Any]]] = []
     pages = skipped = 0
     with eventbrite.client() as client:
-        for organization_id in eventbrite.organizations(metro):
-            for page in client.list_organization_events(organization_id, changed_since=since):
+        for owner, owner_id in eventbrite.followed(metro):
+            for page in client.list_events(owner, owner_id, changed_since=since):
                 pages += 1
                 skipped += page.skipped_unchanged
-                records.extend((organization_id, event) for event in page.events)
+                records.extend((f"{owner}/{owner_id}", event) for event in page.events)
         # Listings can say "live" for a cancelled event; the single-event endpoint is the
         # truth. Its record (same expansions) is logged after the listed one, so it wins.
         # Soonest first: when the cap bites, the events a feed would show are checked.
-        upcoming = [(org, e) for org, e in records if listed_as_upcoming(e, fetched_at)]
+        # One check per event, however many followed listings show it.
+        upcoming = list(
+            {
+                str(e["id"]): (src, e) for src, e in records if listed_as_upcoming(e, fetched_at)
+            }.values()
+        )
         upcoming.sort(key=lambda pair: str(pair[1]["start"]["utc"]))
         to_confirm = upcoming[: eventbrite.status_checks_per_run]
         confirmed_at = datetime.now(UTC)
@@ -103,11 +110,11 @@ def listed_as_upcoming(event: dict[str, Any], now: datetime) -> bool:
 
 
 def _raw_row(
-    metro: str, organization_id: str, event: dict[str, Any], fetched_at: datetime
+    metro: str, listed_by: str, event: dict[str, Any], fetched_at: datetime
 ) -> dict[str, Any]:
     return {
         "metro": metro,
-        "organization_id": organization_id,
+        "listed_by": listed_by,
         "event_id": str(event["id"]) if event.get("id") else None,
         "changed": event.get("changed"),
         "raw_json": json.dumps(event, sort_keys=True),
@@ -159,7 +166,17 @@ def parsed_catalogue(context: dg.AssetExecutionContext, warehouse: DuckDBResourc
     parsed = parse_events((json.loads(r) for r in raw["raw_json"]), metro=metro)
     events, quarantine = parsed.events, parsed.quarantine.with_columns(metro=pl.lit(metro))
     share = quarantine.height / max(raw.height, 1)
-    yield dg.Output(events, "events", metadata={"dagster/row_count": events.height})
+    updated = raw.filter(pl.col("fetched_at") >= pl.col("fetched_at").max() - FRESH).height
+    yield dg.Output(
+        events,
+        "events",
+        metadata={
+            "dagster/row_count": events.height,
+            "parsed": events.height,
+            "updated_by_last_fetch": updated,
+            "quarantined": quarantine.height,
+        },
+    )
     yield dg.Output(parsed.venues, "venues", metadata={"dagster/row_count": parsed.venues.height})
     yield dg.Output(
         quarantine, "event_quarantine", metadata={"dagster/row_count": quarantine.height}

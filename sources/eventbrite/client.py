@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -66,6 +66,11 @@ API_NAME = "eventbrite"
 _TOKEN_SHAPE = re.compile(r"[!-~]+")  # printable ASCII, no whitespace: safe in a header
 
 
+# The three listings Eventbrite still offers since public search closed in 2020.
+Owner = Literal["organizations", "venues", "organizers"]
+OWNERS: tuple[Owner, ...] = ("organizations", "venues", "organizers")
+
+
 @dataclass(frozen=True)
 class EventbritePage:
     """One list page as fetched: raw event records plus the pagination state that led on.
@@ -75,7 +80,7 @@ class EventbritePage:
     token the server returned with this page (None on the last page).
     """
 
-    organization_id: str
+    owner_id: str
     page_number: int
     events: list[dict[str, Any]]
     continuation: str | None
@@ -124,15 +129,21 @@ class EventbriteClient(ClosingClient, ABC):
     stats: CallStats
 
     @abstractmethod
-    def list_organization_events(
-        self, organization_id: str, *, changed_since: datetime | None = None
+    def list_events(
+        self, owner: Owner, owner_id: str, *, changed_since: datetime | None = None
     ) -> Iterator[EventbritePage]:
-        """Every page of the organization's events, in order, to the last page.
+        """Every page of the events an organization, venue or organizer lists, to the last.
 
         With ``changed_since`` (timezone-aware; the caller subtracts its overlap window), a
         page keeps only records whose ``changed`` is at or after it; records without a
         parseable ``changed`` are kept, so nothing is dropped on a guess.
         """
+
+    def list_organization_events(
+        self, organization_id: str, *, changed_since: datetime | None = None
+    ) -> Iterator[EventbritePage]:
+        """`list_events` for an organization, the usual way to follow a metro's events."""
+        return self.list_events("organizations", organization_id, changed_since=changed_since)
 
     @abstractmethod
     def get_event(self, event_id: str) -> dict[str, Any]:
@@ -227,12 +238,14 @@ class HttpEventbriteClient(EventbriteClient):
 
     # ---------------------------------------------------------------- public API
 
-    def list_organization_events(
-        self, organization_id: str, *, changed_since: datetime | None = None
+    def list_events(
+        self, owner: Owner, owner_id: str, *, changed_since: datetime | None = None
     ) -> Iterator[EventbritePage]:
+        if owner not in OWNERS:
+            raise ValueError(f"owner must be one of {OWNERS}, got {owner!r}")
         if changed_since is not None and changed_since.tzinfo is None:
             raise ValueError("changed_since must be timezone-aware (Eventbrite times are UTC)")
-        path = f"organizations/{quote(organization_id, safe='')}/events/"
+        path = f"{owner}/{quote(owner_id, safe='')}/events/"
         base_params = self._list_params()
         continuation: str | None = None
         seen: set[str] = set()
@@ -256,11 +269,11 @@ class HttpEventbriteClient(EventbriteClient):
             number = pagination.get("page_number")
             kept, skipped = _split_by_changed(events, changed_since)
             logger.debug(
-                "eventbrite organization %s page %d: %d events, %d unchanged, more=%s",
-                organization_id, fetched, len(kept), skipped, has_more,
+                "eventbrite %s %s page %d: %d events, %d unchanged, more=%s",
+                owner, owner_id, fetched, len(kept), skipped, has_more,
             )  # fmt: skip
             yield EventbritePage(
-                organization_id=organization_id,
+                owner_id=owner_id,
                 page_number=number if isinstance(number, int) else fetched,
                 events=kept,
                 continuation=next_token,

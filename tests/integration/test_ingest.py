@@ -174,3 +174,18 @@ def test_rate_limit_burst_is_ridden_out(harness: Harness) -> None:
     assert harness.metadata(result, "eventbrite_raw_pages")["retries"] == 2
     assert harness.table("events").height == len(metro_event_ids(harness.world))
     assert harness.upstream.count(ORGANIZATION_EVENTS) >= 3
+
+
+def test_a_followed_venue_brings_in_its_events(harness: Harness) -> None:
+    venue = harness.world.events.filter(pl.col("metro") == METRO)["venue_id"].mode()[0]
+    harness.resources["eventbrite"] = EventbriteResource(
+        token=DEFAULT_EVENTBRITE_TOKEN,
+        base_url=harness.upstream.eventbrite_base_url,
+        followed_venues={METRO: [venue]},
+        time_filter="all",
+    )
+    result = harness.ingest()
+    assert result.success
+    expected = harness.world.events.filter(pl.col("venue_id") == venue)["event_id"].sort()
+    assert harness.table("events")["event_id"].sort().to_list() == expected.to_list()
+    assert set(harness.table("eventbrite_raw_events")["listed_by"]) == {f"venues/{venue}"}

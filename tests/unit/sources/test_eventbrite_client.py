@@ -137,7 +137,7 @@ def test_follows_continuation_to_the_last_page(
     assert [e["id"] for p in pages for e in p.events] == ["1", "2", "3", "4", "5", "6", "7"]
     assert [p.has_more_items for p in pages] == [True, True, False]
     assert pages[-1].continuation is None
-    assert all(p.organization_id == ORG and p.skipped_unchanged == 0 for p in pages)
+    assert all(p.owner_id == ORG and p.skipped_unchanged == 0 for p in pages)
     assert pages[0].events[0] == event("1")  # raw record, untouched
 
     sent = scripted_server.requests_to(LIST_PATH)
