@@ -5,7 +5,7 @@ event_quarantine) -> geocoded_venues (Geocoding + Places, cached) -> app_catalog
 """
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -17,6 +17,7 @@ from pipelines.partitions import metro_partitions
 from pipelines.resources import EventbriteResource, GoogleMapsResource, PostgresResource
 from pipelines.venues import geocode_venues, metro_bounds
 from pipelines.warehouse import RAW_EVENTS_SCHEMA, append, latest_raw_events
+from sources.eventbrite.fetch import fetch_listings, parse_utc
 from sources.eventbrite.parse import parse_events
 from store.app_data import upsert_catalogue
 
@@ -51,62 +52,35 @@ def eventbrite_raw_pages(
     since = None
     if previous is not None and not eventbrite.full_refresh:
         since = previous - timedelta(minutes=eventbrite.overlap_minutes)
-    fetched_at = datetime.now(UTC)
-    records: list[tuple[str, dict[str, Any]]] = []
-    pages = skipped = 0
     with eventbrite.client() as client:
-        for owner, owner_id in eventbrite.followed(metro):
-            for page in client.list_events(owner, owner_id, changed_since=since):
-                pages += 1
-                skipped += page.skipped_unchanged
-                records.extend((f"{owner}/{owner_id}", event) for event in page.events)
-        # Listings can say "live" for a cancelled event; the single-event endpoint is the
-        # truth. Its record (same expansions) is logged after the listed one, so it wins.
-        # Soonest first: when the cap bites, the events a feed would show are checked.
-        # One check per event, however many followed listings show it.
-        upcoming = list(
-            {
-                str(e["id"]): (src, e) for src, e in records if listed_as_upcoming(e, fetched_at)
-            }.values()
+        fetch = fetch_listings(
+            client,
+            eventbrite.followed(metro),
+            changed_since=since,
+            max_status_checks=eventbrite.status_checks_per_run,
         )
-        upcoming.sort(key=lambda pair: str(pair[1]["start"]["utc"]))
-        to_confirm = upcoming[: eventbrite.status_checks_per_run]
-        confirmed_at = datetime.now(UTC)
-        confirmed = [(org, client.get_event(str(e["id"]))) for org, e in to_confirm]
         stats = client.stats
-    disagreed = sum(
-        listed.get("status") != single.get("status")
-        for (_, listed), (_, single) in zip(to_confirm, confirmed, strict=True)
-    )
-    rows = [_raw_row(metro, org, e, fetched_at) for org, e in records] + [
-        _raw_row(metro, org, e, confirmed_at) for org, e in confirmed
+    rows = [_raw_row(metro, src, e, fetch.listed_at) for src, e in fetch.listed] + [
+        _raw_row(metro, src, e, fetch.confirmed_at) for src, e in fetch.confirmed
     ]
     frame = pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA)
     with warehouse.get_connection() as conn:
         append(conn, "eventbrite_raw_events", frame)
     newest = frame["changed"].drop_nulls().max() if frame.height else None
-    high_water_mark = max(
-        (t for t in (previous, _parse_time(newest)) if t is not None), default=None
-    )
+    high_water_mark = max((t for t in (previous, parse_utc(newest)) if t is not None), default=None)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": frame.height,
-            "pages": pages,
-            "skipped_unchanged": skipped,
+            "pages": fetch.pages,
+            "skipped_unchanged": fetch.skipped_unchanged,
             "calls": stats.calls,
             "retries": stats.retries,
-            "status_checks": len(confirmed),
-            "status_disagreements": disagreed,
+            "status_checks": len(fetch.confirmed),
+            "status_disagreements": fetch.disagreements,
             "full_refresh": since is None,
             HIGH_WATER_MARK: high_water_mark.isoformat() if high_water_mark else None,
         }
     )
-
-
-def listed_as_upcoming(event: dict[str, Any], now: datetime) -> bool:
-    """A listed record that claims to be live and upcoming: worth confirming by id."""
-    start = _parse_time((event.get("start") or {}).get("utc"))
-    return event.get("status") == "live" and start is not None and start > now and "id" in event
 
 
 def _raw_row(
@@ -120,15 +94,6 @@ def _raw_row(
         "raw_json": json.dumps(event, sort_keys=True),
         "fetched_at": fetched_at,
     }
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 @dg.multi_asset(

@@ -1,0 +1,79 @@
+"""One ingest pass over a metro's followed listings, with cancelled-event confirmation.
+
+Listings can say "live" for an event that was cancelled; the single-event endpoint tells the
+truth. So after paging, every upcoming "live" record the pass kept is confirmed by id (up to
+a cap, soonest first, so that when the cap bites the events a feed would show come first),
+and the confirmed record is returned after the listed one: whoever keeps the newest record
+per event ends up with the truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sources.eventbrite.client import EventbriteClient, Owner
+
+Record = tuple[str, dict[str, Any]]  # (listed by, e.g. "organizations/123"; raw event)
+
+
+@dataclass
+class Fetch:
+    """What one pass brought back, in the order it was fetched."""
+
+    listed: list[Record] = field(default_factory=list)
+    confirmed: list[Record] = field(default_factory=list)
+    listed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    confirmed_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    pages: int = 0
+    skipped_unchanged: int = 0
+    disagreements: int = 0
+
+
+def fetch_listings(
+    client: EventbriteClient,
+    followed: Sequence[tuple[Owner, str]],
+    *,
+    changed_since: datetime | None,
+    max_status_checks: int,
+) -> Fetch:
+    """Page every followed listing, then confirm the upcoming "live" records by id."""
+    fetch = Fetch()
+    for owner, owner_id in followed:
+        for page in client.list_events(owner, owner_id, changed_since=changed_since):
+            fetch.pages += 1
+            fetch.skipped_unchanged += page.skipped_unchanged
+            fetch.listed.extend((f"{owner}/{owner_id}", event) for event in page.events)
+    # One check per event, however many followed listings show it.
+    upcoming = list(
+        {
+            str(e["id"]): (src, e)
+            for src, e in fetch.listed
+            if listed_as_upcoming(e, fetch.listed_at)
+        }.values()
+    )
+    upcoming.sort(key=lambda record: str(record[1]["start"]["utc"]))
+    fetch.confirmed_at = datetime.now(UTC)
+    for source, listed in upcoming[:max_status_checks]:
+        single = client.get_event(str(listed["id"]))
+        fetch.confirmed.append((source, single))
+        fetch.disagreements += listed.get("status") != single.get("status")
+    return fetch
+
+
+def listed_as_upcoming(event: dict[str, Any], now: datetime) -> bool:
+    """A record that claims to be live and not yet started: worth confirming by id."""
+    start = parse_utc((event.get("start") or {}).get("utc"))
+    return event.get("status") == "live" and start is not None and start > now and "id" in event
+
+
+def parse_utc(value: object) -> datetime | None:
+    """An Eventbrite UTC time ("2026-05-12T02:00:00Z"), or None when absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
