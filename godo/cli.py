@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -212,6 +213,49 @@ def token(
     from godo.tokens import issue_token
 
     typer.echo(issue_token(get_settings(), user_id, ttl_seconds=ttl))
+
+
+@app.command()
+def evaluate(
+    interactions: Annotated[
+        Path, typer.Option(help="CSV, TSV or Parquet of interactions.", exists=True, dir_okay=False)
+    ],
+    protocol: Annotated[str, typer.Option(help="time | random | leave-one-out")] = "time",
+    test_share: Annotated[float, typer.Option(help="Share held out per user.")] = 0.2,
+    user_col: Annotated[str, typer.Option(help="Column holding the user.")] = "user",
+    item_col: Annotated[str, typer.Option(help="Column holding the item.")] = "item",
+    time_col: Annotated[str, typer.Option(help="Column holding the timestamp.")] = "timestamp",
+    weight_col: Annotated[str | None, typer.Option(help="Optional weight column.")] = None,
+) -> None:
+    """Score the baselines (random, popularity, ALS) on any interaction file, side by side."""
+    from models.baselines import evaluate_baselines
+    from models.evaluation import leave_one_out, load_interactions, random_split, side_by_side
+    from models.evaluation import time_split as time_protocol
+
+    frame = load_interactions(
+        interactions, user_col=user_col, item_col=item_col, time_col=time_col, weight_col=weight_col
+    )
+    splits = {
+        "time": lambda: time_protocol(frame, test_share=test_share),
+        "random": lambda: random_split(frame, test_share=test_share),
+        "leave-one-out": lambda: leave_one_out(frame),
+    }
+    if protocol not in splits:
+        raise typer.BadParameter(f"protocol must be one of {sorted(splits)}", param_hint="protocol")
+    split = splits[protocol]()
+    table = side_by_side(evaluate_baselines(split))
+    wanted = ("model", "ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty")
+    table = table.select([c for c in wanted if c in table.columns])
+    console.print(
+        f"{interactions.name}: {frame.height:,} interactions, protocol {protocol}, "
+        f"{split.test['user_id'].n_unique():,} test users"
+    )
+    shown = Table()
+    for column in table.columns:
+        shown.add_column(column, justify="left" if column == "model" else "right")
+    for row in table.iter_rows():
+        shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(shown)
 
 
 @services_app.command("start")

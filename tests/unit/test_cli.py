@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -39,3 +41,37 @@ def test_services_status_reports_nothing_running_in_a_new_data_dir() -> None:
     result = runner.invoke(app, ["services", "status"])
     assert result.exit_code == 0, result.output
     assert "postgres: stopped" in result.output and "redis: stopped" in result.output
+
+
+def test_evaluate_scores_baselines_on_an_interaction_file(tmp_path: Path) -> None:
+    """Two taste communities: the learned baselines must beat random on held-out items."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for user in range(60):
+        community = user % 2
+        for step, item in enumerate(rng.choice(15, size=8, replace=False)):
+            rows.append(
+                {
+                    "user": f"u{user}",
+                    "item": f"c{community}-i{item}",
+                    "timestamp": 1_700_000_000 + 3600 * step,
+                }
+            )
+    path = tmp_path / "interactions.csv"
+    pl.DataFrame(rows).write_csv(path)
+    result = runner.invoke(app, ["evaluate", "--interactions", str(path), "--protocol", "time"])
+    assert result.exit_code == 0, result.output
+    scores = {
+        line.split()[1]: float(line.split()[3])
+        for line in result.output.splitlines()
+        if line.startswith("│") and line.split()[1] in {"random", "popularity", "implicit_als"}
+    }
+    assert scores["implicit_als"] > scores["random"]
+    assert set(scores) == {"random", "popularity", "implicit_als"}
+
+
+def test_evaluate_rejects_an_unknown_protocol(tmp_path: Path) -> None:
+    path = tmp_path / "interactions.csv"
+    pl.DataFrame({"user": ["a"], "item": ["x"], "timestamp": [1]}).write_csv(path)
+    result = runner.invoke(app, ["evaluate", "--interactions", str(path), "--protocol", "nope"])
+    assert result.exit_code != 0
