@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 
@@ -60,3 +62,25 @@ def apply_geocodes(flagged: pl.DataFrame, geocodes: pl.DataFrame) -> pl.DataFram
         .rename({"status": "geocode_status"})
         .drop("geo_latitude", "geo_longitude", "has_coordinates", "outside_metro")
     )
+
+
+EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG); the error against the ellipsoid is < 0.5 %
+
+
+def haversine_km(
+    lat1: npt.ArrayLike, lon1: npt.ArrayLike, lat2: npt.ArrayLike, lon2: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """Great-circle distance in km between points given in degrees, with numpy broadcasting.
+
+    Broadcasting is the point: `haversine_km(u_lat[:, None], u_lon[:, None], e_lat, e_lon)`
+    gives the whole users x events matrix in one call, without a Python loop.
+    """
+    phi1, lam1, phi2, lam2 = (
+        np.radians(np.asarray(x, dtype=np.float64)) for x in (lat1, lon1, lat2, lon2)
+    )
+    a = (
+        np.sin((phi2 - phi1) / 2) ** 2
+        + np.cos(phi1) * np.cos(phi2) * np.sin((lam2 - lam1) / 2) ** 2
+    )
+    # clip: rounding can push `a` a hair above 1 for antipodal points, and arcsin would NaN
+    return np.asarray(2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0))))

@@ -17,7 +17,14 @@ import polars as pl
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from models.base import RECS_SCHEMA, CandidateModel, ModelFitError, NotFittedError, ranked
+from models.base import (
+    RECS_SCHEMA,
+    CandidateModel,
+    ModelFitError,
+    NotFittedError,
+    ranked,
+    top_k_block,
+)
 
 
 @dataclass(frozen=True)
@@ -110,21 +117,7 @@ class ALSModel(CandidateModel):
         e_ids = event_ids.to_numpy().astype(str)
         e_idx = np.searchsorted(f.event_ids, e_ids)
         scores = f.user_factors[u_idx] @ f.item_factors[e_idx].T
-        rows = pl.DataFrame({"user_id": user_ids}).with_row_index("row")
-        cols = pl.DataFrame({"event_id": event_ids}).with_row_index("col")
-        hits = exclude.join(rows, on="user_id").join(cols, on="event_id")
-        scores[hits["row"].to_numpy(), hits["col"].to_numpy()] = -np.inf
-        k = min(n, scores.shape[1])
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        frame = pl.DataFrame(
-            {
-                "user_id": np.repeat(user_ids.to_numpy(), k),
-                "event_id": e_ids[top.ravel()],
-                "score": top_scores.ravel().astype(np.float64),
-            }
-        )
-        return frame.filter(pl.col("score").is_finite())
+        return top_k_block(scores.astype(np.float64), user_ids, event_ids, exclude, n)
 
     def save(self, path: Path) -> None:
         f = self.fitted

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar, Self
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 RECS_SCHEMA: dict[str, pl.DataType] = {
@@ -60,3 +62,38 @@ def ranked(frame: pl.DataFrame, n: int) -> pl.DataFrame:
         .collect()
         .cast(RECS_SCHEMA)  # type: ignore[arg-type]
     )
+
+
+# Users scored per block, so a (users x events) matrix stays bounded in memory.
+USER_CHUNK = 4096
+
+
+def top_k_block(
+    scores: npt.NDArray[np.float64],
+    user_ids: pl.Series,
+    event_ids: pl.Series,
+    exclude: pl.DataFrame,
+    n: int,
+) -> pl.DataFrame:
+    """The `n` best columns of each row of a (users x events) score block, exclusions removed.
+
+    Shared by the dense per-metro generators (ALS, geo, content): excluded pairs are set to
+    -inf and dropped after the partition.
+    Returns user_id, event_id, score (unsorted; `ranked` orders and numbers them).
+    """
+    rows = pl.DataFrame({"user_id": user_ids}).with_row_index("row")
+    cols = pl.DataFrame({"event_id": event_ids}).with_row_index("col")
+    hits = exclude.select("user_id", "event_id").join(rows, on="user_id").join(cols, on="event_id")
+    scores[hits["row"].to_numpy(), hits["col"].to_numpy()] = -np.inf
+    k = min(n, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    e_ids = event_ids.to_numpy().astype(str)
+    frame = pl.DataFrame(
+        {
+            "user_id": np.repeat(user_ids.to_numpy(), k),
+            "event_id": e_ids[top.ravel()],
+            "score": np.take_along_axis(scores, top, axis=1).ravel().astype(np.float64),
+        },
+        schema={"user_id": pl.Int64, "event_id": pl.Utf8, "score": pl.Float64},
+    )
+    return frame.filter(pl.col("score").is_finite())

@@ -10,6 +10,8 @@ import pytest
 
 from models.als import ALSModel, ALSParams
 from models.base import CandidateModel, ModelFitError, NotFittedError
+from models.content import ContentModel
+from models.geo import GeoModel
 from models.popularity import PopularityModel
 from models.topn import blend
 
@@ -99,6 +101,90 @@ class TestALS(CandidateContract):
     def test_no_positive_interactions_fails_loudly(self) -> None:
         with pytest.raises(ModelFitError):
             self.make().fit(INTERACTIONS.with_columns(weight=pl.lit(0.0)))
+
+
+MUSIC_WORDS = [
+    "jazz",
+    "quartet",
+    "vinyl",
+    "dj",
+    "techno",
+    "choir",
+    "piano",
+    "indie",
+    "blues",
+    "opera",
+]
+FOOD_WORDS = [
+    "tacos",
+    "ramen",
+    "wine",
+    "bakery",
+    "bbq",
+    "dumplings",
+    "cheese",
+    "coffee",
+    "vegan",
+    "oyster",
+]
+EVENT_TEXT = pl.DataFrame(
+    {
+        "event_id": [f"m{i}" for i in range(10)] + [f"f{i}" for i in range(10)] + ["oak1"],
+        "name": [f"{w} night" for w in MUSIC_WORDS]
+        + [f"{w} tasting" for w in FOOD_WORDS]
+        + ["harbor jazz cruise"],
+        "summary": ["live music on stage"] * 10 + ["eat and drink with friends"] * 9 + [None, None],
+        "category": ["music"] * 10 + ["food"] * 10 + ["music"],
+    }
+)
+
+
+class TestContent(CandidateContract):
+    def make(self) -> CandidateModel:
+        return ContentModel(EVENT_TEXT)
+
+    def test_learns_the_communities(self) -> None:
+        recs = self.recommend(self.make().fit(INTERACTIONS), n=3)
+        music_fans = recs.filter(pl.col("user_id") <= 20)
+        food_fans = recs.filter((pl.col("user_id") > 20) & (pl.col("user_id") < 99))
+        assert music_fans["event_id"].str.starts_with("m").all()
+        assert food_fans["event_id"].str.starts_with("f").all()
+        assert 99 not in recs["user_id"].to_list()  # no likes, no profile: popularity's job
+
+    def test_no_positive_interactions_fails_loudly(self) -> None:
+        with pytest.raises(ModelFitError):
+            self.make().fit(INTERACTIONS.with_columns(weight=pl.lit(0.0)))
+
+
+def scattered_homes() -> pl.DataFrame:
+    """Users 1-40 around central SF (user 99 has no home), deterministic."""
+    rng = np.random.default_rng(1)
+    return pl.DataFrame(
+        {
+            "user_id": list(range(1, 41)),
+            "home_lat": 37.77 + rng.normal(0, 0.03, 40),
+            "home_lon": -122.42 + rng.normal(0, 0.03, 40),
+        }
+    )
+
+
+def scattered_venues() -> pl.DataFrame:
+    rng = np.random.default_rng(2)
+    ids = CANDIDATES["event_id"].to_list()
+    lat = (37.77 + rng.normal(0, 0.03, len(ids))).tolist()
+    lon = (-122.42 + rng.normal(0, 0.03, len(ids))).tolist()
+    lat[ids.index("oak1")], lon[ids.index("oak1")] = 37.80, -122.27
+    return pl.DataFrame({"event_id": ids, "latitude": lat, "longitude": lon})
+
+
+class TestGeo(CandidateContract):
+    def make(self) -> CandidateModel:
+        return GeoModel(scattered_homes(), scattered_venues())
+
+    def test_users_without_home_get_nothing(self) -> None:
+        recs = self.recommend(self.make().fit(INTERACTIONS))
+        assert 99 not in recs["user_id"].to_list()
+        assert recs["user_id"].n_unique() == 40
 
 
 def test_blend_prefers_the_first_source_and_fills_without_duplicates() -> None:
