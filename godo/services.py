@@ -9,6 +9,7 @@ none of this runs.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import time
 import warnings
@@ -57,12 +58,18 @@ def _pgserver() -> Any:
 
 
 def stop_postgres(data_dir: Path) -> bool:
-    """Stop the embedded server if it runs; True when something was stopped."""
+    """Stop the embedded server if it runs; True when something was stopped.
+
+    pg_ctl directly, not pgserver's handle clean-up: a handle opened in this process with
+    `cleanup_mode=None` (as `start_postgres` does) would otherwise keep the server up.
+    """
     pgdata = postgres_dir(data_dir)
     if not (pgdata / "postmaster.pid").exists():
         return False
-    server = _pgserver().get_server(pgdata, cleanup_mode="stop")
-    server.cleanup()
+    server = _pgserver().get_server(pgdata, cleanup_mode=None)
+    # The wheel's own pg_ctl (generated at import time), run as the server's user.
+    commands = importlib.import_module("pgserver._commands")
+    commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user)
     return True
 
 

@@ -32,9 +32,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def service_urls(tmp_path_factory: pytest.TempPathFactory) -> services.ServiceUrls:
+def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.ServiceUrls]:
+    """Configured servers, or embedded ones started here and stopped when the session ends."""
     data_dir = Path(tmp_path_factory.mktemp("services"))
-    return services.resolve(data_dir, os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL"))
+    urls = services.resolve(data_dir, os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL"))
+    yield urls
+    if urls.embedded_postgres:
+        services.stop_postgres(data_dir)
+    if urls.embedded_redis:
+        services.stop_redis(data_dir)
 
 
 @pytest.fixture(scope="session")
