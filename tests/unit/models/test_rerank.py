@@ -1,0 +1,275 @@
+"""The re-rank step: valid, varied, exploring and explained feeds, on hand-made tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from models.rerank import diversify, exploration_slot, final_feed, hard_filters, reasons
+
+NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
+SF = (37.7749, -122.4194)
+NYC = (40.7128, -74.0060)
+
+
+def events_table() -> pl.DataFrame:
+    later, earlier = NOW + timedelta(days=2), NOW - timedelta(days=1)
+    rows = [
+        # event_id, is_active, start, lat, lon, category
+        ("ok", True, later, SF[0] + 0.01, SF[1], "jazz"),
+        ("past", True, earlier, SF[0], SF[1], "jazz"),
+        ("inactive", False, later, SF[0], SF[1], "jazz"),
+        ("nyc", True, later, NYC[0], NYC[1], "jazz"),
+        ("swiped", True, later, SF[0], SF[1], "jazz"),
+        ("nocoords", True, later, None, None, "food"),
+    ]
+    return pl.DataFrame(
+        rows,
+        schema={
+            "event_id": pl.Utf8,
+            "is_active": pl.Boolean,
+            "start_utc": pl.Datetime("us", "UTC"),
+            "latitude": pl.Float64,
+            "longitude": pl.Float64,
+            "category": pl.Utf8,
+        },
+        orient="row",
+    )
+
+
+USERS = pl.DataFrame(
+    {"user_id": [1, 2], "home_lat": [SF[0], None], "home_lon": [SF[1], None]},
+    schema={"user_id": pl.Int64, "home_lat": pl.Float64, "home_lon": pl.Float64},
+)
+SWIPED = pl.DataFrame({"user_id": [1], "event_id": ["swiped"]})
+
+
+def scored_for(users: list[int], items: list[str]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": [u for u in users for _ in items],
+            "event_id": items * len(users),
+            "score": [float(len(items) - i) for _ in users for i in range(len(items))],
+        }
+    )
+
+
+def test_hard_filters_drop_invalid_events_and_keep_unknown_geography() -> None:
+    items = ["ok", "past", "inactive", "nyc", "swiped", "nocoords"]
+    scored = scored_for([1], items).with_columns(extra=pl.lit("x"))
+    kept = hard_filters(scored, events=events_table(), users=USERS, swiped=SWIPED, now=NOW)
+    assert sorted(kept["event_id"]) == ["nocoords", "ok"]
+    assert kept.columns == ["user_id", "event_id", "score", "extra"]
+
+
+def test_hard_filters_user_without_home_passes_distance_but_not_other_rules() -> None:
+    scored = scored_for([2], ["ok", "nyc", "past", "swiped"])
+    kept = hard_filters(scored, events=events_table(), users=USERS, swiped=SWIPED, now=NOW)
+    # user 2 has no home and did not swipe "swiped"
+    assert sorted(kept["event_id"]) == ["nyc", "ok", "swiped"]
+
+
+def test_hard_filters_user_radius_column_overrides_default() -> None:
+    users = USERS.with_columns(radius_km=pl.Series([5000.0, None]))
+    kept = hard_filters(
+        scored_for([1], ["nyc"]), events=events_table(), users=users, swiped=SWIPED, now=NOW
+    )
+    assert kept["event_id"].to_list() == ["nyc"]
+
+
+CATS = pl.DataFrame(
+    {
+        "event_id": ["j1", "j2", "j3", "j4", "j5", "f1", "f2", "s1", "u1"],
+        "category": ["jazz"] * 5 + ["food"] * 2 + ["sport", None],
+    }
+)
+
+
+def cand(user: int = 1) -> pl.DataFrame:
+    ids = ["j1", "j2", "j3", "j4", "j5", "f1", "f2", "s1"]
+    return pl.DataFrame(
+        {"user_id": [user] * len(ids), "event_id": ids, "score": [9.0, 8, 7, 6, 5, 4, 3, 2]}
+    )
+
+
+def test_category_cap_holds_and_back_fills_in_score_order() -> None:
+    out = diversify(cand(), categories=CATS, n=6, max_per_category=2)
+    assert out["event_id"].to_list() == ["j1", "j2", "f1", "f2", "s1", "j3"]
+    assert out["rank"].to_list() == [1, 2, 3, 4, 5, 6]
+
+
+def test_category_cap_holds_when_alternatives_exist() -> None:
+    out = diversify(cand(), categories=CATS, n=5, max_per_category=2)
+    assert out["event_id"].to_list() == ["j1", "j2", "f1", "f2", "s1"]
+
+
+def test_uncategorised_events_are_not_capped_together() -> None:
+    scored = pl.DataFrame(
+        {"user_id": [1, 1, 1], "event_id": ["u1", "x", "y"], "score": [3.0, 2, 1]}
+    )
+    out = diversify(scored, categories=CATS, n=3, max_per_category=1)
+    assert out["event_id"].to_list() == ["u1", "x", "y"]
+
+
+def test_mmr_lambda_one_is_pure_score_order() -> None:
+    scored = pl.concat([cand(1), cand(2)])
+    out = diversify(scored, categories=CATS, n=8, max_per_category=10, mmr_lambda=1.0)
+    for user in (1, 2):
+        got = out.filter(pl.col("user_id") == user).sort("rank")["event_id"].to_list()
+        assert got == cand()["event_id"].to_list()
+
+
+def test_mmr_small_lambda_interleaves_categories() -> None:
+    out = diversify(cand(), categories=CATS, n=6, max_per_category=10, mmr_lambda=0.1)
+    got = out["event_id"].to_list()
+    # each category's best first; once every category is represented the max-similarity
+    # penalty is equal for all, so the rest follow score order
+    assert got == ["j1", "f1", "s1", "j2", "j3", "j4"]
+
+
+def test_mmr_respects_cap_and_matches_vectorised_path() -> None:
+    capped = diversify(cand(), categories=CATS, n=6, max_per_category=2, mmr_lambda=1.0)
+    plain = diversify(cand(), categories=CATS, n=6, max_per_category=2)
+    assert capped["event_id"].to_list() == plain["event_id"].to_list()
+
+
+def ranked_lists() -> pl.DataFrame:
+    rows = [(u, r, f"e{r}", 10.0 - r) for u in (1, 2, 3) for r in range(1, 7)]
+    return pl.DataFrame(
+        rows,
+        schema={"user_id": pl.Int64, "rank": pl.Int32, "event_id": pl.Utf8, "score": pl.Float64},
+        orient="row",
+    )
+
+
+POOL = pl.DataFrame(
+    {
+        "user_id": [1, 1, 1, 2, 2, 3],
+        "event_id": ["new1", "new2", "e2", "new1", "new3", "e1"],  # e2/e1 are already listed
+    }
+)
+
+
+def test_exploration_lands_at_slot_and_keeps_length() -> None:
+    ranked = ranked_lists()
+    out = exploration_slot(ranked, pool=POOL, slot=3, seed=7)
+    for user in (1, 2):
+        rows = out.filter(pl.col("user_id") == user).sort("rank")
+        assert rows.height == 6
+        assert rows["rank"].to_list() == [1, 2, 3, 4, 5, 6]
+        new = rows.filter(pl.col("reason") == "something new")
+        assert new["rank"].to_list() == [3]
+        assert new["event_id"][0].startswith("new")
+        assert rows["event_id"].to_list()[:2] == ["e1", "e2"]
+        assert rows["event_id"].to_list()[3:] == ["e3", "e4", "e5"]
+        assert rows["event_id"].n_unique() == 6
+    # user 3's only pool event is already listed: no duplicate, list unchanged
+    assert out.filter(pl.col("user_id") == 3)["event_id"].to_list() == [
+        f"e{r}" for r in range(1, 7)
+    ]
+
+
+def test_exploration_is_deterministic_and_seeded() -> None:
+    pool = pl.DataFrame({"user_id": [1] * 20, "event_id": [f"new{i}" for i in range(20)]})
+    ranked = ranked_lists().filter(pl.col("user_id") == 1)
+    first = exploration_slot(ranked, pool=pool, slot=5, seed=1)
+    assert first.equals(exploration_slot(ranked, pool=pool, slot=5, seed=1))
+    picks = {
+        exploration_slot(ranked, pool=pool, slot=5, seed=s).filter(pl.col("rank") == 5)["event_id"][
+            0
+        ]
+        for s in range(10)
+    }
+    assert len(picks) > 1
+
+
+def test_exploration_leaves_short_lists_alone() -> None:
+    ranked = ranked_lists().filter(pl.col("rank") <= 2)
+    out = exploration_slot(ranked, pool=POOL, slot=3)
+    assert out.sort("user_id", "rank")["event_id"].to_list() == ranked["event_id"].to_list()
+
+
+def test_reasons_priority_and_plural() -> None:
+    ranked = pl.DataFrame(
+        {
+            "user_id": [1] * 7,
+            "event_id": ["a", "b", "c", "d", "e", "f", "g"],
+            "category": ["jazz", "jazz", "jazz", "food", "food", "food", "food"],
+            "reason": [None, None, None, None, None, None, "something new"],
+        }
+    )
+    friends = pl.DataFrame({"user_id": [1, 1, 2], "event_id": ["a", "b", "d"], "n": [3, 1, 5]})
+    liked = pl.DataFrame({"user_id": [1, 2], "category": ["jazz", "food"]})
+    source = pl.DataFrame(
+        {
+            "user_id": [1] * 4,
+            "event_id": ["a", "c", "d", "e"],
+            "source": ["popularity", "geo", "geo", "als"],
+        }
+    )
+    out = reasons(ranked, friends_going=friends, liked_categories=liked, source=source)
+    assert out["reason"].to_list() == [
+        "3 friends going",
+        "1 friend going",
+        "because you liked jazz",
+        "close to you",
+        "people like you liked this",
+        "picked for you",
+        "something new",
+    ]
+    assert out.columns == ranked.columns
+
+
+def test_final_feed_ranks_are_dense_and_unique() -> None:
+    later = NOW + timedelta(days=3)
+    ids = [f"ev{i}" for i in range(12)]
+    events = pl.DataFrame(
+        {
+            "event_id": ids,
+            "is_active": [True] * 12,
+            "start_utc": [later] * 12,
+            "latitude": [SF[0]] * 12,
+            "longitude": [SF[1]] * 12,
+            "category": ["jazz", "food", "sport"] * 4,
+        }
+    )
+    scored = pl.DataFrame(
+        {
+            "user_id": [u for u in (1, 2) for _ in range(10)],
+            "event_id": ids[:10] * 2,
+            "score": [float(10 - i) for _ in (1, 2) for i in range(10)],
+        }
+    )
+    pool = pl.DataFrame({"user_id": [1, 2], "event_id": ["ev11", "ev10"]})
+    feed = final_feed(
+        scored,
+        events=events,
+        users=USERS,
+        swiped=SWIPED.with_columns(event_id=pl.lit("ev0")),
+        now=NOW,
+        friends_going=pl.DataFrame({"user_id": [1], "event_id": ["ev1"], "n": [2]}),
+        liked_categories=pl.DataFrame({"user_id": [2], "category": ["sport"]}),
+        source=scored.select("user_id", "event_id").with_columns(source=pl.lit("als")),
+        pool=pool,
+        n=6,
+        slot=2,
+        max_per_category=2,
+    )
+    assert feed.columns == ["user_id", "rank", "event_id", "score", "reason"]
+    for user in (1, 2):
+        rows = feed.filter(pl.col("user_id") == user)
+        assert rows["rank"].to_list() == list(range(1, 7))
+        assert rows["event_id"].n_unique() == 6
+        assert rows["reason"].null_count() == 0
+    user1 = feed.filter(pl.col("user_id") == 1)
+    assert "ev0" not in user1["event_id"].to_list()  # swiped
+    assert user1.filter(pl.col("rank") == 2)["event_id"][0] == "ev11"
+    assert user1.filter(pl.col("event_id") == "ev1")["reason"][0] == "2 friends going"
+
+
+@pytest.mark.parametrize("bad", [{"max_per_category": 0}, {"mmr_lambda": 1.5}])
+def test_diversify_rejects_bad_parameters(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        diversify(cand(), categories=CATS, n=3, **bad)  # type: ignore[arg-type]
