@@ -173,9 +173,9 @@ def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:
         client.close()
     table = Table(title=f"Feed of user {user_id} (run {feed.run_id}, from {feed.source})")
     table.add_column("rank", justify="right", min_width=4)
-    table.add_column("event", overflow="ellipsis", no_wrap=True, max_width=30)
+    table.add_column("event", overflow="ellipsis", no_wrap=True, max_width=24)
     table.add_column("starts (UTC)", no_wrap=True, min_width=16)
-    table.add_column("why", no_wrap=True, min_width=16)
+    table.add_column("why", overflow="ellipsis", no_wrap=True, max_width=22)
     for item in feed.items:
         table.add_row(
             str(item.rank),

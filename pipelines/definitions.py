@@ -5,7 +5,15 @@ from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from godo.settings import Settings, get_settings
-from pipelines.assets import app_data, features, ingest, models, recommendations, synthetic
+from pipelines.assets import (
+    app_data,
+    features,
+    ingest,
+    models,
+    ranking,
+    recommendations,
+    synthetic,
+)
 from pipelines.partitions import metro_partitions
 from pipelines.resources import (
     EventbriteResource,
@@ -17,7 +25,7 @@ from pipelines.resources import (
 )
 from pipelines.warehouse import SCHEMA as WAREHOUSE_SCHEMA
 
-ASSET_MODULES = [synthetic, ingest, app_data, features, models, recommendations]
+ASSET_MODULES = [synthetic, ingest, app_data, features, models, ranking, recommendations]
 PARTITIONED_INGEST = dg.AssetSelection.assets(
     "eventbrite_raw_pages", "events", "venues", "event_quarantine", "geocoded_venues"
 )

@@ -44,21 +44,24 @@ def user_top_n(
 def published_feed(
     context: dg.AssetExecutionContext,
     config: FeedConfig,
-    user_top_n: pl.DataFrame,
+    ranked_feed: pl.DataFrame,
     interactions: pl.DataFrame,
     feed_candidates: pl.DataFrame,
     postgres: PostgresResource,
     redis: RedisResource,
 ) -> dg.MaterializeResult:
-    """The run's lists live in Redis (hot) and Postgres (durable); one pointer flip serves them."""
+    """The ranked feed goes to Redis (hot) and Postgres (durable); one pointer flip serves it.
+
+    `user_top_n` (ALS + popularity) stays as the first-stage baseline the ranker must beat.
+    """
     fallback = PopularityModel().fit(interactions).overall(feed_candidates, config.size)
     result = publish_run(
         engine=postgres.engine(),
         redis_client=redis.client(),
         keys=redis.key_layout(),
         run_id=context.run.run_id,
-        model=f"{ALSModel.name}+{PopularityModel.name}",
-        recommendations=user_top_n,
+        model="candidates+lambdarank+rerank",
+        recommendations=ranked_feed,
         fallback=fallback.with_columns(reason=pl.lit("popular")),
         ttl_seconds=redis.feed_ttl_seconds,
     )

@@ -1,0 +1,129 @@
+"""The two-stage feed: candidates from every generator, LambdaRank scores, then re-ranking.
+
+I/O-free glue between the generators in `models/`, the point-in-time features and the
+re-rank step, so the asset in `pipelines/assets/ranking.py` stays a thin wrapper.
+"""
+
+from datetime import datetime
+
+import polars as pl
+
+from features.point_in_time import event_features_at, social_features_at, user_features_at
+from models.als import ALSModel
+from models.content import ContentModel
+from models.geo import GeoModel
+from models.popularity import PopularityModel
+from models.ranker import LambdaRanker
+from models.rerank import final_feed
+
+# Priority when several generators propose the same event: the most specific source wins.
+SOURCES = ("als", "content", "geo", "popularity")
+
+
+def candidates(
+    *,
+    als: ALSModel,
+    users: pl.DataFrame,
+    events: pl.DataFrame,
+    venues: pl.DataFrame,
+    interactions: pl.DataFrame,
+    eligible: pl.DataFrame,
+    per_source: int,
+) -> pl.DataFrame:
+    """Union of every generator's top `per_source`: user_id, event_id, source."""
+    request = {
+        "users": users.select("user_id", "metro"),
+        "candidates": eligible,
+        "exclude": interactions.select("user_id", "event_id"),
+        "n": per_source,
+    }
+    located = events.select("event_id", "venue_id").join(
+        venues.select("venue_id", "latitude", "longitude"), on="venue_id", how="left"
+    )
+    generators = {
+        "als": als,
+        "content": ContentModel(events.select("event_id", "name", "summary", "category")).fit(
+            interactions
+        ),
+        "geo": GeoModel(
+            users.select("user_id", "home_lat", "home_lon"),
+            located.select("event_id", "latitude", "longitude"),
+        ).fit(interactions),
+        "popularity": PopularityModel().fit(interactions),
+    }
+    proposed = [
+        generators[name]
+        .recommend(**request)  # type: ignore[arg-type]
+        .select("user_id", "event_id", pl.lit(priority).alias("priority"))
+        for priority, name in enumerate(SOURCES)
+    ]
+    return (
+        pl.concat(proposed)
+        .sort("user_id", "event_id", "priority")
+        .unique(["user_id", "event_id"], keep="first", maintain_order=True)
+        .with_columns(source=pl.col("priority").replace_strict(dict(enumerate(SOURCES))))
+        .drop("priority")
+    )
+
+
+def scored(
+    proposed: pl.DataFrame,
+    *,
+    ranker: LambdaRanker,
+    now: datetime,
+    swipes: pl.DataFrame,
+    attendance: pl.DataFrame,
+    friendships: pl.DataFrame,
+    events: pl.DataFrame,
+    users: pl.DataFrame,
+) -> pl.DataFrame:
+    """Features as of `now` for every candidate, and the ranker's score."""
+    queries = proposed.with_columns(as_of=pl.lit(now).dt.convert_time_zone("UTC"))
+    frame = user_features_at(queries, swipes, events, users)
+    frame = event_features_at(frame, swipes, attendance, events)
+    frame = social_features_at(frame, attendance, friendships)
+    return frame.with_columns(score=pl.Series(ranker.score(frame)))
+
+
+def feed(
+    ranked: pl.DataFrame,
+    *,
+    now: datetime,
+    events: pl.DataFrame,
+    venues: pl.DataFrame,
+    users: pl.DataFrame,
+    interactions: pl.DataFrame,
+    n: int,
+) -> pl.DataFrame:
+    """Filters, diversity, an exploration slot and reasons: the list users see."""
+    located = events.join(
+        venues.select("venue_id", "latitude", "longitude"), on="venue_id", how="left"
+    )
+    liked = (
+        interactions.filter(pl.col("liked"))
+        .join(events.select("event_id", "category"), on="event_id")
+        .group_by("user_id", "category")
+        .len()
+        .sort("user_id", "len", descending=[False, True])
+        .group_by("user_id", maintain_order=True)
+        .head(2)
+        .select("user_id", "category")
+    )
+    counts = interactions.group_by("event_id").len()
+    fresh = ranked.join(counts, on="event_id", how="left").filter(pl.col("len").is_null())
+    return final_feed(
+        ranked.select("user_id", "event_id", "score"),
+        events=located.select(
+            "event_id", "is_active", "start_utc", "latitude", "longitude", "category"
+        ),
+        users=users.select("user_id", "home_lat", "home_lon"),
+        swiped=interactions.select("user_id", "event_id"),
+        now=now,
+        friends_going=ranked.filter(pl.col("friends_going_before") > 0).select(
+            "user_id", "event_id", pl.col("friends_going_before").alias("n")
+        ),
+        liked_categories=liked,
+        source=ranked.select("user_id", "event_id", "source"),
+        pool=fresh.select("user_id", "event_id"),
+        n=n,
+    )
