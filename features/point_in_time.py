@@ -277,6 +277,25 @@ def labels(swipes: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def features_at(
+    queries: pl.DataFrame,
+    *,
+    swipes: pl.DataFrame,
+    attendance: pl.DataFrame,
+    friendships: pl.DataFrame,
+    events: pl.DataFrame,
+    users: pl.DataFrame,
+) -> pl.DataFrame:
+    """User, event and social features for each (user_id, event_id, as_of) query.
+
+    The one path both training (as_of = each swipe) and serving (as_of = now) take, so the
+    ranker sees features computed the same way in both.
+    """
+    frame = user_features_at(queries, swipes, events, users)
+    frame = event_features_at(frame, swipes, attendance, events)
+    return social_features_at(frame, attendance, friendships)
+
+
 def training_examples(
     swipes: pl.DataFrame,
     attendance: pl.DataFrame,
@@ -288,10 +307,14 @@ def training_examples(
 
     Sorted by (created_at, swipe_id) so a time-based validation split is a simple slice.
     """
-    examples = labels(swipes)
-    examples = user_features_at(examples, swipes, events, users)
-    examples = event_features_at(examples, swipes, attendance, events)
-    examples = social_features_at(examples, attendance, friendships)
+    examples = features_at(
+        labels(swipes),
+        swipes=swipes,
+        attendance=attendance,
+        friendships=friendships,
+        events=events,
+        users=users,
+    )
     return (
         examples.lazy()
         .rename({"as_of": "created_at"})

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import polars as pl
 
-from features.point_in_time import event_features_at, social_features_at, user_features_at
+from features.point_in_time import features_at
 from models.als import ALSModel
 from models.content import ContentModel
 from models.geo import GeoModel
@@ -79,9 +79,14 @@ def scored(
 ) -> pl.DataFrame:
     """Features as of `now` for every candidate, and the ranker's score."""
     queries = proposed.with_columns(as_of=pl.lit(now).dt.convert_time_zone("UTC"))
-    frame = user_features_at(queries, swipes, events, users)
-    frame = event_features_at(frame, swipes, attendance, events)
-    frame = social_features_at(frame, attendance, friendships)
+    frame = features_at(
+        queries,
+        swipes=swipes,
+        attendance=attendance,
+        friendships=friendships,
+        events=events,
+        users=users,
+    )
     return frame.with_columns(score=pl.Series(ranker.score(frame)))
 
 

@@ -17,7 +17,8 @@ from pipelines.partitions import metro_partitions
 from pipelines.resources import EventbriteResource, GoogleMapsResource, PostgresResource
 from pipelines.venues import geocode_venues, metro_bounds
 from pipelines.warehouse import RAW_EVENTS_SCHEMA, append, latest_raw_events
-from sources.eventbrite.fetch import fetch_listings, parse_utc
+from sources.eventbrite.client import parse_utc
+from sources.eventbrite.fetch import fetch_listings
 from sources.eventbrite.parse import parse_events
 from store.app_data import upsert_catalogue
 

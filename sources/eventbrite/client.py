@@ -150,7 +150,8 @@ class EventbriteClient(ClosingClient, ABC):
         """One event, raw (used to confirm the status when a listing and reality disagree)."""
 
 
-def _parse_changed(value: Any) -> datetime | None:
+def parse_utc(value: Any) -> datetime | None:
+    """An Eventbrite UTC time ("2026-05-12T02:00:00Z"), or None when absent or malformed."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -169,7 +170,7 @@ def _split_by_changed(
     kept: list[Any] = []
     skipped = 0
     for record in events:
-        changed = _parse_changed(record.get("changed")) if isinstance(record, dict) else None
+        changed = parse_utc(record.get("changed")) if isinstance(record, dict) else None
         if changed is not None and changed < changed_since:
             skipped += 1
         else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sources.eventbrite.client import EventbriteClient, Owner
+from sources.eventbrite.client import EventbriteClient, Owner, parse_utc
 
 Record = tuple[str, dict[str, Any]]  # (listed by, e.g. "organizations/123"; raw event)
 
@@ -67,13 +67,3 @@ def listed_as_upcoming(event: dict[str, Any], now: datetime) -> bool:
     """A record that claims to be live and not yet started: worth confirming by id."""
     start = parse_utc((event.get("start") or {}).get("utc"))
     return event.get("status") == "live" and start is not None and start > now and "id" in event
-
-
-def parse_utc(value: object) -> datetime | None:
-    """An Eventbrite UTC time ("2026-05-12T02:00:00Z"), or None when absent or malformed."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
