@@ -21,11 +21,17 @@ Assumptions, stated because they shape what "before" means:
 - `start_dow`/`start_hour` are in UTC: a stable code for a tree model, not a local wall clock.
 - `event_going_before` counts going RSVPs of every visibility: it is an anonymous total like a
   venue's head count. Only `friends_going_before` names people, so only it filters visibility.
+- `onboarding_match` reads the user's onboarding categories with no time filter. They are a
+  static attribute chosen at signup, before any swipe, so they cannot carry an outcome and
+  are point-in-time safe. That holds while the app does not let users edit them; if it ever
+  does, they need their own timestamp and an as-of join like attendance.
 """
 
 from __future__ import annotations
 
 import polars as pl
+
+from features.onboarding import onboarding_picks
 
 UTC_US = pl.Datetime("us", "UTC")
 MICROS_PER_DAY = 86_400_000_000
@@ -49,6 +55,7 @@ TRAINING_SCHEMA: dict[str, pl.DataType] = {
     "user_like_rate_before": pl.Float64(),
     "user_category_affinity_before": pl.Float64(),
     "days_since_user_created": pl.Float64(),
+    "onboarding_match": pl.Int8(),
     "event_swipes_before": pl.Int64(),
     "event_likes_before": pl.Int64(),
     "event_like_rate_before": pl.Float64(),
@@ -161,10 +168,14 @@ def _event_static(events: pl.DataFrame) -> pl.LazyFrame:
 def user_features_at(
     queries: pl.DataFrame, swipes: pl.DataFrame, events: pl.DataFrame, users: pl.DataFrame
 ) -> pl.DataFrame:
-    """Add the user's swipe count, like rate and category affinity as of each `as_of`.
+    """Add the user's swipe count, like rate and category affinity as of each `as_of`, and
+    whether the event's category is one the user ticked at onboarding.
 
     Affinity is Laplace-smoothed over the catalogue's categories, (likes in category + 1) /
     (likes + n_categories), so a user with no likes sits at the uniform share.
+    `onboarding_match` is 1 when the event's category is among the user's
+    `onboarding_categories`, else 0 (also when `users` has no such column); it is the one
+    taste signal a user has before their first swipe, and static (see the module notes).
     """
     n_categories = max(events.get_column("category").drop_nulls().n_unique(), 1)
     category = _event_static(events).select("event_id", "category")
@@ -182,19 +193,22 @@ def user_features_at(
         pl.col("user_id").cast(pl.Int64),
         pl.col("created_at").cast(UTC_US).alias("user_created_at"),
     )
+    picked = onboarding_picks(users).lazy().with_columns(picked=pl.lit(1, dtype=pl.Int8))
     return (
         _queries(queries)
         .join(category, on="event_id", how="left", maintain_order="left")
         .pipe(join_before, per_user, ["user_id"], ["n", "l"])
         .pipe(join_before, per_category, ["user_id", "category"], ["cl"])
         .join(created, on="user_id", how="left", maintain_order="left")
+        .join(picked, on=["user_id", "category"], how="left", maintain_order="left")
         .with_columns(
             user_n_swipes_before=pl.col("n"),
             user_like_rate_before=smoothed_rate("l", "n", 1.0, 2.0),
             user_category_affinity_before=smoothed_rate("cl", "l", 1.0, float(n_categories)),
             days_since_user_created=days_between("as_of", "user_created_at"),
+            onboarding_match=pl.col("picked").fill_null(0),
         )
-        .drop("category", "n", "l", "cl", "user_created_at")
+        .drop("category", "n", "l", "cl", "user_created_at", "picked")
         .collect()
     )
 
@@ -289,7 +303,8 @@ def features_at(
     """User, event and social features for each (user_id, event_id, as_of) query.
 
     The one path both training (as_of = each swipe) and serving (as_of = now) take, so the
-    ranker sees features computed the same way in both.
+    ranker sees features computed the same way in both. `users` has user_id, created_at and
+    optionally onboarding_categories (List(Utf8)); without it `onboarding_match` is 0.
     """
     frame = user_features_at(queries, swipes, events, users)
     frame = event_features_at(frame, swipes, attendance, events)

@@ -9,6 +9,16 @@ users whose liked events read like it: the cold-start path for new events (issue
 - User profile: the weight-averaged vectors of the events liked (weight > 0), minus
   `pass_share` times the mean vector of the events passed (weight <= 0), L2-normalised.
   Passes only nudge: a pass says "not this one", far weaker than a like says "more of this".
+- Cold-start profile: a user with no like but with onboarding categories (ticked at signup)
+  gets the mean of their categories' vectors, each category written the way `event_text`
+  writes an event's category (repeated `category_weight` times), so its unigrams and bigrams
+  are the very terms event documents carry. A user with neither gets no profile: popularity
+  serves them. This is the cold-start path for new users.
+- Users with likes keep their like-based profile. `onboarding_prior` > 0 adds that multiple
+  of the (unit) onboarding profile before normalising; the default 0 leaves it out, because
+  once a user has swiped, what they liked is better evidence than what they said at signup,
+  and the ranker's `onboarding_match` feature already weighs the stated taste by what the
+  data shows it is worth.
 - Score: cosine of profile and candidate; only candidates with a positive score are kept.
 
 Saved as one `.npz` (vocabulary, idf, item and profile matrices as CSR parts, id arrays), so
@@ -29,6 +39,7 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from features.onboarding import onboarding_picks
 from models.base import (
     RECS_SCHEMA,
     USER_CHUNK,
@@ -45,6 +56,7 @@ class ContentParams:
     category_weight: int = 3  # times the category is repeated in each event's document
     pass_share: float = 0.25  # weight of the passed-events mean subtracted from the likes mean
     max_features: int | None = 200_000  # caps vocabulary (bigrams explode) and the artifact size
+    onboarding_prior: float = 0.0  # weight of the onboarding profile added to a liker's profile
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,15 @@ def event_text(events: pl.DataFrame, category_weight: int) -> pl.DataFrame:
     )
 
 
+def category_text(category: str, category_weight: int) -> str:
+    """A category alone, written as `event_text` writes it inside an event's document.
+
+    Repeating it `category_weight` times gives the same bigrams ("music music") the events
+    carry; at least once, so a zero weight still says which category was picked.
+    """
+    return " ".join([category] * max(category_weight, 1))
+
+
 def _vectorizer(params: ContentParams, vocabulary: np.ndarray | None = None) -> TfidfVectorizer:
     return TfidfVectorizer(
         ngram_range=(1, 2),
@@ -79,6 +100,29 @@ def _vectorizer(params: ContentParams, vocabulary: np.ndarray | None = None) -> 
         vocabulary=None if vocabulary is None else {str(t): i for i, t in enumerate(vocabulary)},
         dtype=np.float64,
     )
+
+
+def _no_profiles(n_terms: int) -> tuple[np.ndarray, sp.csr_matrix]:
+    """No user ids and a 0 x terms matrix: what a profile builder returns for nobody."""
+    return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, n_terms), dtype=np.float64)
+
+
+def _drop_empty(user_ids: np.ndarray, profiles: sp.csr_matrix) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Only the users whose profile has a non-zero term (the others would score nothing)."""
+    profiles = sp.csr_matrix(profiles)
+    profiles.eliminate_zeros()
+    keep = np.diff(profiles.indptr) > 0
+    return user_ids[keep].astype(np.int64), sp.csr_matrix(profiles[keep])
+
+
+def _spread(profiles: sp.csr_matrix, ids: np.ndarray, onto: np.ndarray) -> sp.csr_matrix:
+    """The rows of `profiles` (one per sorted `ids`) placed at their ids' rows of `onto`
+    (a sorted superset); every other row is zero."""
+    rows = np.searchsorted(onto, ids)
+    placement = sp.csr_matrix(
+        (np.ones(len(ids)), (rows, np.arange(len(ids)))), shape=(len(onto), len(ids))
+    )
+    return sp.csr_matrix(placement @ profiles)
 
 
 class ContentModel(CandidateModel):
@@ -97,7 +141,13 @@ class ContentModel(CandidateModel):
             raise NotFittedError("ContentModel is not fitted")
         return self._fitted
 
-    def fit(self, interactions: pl.DataFrame) -> Self:
+    def fit(self, interactions: pl.DataFrame, onboarding: pl.DataFrame | None = None) -> Self:
+        """Vectorise the events, then profile every user with a like or an onboarding pick.
+
+        `onboarding` has user_id and onboarding_categories (List(Utf8)); a frame without that
+        column (e.g. older users tables) counts as nobody having answered.
+        Raises ModelFitError when no user ends up with a profile.
+        """
         docs = (
             event_text(self.events, self.params.category_weight)
             .filter(pl.col("text") != "")
@@ -115,7 +165,14 @@ class ContentModel(CandidateModel):
         vocabulary = vectorizer.get_feature_names_out().astype(str)
         idf = np.asarray(vectorizer.idf_, dtype=np.float64)
 
-        user_ids, profiles = self._profiles(interactions, event_ids, items)
+        liked_ids, liked = self._profiles(interactions, event_ids, items)
+        picked_ids, picked = self._onboarding_profiles(onboarding, vectorizer)
+        user_ids, profiles = self._combine(liked_ids, liked, picked_ids, picked)
+        if len(user_ids) == 0:
+            raise ModelFitError(
+                "no positive interaction with an event that has text, "
+                "and no onboarding category in the vocabulary"
+            )
         if not (np.isfinite(items.data).all() and np.isfinite(profiles.data).all()):
             raise ModelFitError("NaN or infinite values in TF-IDF vectors or profiles")
         self._fitted = _Fitted(vocabulary, idf, event_ids, items, user_ids, profiles)
@@ -134,7 +191,7 @@ class ContentModel(CandidateModel):
         ).filter(pl.col("event_id").is_in(event_ids.tolist()))
         liked = known.filter(pl.col("weight") > 0)
         if liked.height == 0:
-            raise ModelFitError("no positive interaction with an event that has text")
+            return _no_profiles(items.shape[1])
         user_ids = np.sort(liked["user_id"].unique().to_numpy())
         known = known.filter(pl.col("user_id").is_in(user_ids.tolist()))
         rows = np.searchsorted(user_ids, known["user_id"].to_numpy())
@@ -149,9 +206,54 @@ class ContentModel(CandidateModel):
         # Row-normalise to means (l1 over non-negative weights), then mix and project.
         mix = normalize(likes, norm="l1") - self.params.pass_share * normalize(passes, norm="l1")
         profiles = sp.csr_matrix(normalize(sp.csr_matrix(mix @ items), norm="l2"))
-        profiles.eliminate_zeros()
-        keep = np.diff(profiles.indptr) > 0
-        return user_ids[keep], sp.csr_matrix(profiles[keep])
+        return _drop_empty(user_ids, profiles)
+
+    def _onboarding_profiles(
+        self, onboarding: pl.DataFrame | None, vectorizer: TfidfVectorizer
+    ) -> tuple[np.ndarray, sp.csr_matrix]:
+        """Users x terms: the mean of the picked categories' vectors, L2-normalised.
+
+        Each distinct category is vectorised once with the fitted vocabulary and idf; a
+        category whose words no event uses yields nothing, and a user left with nothing is
+        dropped.
+        """
+        n_terms = len(vectorizer.vocabulary_)
+        picks = onboarding_picks(onboarding) if onboarding is not None else None
+        if picks is None or picks.height == 0:
+            return _no_profiles(n_terms)
+        categories = np.sort(picks["category"].unique().to_numpy().astype(str))
+        weight = self.params.category_weight
+        vectors = sp.csr_matrix(
+            vectorizer.transform([category_text(c, weight) for c in categories.tolist()])
+        )
+        user_ids = np.sort(picks["user_id"].unique().to_numpy())
+        rows = np.searchsorted(user_ids, picks["user_id"].to_numpy())
+        cols = np.searchsorted(categories, picks["category"].to_numpy().astype(str))
+        chosen = sp.csr_matrix(
+            (np.ones(len(rows)), (rows, cols)), shape=(len(user_ids), len(categories))
+        )
+        profiles = sp.csr_matrix(normalize(sp.csr_matrix(normalize(chosen, norm="l1") @ vectors)))
+        return _drop_empty(user_ids, profiles)
+
+    def _combine(
+        self,
+        liked_ids: np.ndarray,
+        liked: sp.csr_matrix,
+        picked_ids: np.ndarray,
+        picked: sp.csr_matrix,
+    ) -> tuple[np.ndarray, sp.csr_matrix]:
+        """One profile per user: likes first, onboarding for users without a like.
+
+        A liker's onboarding profile is added with weight `onboarding_prior` (0 by default:
+        left out); a user known only from onboarding takes it with weight 1.
+        """
+        user_ids = np.union1d(liked_ids, picked_ids).astype(np.int64)
+        if len(user_ids) == 0:
+            return _no_profiles(liked.shape[1])
+        has_like = np.isin(user_ids, liked_ids)
+        scale = sp.diags(np.where(has_like, self.params.onboarding_prior, 1.0))
+        mixed = _spread(liked, liked_ids, user_ids) + scale @ _spread(picked, picked_ids, user_ids)
+        return _drop_empty(user_ids, sp.csr_matrix(normalize(sp.csr_matrix(mixed))))
 
     def add_events(self, events: pl.DataFrame) -> Self:
         """Vectorise events the fit did not see with the stored vocabulary and idf.
@@ -195,7 +297,7 @@ class ContentModel(CandidateModel):
         )
         parts: list[pl.DataFrame] = []
         for (metro,), metro_users in known_users.group_by("metro"):
-            metro_events = known_events.filter(pl.col("metro") == metro)["event_id"].unique()
+            metro_events = known_events.filter(pl.col("metro") == metro)["event_id"].unique().sort()
             if metro_events.len() == 0:
                 continue
             e_idx = np.searchsorted(f.event_ids, metro_events.to_numpy().astype(str))

@@ -20,6 +20,8 @@ from models.topn import TOPN_SCHEMA
 
 EXPLORATION_REASON = "something new"
 FALLBACK_REASON = "picked for you"
+LIKED_REASON = "because you liked "
+ONBOARDING_REASON = "because you picked "
 SOURCE_REASONS: dict[str, str] = {
     "popularity": "popular near you",
     "geo": "close to you",
@@ -290,39 +292,34 @@ def reasons(
     liked_categories: pl.DataFrame,
     source: pl.DataFrame,
     categories: pl.DataFrame | None = None,
+    onboarding_categories: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Give every item one short reason, the most persuasive that is true for this user.
 
     Priority: "N friends going" (social proof; "1 friend going" singular), then "because you
     liked <category>" when the event's category is among the user's `liked_categories`
-    (user_id, category), then what the candidate `source` (user_id, event_id, source) implies:
+    (user_id, category), then, for a user with no liked category at all, "because you picked
+    <category>" when it is among their `onboarding_categories` (user_id, category: what they
+    ticked at signup), then what the candidate `source` (user_id, event_id, source) implies:
     popularity, geo, content or als; anything else gets "picked for you", so no published
     item lacks a reason. A reason already present (the exploration slot's "something new")
     is kept: it explains an item no other rule would. The event's category is read from
     `ranked.category`, or joined from `categories` (event_id, category) when given.
+
+    Onboarding only speaks for users without likes: once a user has liked something, that is
+    the better and more specific explanation. For such an onboarding-only user a content
+    candidate outside their picks gets "picked for you", not "similar to events you liked":
+    they have liked nothing, and a reason must never claim what did not happen.
     """
     had_reason = "reason" in ranked.columns
-    frame = ranked.with_row_index("_row")
-    if categories is not None:
-        frame = frame.join(
-            categories.select("event_id", _category=pl.col("category").cast(pl.Utf8)).unique(
-                "event_id", keep="first"
-            ),
-            on="event_id",
-            how="left",
-        )
-    else:
-        frame = frame.with_columns(_category=pl.col("category").cast(pl.Utf8))
+    frame = _with_category(ranked.with_row_index("_row"), categories)
     friends = (
         friends_going.filter(pl.col("n") >= 1)
         .group_by(_KEY)
         .agg(_friends=pl.col("n").max().cast(pl.Int64))
     )
-    liked = (
-        liked_categories.select("user_id", _category=pl.col("category").cast(pl.Utf8))
-        .unique()
-        .with_columns(_liked=pl.lit(True))
-    )
+    liked = _user_categories(liked_categories, "_liked")
+    picked = _onboarding_only(onboarding_categories, liked_categories)
     sources = source.select(*_KEY, _source=pl.col("source")).unique(_KEY, keep="first")
     computed = (
         pl.when(pl.col("_friends") == 1)
@@ -330,18 +327,58 @@ def reasons(
         .when(pl.col("_friends") > 1)
         .then(pl.format("{} friends going", pl.col("_friends")))
         .when(pl.col("_liked"))
-        .then(pl.lit("because you liked ") + pl.col("_category"))
+        .then(pl.lit(LIKED_REASON) + pl.col("_category"))
+        .when(pl.col("_picked"))
+        .then(pl.lit(ONBOARDING_REASON) + pl.col("_category"))
+        .when(pl.col("_onboarded") & (pl.col("_source") == "content"))
+        .then(pl.lit(FALLBACK_REASON))
         .otherwise(pl.col("_source").replace_strict(SOURCE_REASONS, default=FALLBACK_REASON))
     )
     reason = pl.coalesce("reason", computed) if had_reason else computed
     out = (
         frame.join(friends, on=_KEY, how="left")
         .join(liked, on=["user_id", "_category"], how="left")
+        .join(picked, on=["user_id", "_category"], how="left")
+        .join(picked.select("user_id", _onboarded=pl.lit(True)).unique(), on="user_id", how="left")
         .join(sources, on=_KEY, how="left")
         .sort("_row")
         .with_columns(reason=reason)
     )
     return out.select(*(c for c in ranked.columns if c != "reason"), "reason")
+
+
+def _with_category(frame: pl.DataFrame, categories: pl.DataFrame | None) -> pl.DataFrame:
+    """`frame` plus `_category`: joined from `categories` when given, else its own column."""
+    if categories is None:
+        return frame.with_columns(_category=pl.col("category").cast(pl.Utf8))
+    return frame.join(
+        categories.select("event_id", _category=pl.col("category").cast(pl.Utf8)).unique(
+            "event_id", keep="first"
+        ),
+        on="event_id",
+        how="left",
+    )
+
+
+def _user_categories(rows: pl.DataFrame, flag: str) -> pl.DataFrame:
+    """Distinct (user_id, _category) pairs with a True `flag` column, ready to left-join."""
+    return (
+        rows.select("user_id", _category=pl.col("category").cast(pl.Utf8))
+        .unique()
+        .with_columns(pl.lit(True).alias(flag))
+    )
+
+
+def _onboarding_only(
+    onboarding_categories: pl.DataFrame | None, liked_categories: pl.DataFrame
+) -> pl.DataFrame:
+    """Onboarding picks of the users who have no liked category: the only ones they explain."""
+    if onboarding_categories is None:
+        onboarding_categories = pl.DataFrame(
+            schema={"user_id": liked_categories.schema["user_id"], "category": pl.Utf8}
+        )
+    picks = _user_categories(onboarding_categories, "_picked")
+    return picks.join(liked_categories.select("user_id").unique(), on="user_id", how="anti")
 
 
 def final_feed(
@@ -355,6 +392,7 @@ def final_feed(
     liked_categories: pl.DataFrame,
     source: pl.DataFrame,
     pool: pl.DataFrame,
+    onboarding_categories: pl.DataFrame | None = None,
     n: int = 20,
     radius_km: float = 25.0,
     max_per_category: int = 3,
@@ -365,8 +403,10 @@ def final_feed(
     """The publishable feed: filters → diversity → exploration → reasons → ranks 1..n.
 
     `scored` is the ranker's output (user_id, event_id, score). The exploration `pool` goes
-    through the same hard filters, so exploring never shows an invalid event. Returns
-    user_id, rank, event_id, score, reason: what `store.publish.publish_run` takes.
+    through the same hard filters, so exploring never shows an invalid event.
+    `onboarding_categories` (user_id, category; `features.onboarding.onboarding_picks` makes
+    it from the users table) lets users without likes hear "because you picked <category>".
+    Returns user_id, rank, event_id, score, reason: what `store.publish.publish_run` takes.
     """
     valid = hard_filters(
         scored.select(*_KEY, "score"),
@@ -394,6 +434,7 @@ def final_feed(
         liked_categories=liked_categories,
         source=source,
         categories=categories,
+        onboarding_categories=onboarding_categories,
     )
     return (
         explained.sort("user_id", "rank")

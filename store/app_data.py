@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from store.db import copy_frame, read_frame, truncate
 
 UTC_TIME = pl.Datetime("us", "UTC")
+ONBOARDING_COLUMN = "onboarding_categories"
 
 USERS_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.Int64(),
@@ -19,6 +20,7 @@ USERS_SCHEMA: dict[str, pl.DataType] = {
     "home_lat": pl.Float64(),
     "home_lon": pl.Float64(),
     "created_at": UTC_TIME,
+    "onboarding_categories": pl.List(pl.Utf8()),
 }
 FRIENDSHIPS_SCHEMA: dict[str, pl.DataType] = {"user_id": pl.Int64(), "friend_id": pl.Int64()}
 SWIPES_SCHEMA: dict[str, pl.DataType] = {
@@ -51,16 +53,12 @@ def replace_activity(
     """Replace all users and their activity in one transaction (reseeding a synthetic city).
 
     The caller's transaction makes it all-or-nothing: a failure leaves the old city intact.
+    `users` may carry `onboarding_categories` (List(Utf8)); without it every user reads as
+    having skipped onboarding (the column's empty-array default).
     """
     truncate(conn, ACTIVITY_TABLES)
     return {
-        "users": copy_frame(
-            conn,
-            "users",
-            users.select(
-                pl.col("user_id").alias("id"), "display_name", "metro", "home_lat", "home_lon"
-            ),
-        ),
+        "users": copy_frame(conn, "users", _user_rows(users)),
         "friendships": copy_frame(conn, "friendships", friendships.select("user_id", "friend_id")),
         "swipes": copy_frame(
             conn,
@@ -80,6 +78,15 @@ def replace_activity(
             attendance.select("user_id", "event_id", "status", "visibility", "notes", "updated_at"),
         ),
     }
+
+
+def _user_rows(users: pl.DataFrame) -> pl.DataFrame:
+    """The `users` table's columns; a null onboarding list is stored as empty (skipped)."""
+    columns = [pl.col("user_id").alias("id"), "display_name", "metro", "home_lat", "home_lon"]
+    if ONBOARDING_COLUMN in users.columns:
+        picks = pl.col(ONBOARDING_COLUMN).cast(pl.List(pl.Utf8))
+        columns.append(picks.fill_null(pl.lit([], dtype=pl.List(pl.Utf8))))
+    return users.select(columns)
 
 
 def upsert_catalogue(conn: sa.Connection, *, events: pl.DataFrame, venues: pl.DataFrame) -> None:
@@ -145,9 +152,11 @@ def _upsert(conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
 
 
 def read_users(conn: sa.Connection) -> pl.DataFrame:
+    """Users with metro, home, signup time and onboarding categories (List(Utf8))."""
     return read_frame(
         conn,
-        "SELECT id AS user_id, metro, home_lat, home_lon, created_at FROM users ORDER BY id",
+        "SELECT id AS user_id, metro, home_lat, home_lon, created_at, onboarding_categories "
+        "FROM users ORDER BY id",
         USERS_SCHEMA,
     )
 

@@ -2,6 +2,11 @@
 
 Bulk paths use COPY (through psycopg 3) because row-by-row INSERT of a few hundred thousand
 recommendations or swipes is tens of times slower and holds locks for longer.
+
+COPY speaks CSV, which has no lists, so `text[]` columns travel as Postgres array literals
+(`{music,"food & drink"}`): `copy_frame` renders `List(Utf8)` columns as literals and
+`read_frame` parses them back when the schema asks for `List(Utf8)`. Both are vectorised
+Polars expressions, so an array column does not cost the COPY path its speed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ def copy_frame(conn: sa.Connection, table: str, frame: pl.DataFrame) -> int:
     if frame.height == 0:
         return 0
     columns = ", ".join(f'"{c}"' for c in frame.columns)
+    frame = frame.with_columns(
+        pg_array_literal(name) for name, dtype in frame.schema.items() if dtype == pl.List(pl.Utf8)
+    )
     payload = frame.write_csv(include_header=False, null_value="\\N", datetime_format=None)
     raw = conn.connection.driver_connection
     assert raw is not None, "copy_frame needs a psycopg connection"
@@ -56,7 +64,8 @@ def read_frame(
     """Run `query` through COPY ... TO STDOUT and load the CSV into Polars.
 
     Timestamps are rendered by Postgres in ISO form with an offset, which Polars parses to
-    UTC when `schema` says `pl.Datetime(time_zone="UTC")`.
+    UTC when `schema` says `pl.Datetime(time_zone="UTC")`; a `text[]` column comes back as
+    `List(Utf8)` when `schema` says so.
     """
     raw = conn.connection.driver_connection
     assert raw is not None, "read_frame needs a psycopg connection"
@@ -82,7 +91,60 @@ def _cast(name: str, dtype: pl.DataType) -> pl.Expr:
         return column.str.to_datetime(time_zone="UTC", time_unit="us").alias(name)
     if dtype == pl.Boolean:
         return (column == "t").alias(name)
+    if dtype == pl.List(pl.Utf8):
+        return parse_pg_array(name)
     return column.cast(dtype).alias(name)
+
+
+# One array element as Postgres prints it: a double-quoted string (backslash escapes `"` and
+# `\`, may hold commas, braces, spaces, newlines) or a bare run without separators.
+_ARRAY_ELEMENT = r'(?s)"(?:[^"\\]|\\.)*"|[^,{}"]+'
+
+
+def pg_array_literal(name: str) -> pl.Expr:
+    """A `List(Utf8)` column as Postgres one-dimensional array literals, for COPY.
+
+    Every element is double-quoted with `\\` and `"` backslash-escaped, so commas, braces,
+    spaces and a category literally named "NULL" survive; a null element is the bare NULL
+    and a null list stays null (COPY's NULL). An empty list is `{}`.
+    """
+    element = pl.element()
+    quoted = (
+        pl.lit('"')
+        + element.str.replace_all("\\", "\\\\", literal=True).str.replace_all(
+            '"', '\\"', literal=True
+        )
+        + pl.lit('"')
+    )
+    items = pl.col(name).list.eval(
+        pl.when(element.is_null()).then(pl.lit("NULL")).otherwise(quoted)
+    )
+    return (pl.lit("{") + items.list.join(",") + pl.lit("}")).alias(name)
+
+
+def parse_pg_array(name: str) -> pl.Expr:
+    """Postgres' text output of a one-dimensional `text[]` back into `List(Utf8)`.
+
+    Postgres quotes an element whenever it is empty, holds a separator, brace, quote,
+    backslash or whitespace, or reads as NULL, so a bare NULL is always a null element.
+    """
+    element = pl.element()
+    unquoted = (
+        element.str.strip_prefix('"').str.strip_suffix('"').str.replace_all(r"(?s)\\(.)", "$1")
+    )
+    return (
+        pl.col(name)
+        .str.extract_all(_ARRAY_ELEMENT)
+        .list.eval(
+            pl.when(element.str.starts_with('"'))
+            .then(unquoted)
+            .when(element.str.to_uppercase() == "NULL")
+            .then(pl.lit(None, dtype=pl.Utf8))
+            .otherwise(element)
+        )
+        .cast(pl.List(pl.Utf8))
+        .alias(name)
+    )
 
 
 def truncate(conn: sa.Connection, tables: Sequence[str]) -> None:

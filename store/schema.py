@@ -7,7 +7,7 @@ checks that the migrations and these definitions agree, so this module is the re
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = sa.MetaData(
     naming_convention={
@@ -30,6 +30,14 @@ users = sa.Table(
     sa.Column("home_lat", sa.Float, nullable=True),
     sa.Column("home_lon", sa.Float, nullable=True),
     sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Event categories ticked at signup (values of events.category): the only taste signal a
+    # user has before their first swipe. Empty, not NULL, when they skipped the question.
+    sa.Column(
+        "onboarding_categories",
+        ARRAY(sa.Text),
+        nullable=False,
+        server_default=sa.text("'{}'::text[]"),
+    ),
 )
 
 friendships = sa.Table(

@@ -7,6 +7,11 @@ behaviour simulator draws from: each user's category taste, price sensitivity, d
 and weekend affinity, and each event's latent popularity. Nothing downstream should read the
 hidden parts except evaluation code.
 
+Users also carry ``onboarding_categories``: the categories they ticked at signup. It is public
+(the app asks for it) but drawn from the hidden taste, the way a real user answers: mostly
+their favourite categories, sometimes a slip, sometimes no answer at all. That is what makes
+it a useful, but not perfect, cold-start signal.
+
 Determinism: ``build_world`` depends only on the ``CityConfig`` (including ``now``). Each part
 of the world draws from its own child of one ``numpy.random.SeedSequence``, so e.g. changing
 ``n_events`` does not reshuffle the users or their friendships.
@@ -112,6 +117,12 @@ CATEGORY_INDEX: dict[str, int] = {c.id: i for i, c in enumerate(CATEGORIES)}
 
 # How common each category is, both as a share of listings and as the population's prior taste.
 _CATEGORY_WEIGHTS = np.array([0.18, 0.15, 0.10, 0.10, 0.08, 0.10, 0.07, 0.07, 0.06, 0.09])
+
+# Onboarding answers: how many categories a user ticks, how often one tick is not among their
+# true favourites (a misclick, or ticking what sounds good), and how many skip the question.
+_ONBOARDING_PICKS = (2, 3)
+_ONBOARDING_NOISE = 0.2
+_ONBOARDING_SKIP = 0.15
 
 
 @dataclass(frozen=True)
@@ -345,11 +356,12 @@ class World:
     """A generated city: public-looking tables plus the hidden truth behaviour is drawn from.
 
     Public tables (what an app backend or Eventbrite would know): ``metros``,
-    ``organizations``, ``venues``, ``events`` (minus ``popularity``), ``users``,
-    ``friendships``. Hidden truth (for the simulator and for evaluation only): ``taste``
-    (n_users x len(CATEGORIES), rows sum to 1, row i is user_id i + 1), ``user_traits`` and
-    ``events["popularity"]``. ``events["status"]`` is the true status; see
-    ``sources.synthetic.eventbrite_json`` for how listings can disagree with it.
+    ``organizations``, ``venues``, ``events`` (minus ``popularity``), ``users`` (including
+    ``onboarding_categories``, event ``category`` names), ``friendships``. Hidden truth (for
+    the simulator and for evaluation only): ``taste`` (n_users x len(CATEGORIES), rows sum
+    to 1, row i is user_id i + 1), ``user_traits`` and ``events["popularity"]``.
+    ``events["status"]`` is the true status; see ``sources.synthetic.eventbrite_json`` for
+    how listings can disagree with it.
     """
 
     config: CityConfig
@@ -834,6 +846,34 @@ def _taste(rng: np.random.Generator, community: np.ndarray) -> np.ndarray:
     return taste
 
 
+def _onboarding(rng: np.random.Generator, taste: np.ndarray) -> list[list[str]]:
+    """The categories each user ticks at signup, as event ``category`` names.
+
+    A user ticks their 2-3 highest-taste categories; with probability ``_ONBOARDING_NOISE``
+    one tick is swapped for a random category they did not otherwise pick, and a share
+    ``_ONBOARDING_SKIP`` skip the question (empty list). Ticks are listed in ``CATEGORIES``
+    order, as a checkbox screen records them: the order says nothing about rank.
+    """
+    n, n_categories = taste.shape
+    k = np.asarray(rng.integers(_ONBOARDING_PICKS[0], _ONBOARDING_PICKS[1] + 1, size=n))
+    noisy = rng.random(n) < _ONBOARDING_NOISE
+    swapped_slot = rng.integers(0, k, size=n)
+    swap_keys = rng.random((n, n_categories))
+    skip = rng.random(n) < _ONBOARDING_SKIP
+    # ticked[i, c]: user i ticks category c. First their k[i] highest-taste categories.
+    by_taste = np.argsort(-taste, axis=1, kind="stable")
+    ticked = np.zeros((n, n_categories), dtype=bool)
+    np.put_along_axis(ticked, by_taste, np.arange(n_categories) < k[:, None], axis=1)
+    # A noisy answer swaps one tick for a random category the user did not already tick.
+    rows = np.flatnonzero(noisy)
+    added = np.argmax(np.where(ticked, -1.0, swap_keys), axis=1)
+    ticked[rows, by_taste[rows, swapped_slot[rows]]] = False
+    ticked[rows, added[rows]] = True
+    ticked[skip] = False
+    names = np.array([c.name for c in CATEGORIES], dtype=object)
+    return [names[row].tolist() for row in ticked]
+
+
 def _friendships(
     rng: np.random.Generator, config: CityConfig, metro_idx: np.ndarray, community: np.ndarray
 ) -> pl.DataFrame:
@@ -882,8 +922,9 @@ def _friendships(
 def build_world(config: CityConfig) -> World:
     """Generate a whole city from ``config``; same config (incl. ``now``) -> identical world."""
     metros = [METROS[m] for m in config.metros]
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(6)]
-    rng_orgs, rng_venues, rng_events, rng_users, rng_taste, rng_friends = streams
+    # A new part gets a new child appended at the end: the existing streams stay as they were.
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
+    rng_orgs, rng_venues, rng_events, rng_users, rng_taste, rng_friends, rng_onboard = streams
 
     weights = np.array([m.weight for m in metros])
     venues_per_metro = _allocate(config.n_venues, weights, minimum=1)
@@ -906,6 +947,9 @@ def build_world(config: CityConfig) -> World:
     )
     users, user_metro, community = _users(rng_users, config, metros)
     taste = _taste(rng_taste, community)
+    users = users.with_columns(
+        pl.Series("onboarding_categories", _onboarding(rng_onboard, taste), dtype=pl.List(pl.Utf8))
+    )
     n = config.n_users
     user_traits = pl.DataFrame(
         {

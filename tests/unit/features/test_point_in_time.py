@@ -265,6 +265,36 @@ def test_smoothing_dates_price_and_fill_rate_by_hand() -> None:
     assert r["user_category_affinity_before"] == pytest.approx((2 + 1) / (5 + N_CATEGORIES))
 
 
+def test_onboarding_match_marks_the_categories_a_user_picked_from_the_first_swipe() -> None:
+    """Picked at signup, so known before any swipe: the very first swipe already sees it."""
+    swipes = swipes_frame(
+        [
+            ("m", 1, "jazz-a", "pass", at(0)),  # music, picked
+            ("s", 1, "run", "like", at(1)),  # sports, not picked
+            ("o", 2, "jazz-b", "like", at(2)),  # user 2 skipped onboarding
+            ("x", 3, "jazz-c", "like", at(3)),  # user 3 is not in the users frame
+        ]
+    )
+    users = users_frame([1, 2]).with_columns(
+        onboarding_categories=pl.Series([["music", "food"], []], dtype=pl.List(pl.Utf8))
+    )
+    frame = training_examples(swipes, attendance_frame([]), friendships_frame([]), EVENTS, users)
+    got = by_swipe(frame)
+    assert got["m"]["user_n_swipes_before"] == 0
+    assert {k: row["onboarding_match"] for k, row in got.items()} == {
+        "m": 1,
+        "s": 0,
+        "o": 0,
+        "x": 0,
+    }
+    assert frame.schema["onboarding_match"] == pl.Int8
+
+
+def test_onboarding_match_is_zero_for_users_frames_without_the_column() -> None:
+    swipes = swipes_frame([("a", 1, "jazz-a", "like", at(0)), ("b", 1, "run", "pass", at(1))])
+    assert {row["onboarding_match"] for row in examples(swipes).values()} == {0}
+
+
 def naive_features(
     swipe: dict[str, Any],
     swipes: list[dict[str, Any]],

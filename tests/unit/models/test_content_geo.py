@@ -10,7 +10,7 @@ import pytest
 
 from features.geo import haversine_km
 from models.base import ModelFitError
-from models.content import ContentModel
+from models.content import ContentModel, ContentParams
 from models.geo import GeoModel
 
 EVENTS = pl.DataFrame(
@@ -118,6 +118,80 @@ def test_loaded_model_can_score_events_created_after_the_fit(tmp_path: Path) -> 
     assert "jazz_new" not in recommend_content(loaded)["event_id"].to_list()
     loaded.add_events(EVENTS.filter(pl.col("event_id") == "jazz_new"))
     assert events_for(1, recommend_content(loaded))[0] == "jazz_new"
+
+
+# ---- cold start: onboarding categories ----
+
+MUSIC = {"jazz1", "jazz2", "jazz_new", "blues1"}
+NEWCOMERS = pl.DataFrame({"user_id": [8, 9], "metro": ["sf", "sf"]})
+NO_EXCLUDE_EVENTS = pl.DataFrame(schema={"user_id": pl.Int64, "event_id": pl.Utf8})
+
+
+def onboarding(picks: dict[int, list[str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"user_id": list(picks), "onboarding_categories": list(picks.values())},
+        schema={"user_id": pl.Int64, "onboarding_categories": pl.List(pl.Utf8)},
+    )
+
+
+def recommend_newcomers(model: ContentModel, users: pl.DataFrame = NEWCOMERS) -> pl.DataFrame:
+    return model.recommend(users=users, candidates=ALL_SF, exclude=NO_EXCLUDE_EVENTS, n=10)
+
+
+def test_newcomer_who_picked_music_gets_music_first() -> None:
+    model = ContentModel(EVENTS).fit(LIKES, onboarding({8: ["music"], 9: []}))
+    order = events_for(8, recommend_newcomers(model))
+    assert order and set(order[: len(MUSIC)]) == MUSIC
+    assert "blank" not in order
+
+
+def test_newcomer_without_swipes_or_onboarding_gets_nothing() -> None:
+    model = ContentModel(EVENTS).fit(LIKES, onboarding({8: ["music"], 9: []}))
+    recs = recommend_newcomers(model)
+    assert 9 not in recs["user_id"].to_list()
+    unknown = onboarding({8: ["quilting circles"]})  # no event says so: no profile
+    assert recommend_newcomers(ContentModel(EVENTS).fit(LIKES, unknown)).is_empty()
+
+
+def test_category_names_with_spaces_and_punctuation_match_event_categories() -> None:
+    events = EVENTS.with_columns(
+        category=pl.col("category").replace({"sports": "Sports & Fitness", "music": "Music"})
+    )
+    model = ContentModel(events).fit(LIKES, onboarding({8: ["Sports & Fitness"]}))
+    assert set(events_for(8, recommend_newcomers(model))) == {"sport1", "sport_new"}
+
+
+def test_a_city_where_nobody_swiped_yet_still_fits_from_onboarding() -> None:
+    nobody = LIKES.head(0)
+    model = ContentModel(EVENTS).fit(nobody, onboarding({8: ["sports"]}))
+    assert set(events_for(8, recommend_newcomers(model))) == {"sport1", "sport_new"}
+    with pytest.raises(ModelFitError):
+        ContentModel(EVENTS).fit(nobody, onboarding({8: []}))
+    with pytest.raises(ModelFitError):
+        ContentModel(EVENTS).fit(nobody, pl.DataFrame({"user_id": [8]}))  # no such column
+
+
+def test_likes_outrank_onboarding_unless_a_prior_is_asked_for() -> None:
+    """User 1 liked jazz but ticked sports: by default the likes alone decide."""
+    picks = onboarding({1: ["sports"]})
+    plain = recommend_content(ContentModel(EVENTS).fit(LIKES))
+    assert recommend_content(ContentModel(EVENTS).fit(LIKES, picks)).equals(plain)
+    nudged = recommend_content(
+        ContentModel(EVENTS, ContentParams(onboarding_prior=0.5)).fit(LIKES, picks)
+    )
+    assert events_for(1, nudged)[0] == "jazz_new"  # still a jazz fan first
+    assert "sport_new" in events_for(1, nudged)
+    assert "sport_new" not in events_for(1, plain)
+
+
+def test_onboarding_profiles_survive_save_and_load(tmp_path: Path) -> None:
+    params = ContentParams(onboarding_prior=0.25)
+    model = ContentModel(EVENTS, params).fit(LIKES, onboarding({8: ["music"], 1: ["sports"]}))
+    model.save(tmp_path / "content.npz")
+    loaded = ContentModel.load(tmp_path / "content.npz")
+    assert loaded.params == params
+    assert recommend_newcomers(loaded).equals(recommend_newcomers(model))
+    assert recommend_content(loaded).equals(recommend_content(model))
 
 
 # ---- geo ----

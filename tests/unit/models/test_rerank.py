@@ -222,6 +222,44 @@ def test_reasons_priority_and_plural() -> None:
     assert out.columns == ranked.columns
 
 
+def test_onboarding_picks_explain_items_for_users_without_likes() -> None:
+    """User 3 never liked anything but ticked food at signup; user 1 liked jazz."""
+    ranked = pl.DataFrame(
+        {
+            "user_id": [3, 3, 3, 3, 3, 1],
+            "event_id": ["a", "b", "c", "d", "e", "f"],
+            "category": ["food", "food", "jazz", "jazz", "food", "food"],
+        }
+    )
+    friends = pl.DataFrame({"user_id": [3], "event_id": ["e"], "n": [2]})
+    liked = pl.DataFrame({"user_id": [1], "category": ["jazz"]})
+    picks = pl.DataFrame({"user_id": [3, 3, 1], "category": ["food", "sport", "food"]})
+    source = pl.DataFrame(
+        {
+            "user_id": [3, 3, 3, 3, 1],
+            "event_id": ["a", "c", "d", "e", "f"],
+            "source": ["popularity", "content", "geo", "als", "popularity"],
+        }
+    )
+    out = reasons(
+        ranked,
+        friends_going=friends,
+        liked_categories=liked,
+        source=source,
+        onboarding_categories=picks,
+    )
+    assert out["reason"].to_list() == [
+        "because you picked food",
+        "because you picked food",  # no source at all: the pick still explains it
+        "picked for you",  # content, but user 3 liked nothing it could be similar to
+        "close to you",
+        "2 friends going",  # social proof still comes first
+        "popular near you",  # user 1 has likes: onboarding no longer speaks for them
+    ]
+    without = reasons(ranked, friends_going=friends, liked_categories=liked, source=source)
+    assert without["reason"][0] == "popular near you"
+
+
 def test_final_feed_ranks_are_dense_and_unique() -> None:
     later = NOW + timedelta(days=3)
     ids = [f"ev{i}" for i in range(12)]
@@ -267,6 +305,42 @@ def test_final_feed_ranks_are_dense_and_unique() -> None:
     assert "ev0" not in user1["event_id"].to_list()  # swiped
     assert user1.filter(pl.col("rank") == 2)["event_id"][0] == "ev11"
     assert user1.filter(pl.col("event_id") == "ev1")["reason"][0] == "2 friends going"
+
+
+def test_final_feed_says_why_for_a_newcomer_from_their_onboarding_picks() -> None:
+    later = NOW + timedelta(days=3)
+    ids = [f"ev{i}" for i in range(6)]
+    events = pl.DataFrame(
+        {
+            "event_id": ids,
+            "is_active": [True] * 6,
+            "start_utc": [later] * 6,
+            "latitude": [SF[0]] * 6,
+            "longitude": [SF[1]] * 6,
+            "category": ["jazz", "food", "sport"] * 2,
+        }
+    )
+    scored = pl.DataFrame(
+        {"user_id": [2] * 6, "event_id": ids, "score": [float(6 - i) for i in range(6)]}
+    )
+    feed = final_feed(
+        scored,
+        events=events,
+        users=USERS,
+        swiped=SWIPED.head(0),
+        now=NOW,
+        friends_going=pl.DataFrame(
+            schema={"user_id": pl.Int64, "event_id": pl.Utf8, "n": pl.Int64}
+        ),
+        liked_categories=pl.DataFrame(schema={"user_id": pl.Int64, "category": pl.Utf8}),
+        source=scored.select("user_id", "event_id").with_columns(source=pl.lit("popularity")),
+        pool=pl.DataFrame(schema={"user_id": pl.Int64, "event_id": pl.Utf8}),
+        onboarding_categories=pl.DataFrame({"user_id": [2], "category": ["food"]}),
+        n=6,
+    )
+    why = dict(zip(feed["event_id"].to_list(), feed["reason"].to_list(), strict=True))
+    assert why["ev1"] == why["ev4"] == "because you picked food"
+    assert why["ev0"] == "popular near you"
 
 
 @pytest.mark.parametrize("bad", [{"max_per_category": 0}, {"mmr_lambda": 1.5}])

@@ -241,6 +241,36 @@ def test_hidden_truth_is_well_formed(tiny: World) -> None:
     assert abs(popularity.mean() or 0.0) < 1e-9
 
 
+def test_onboarding_picks_mostly_match_the_top_taste_and_some_skip(default_world: World) -> None:
+    """Onboarding is a stated preference: close to the hidden taste, not a copy of it."""
+    users, taste = default_world.users, default_world.taste
+    assert users.schema["onboarding_categories"] == pl.List(pl.Utf8)
+    picks = users["onboarding_categories"].to_list()
+    names = [c.name for c in CATEGORIES]
+    assert {name for p in picks for name in p} <= set(default_world.events["category"])
+
+    answered = [(i, p) for i, p in enumerate(picks) if p]
+    skipped = 1 - len(answered) / len(picks)
+    assert 0.10 < skipped < 0.20
+    assert all(len(p) in (2, 3) and len(set(p)) == len(p) for _, p in answered)
+
+    ranked = np.argsort(-taste, axis=1, kind="stable")
+    top = [names[ranked[i, 0]] in p for i, p in answered]
+    exact = [set(p) == {names[c] for c in ranked[i, : len(p)]} for i, p in answered]
+    assert np.mean(top) > 0.85  # the favourite is almost always ticked
+    assert 0.7 < np.mean(exact) < 0.9  # about one answer in five has a stray tick
+
+
+def test_onboarding_is_one_more_users_column_and_follows_the_seed(tiny: World) -> None:
+    """Added at the end of `users`, so readers that select columns by name are unaffected."""
+    assert tiny.users.columns == [
+        "user_id", "display_name", "metro", "home_lat", "home_lon", "onboarding_categories",
+    ]  # fmt: skip
+    assert tiny.users.filter(pl.col("onboarding_categories").list.len() == 0).height > 0
+    other_seed = build_world(CityConfig.tiny(now=NOW, seed=8))
+    assert not tiny.users["onboarding_categories"].equals(other_seed.users["onboarding_categories"])
+
+
 def test_metro_table_matches_reference(tiny: World) -> None:
     row = tiny.metros.row(0, named=True)
     ref = METROS[row["metro"]]
