@@ -28,14 +28,18 @@ dagster: ## Open the Dagster UI (dagster dev) on the embedded servers
 	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	eval "$$(uv run godo services start | grep -E '^(DATABASE|REDIS)_URL=' | sed 's/^/export /')" && uv run dagster dev
 
+mlflow: ## Open the MLflow UI on the local tracking store (.godo/mlflow.db)
+	uv run mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.godo/mlflow.db --default-artifact-root $(CURDIR)/.godo/mlartifacts --port 5000
+
 services-stop: ## Stop the embedded PostgreSQL and Redis
 	uv run godo services stop
 
 bench: ## Run the benchmarks (figures, not pass/fail)
 	uv run python -m bench.publish
+	uv run python -m bench.quality
 
 clean: ## Delete everything generated under .godo/ (stops the embedded servers first)
 	-uv run godo services stop
 	rm -rf .godo
 
-.PHONY: help demo demo-once test check fmt serve dagster services-stop bench clean
+.PHONY: help demo demo-once test check fmt serve dagster mlflow services-stop bench clean

@@ -123,6 +123,7 @@ def demo(
         finally:
             upstream.stop()
     _print_steps(reports)
+    _print_evaluation(settings, reports)
     _print_sample_feed(settings, urls)
     if serve:
         _serve(settings, host, port)
@@ -143,6 +144,29 @@ def _print_steps(reports: Sequence[StepReport]) -> None:
     total = sum(r.seconds for r in reports)
     table.add_row("[bold]total[/]", f"[bold]{total:.2f}[/]", "")
     console.print(table)
+
+
+def _print_evaluation(settings: Settings, reports: Sequence[StepReport]) -> None:
+    """The holdout table of `ranking_evaluation` and what the champion gate decided."""
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        frame = con.sql("SELECT * FROM godo.ranking_evaluation").pl()
+    metrics = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
+    table = Table(title="Holdout evaluation (newest 7 days of swipes, full ranking)")
+    table.add_column("model")
+    table.add_column("version", justify="right")
+    for metric in metrics:
+        table.add_column(metric, justify="right")
+    for row in frame.iter_rows(named=True):
+        version = "" if row["version"] is None else str(row["version"])
+        cells = ("-" if row[m] is None else f"{row[m]:.4f}" for m in metrics)
+        table.add_row(row["model"], version, *cells)
+    console.print(table)
+    gate = {k: v for r in reports for k, v in r.checks.items() if k.endswith(":beats_champion")}
+    if gate:
+        verdict = "promoted to champion" if all(gate.values()) else "champion kept"
+        console.print(f"Champion gate: the new version was [bold]{verdict}[/].")
 
 
 def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:

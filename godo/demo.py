@@ -72,6 +72,11 @@ class Step:
         return f"{names} ({self.partition})" if self.partition else names
 
 
+# An asset guarded by a blocking check runs in the same Dagster run as the checked asset:
+# a blocking check only holds back what runs after it in its own run.
+GUARDED_BY = {dg.AssetKey("champion_model"): dg.AssetKey("ranking_evaluation")}
+
+
 def plan(defs: dg.Definitions) -> list[Step]:
     """Asset definitions (a multi-asset runs whole) in dependency order, per partition."""
     graph = defs.resolve_asset_graph()
@@ -82,6 +87,7 @@ def plan(defs: dg.Definitions) -> list[Step]:
         if key in done or not node.is_materializable:
             continue
         keys = sorted(node.assets_def.keys, key=lambda k: k.to_user_string())
+        keys += [guarded for guarded, guard in GUARDED_BY.items() if guard in keys]
         done.update(keys)
         partitions = node.partitions_def
         if partitions is None:
@@ -89,6 +95,15 @@ def plan(defs: dg.Definitions) -> list[Step]:
         else:
             steps.extend(Step(keys, p) for p in partitions.get_partition_keys())
     return steps
+
+
+def definitions_to_run(
+    defs: dg.Definitions,
+) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """Assets plus the standalone checks: a check left out of `materialize` never runs."""
+    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    checks = [c for c in defs.asset_checks or [] if isinstance(c, dg.AssetChecksDefinition)]
+    return [*assets, *checks]
 
 
 def run_assets(
@@ -99,7 +114,7 @@ def run_assets(
     on_done: Callable[[StepReport], None] | None = None,
 ) -> list[StepReport]:
     """Materialize every asset once (each partition once); raise on the first failing step."""
-    assets = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition)]
+    assets = definitions_to_run(defs)
     reports: list[StepReport] = []
     for step in plan(defs):
         if on_start is not None:
@@ -114,11 +129,10 @@ def run_assets(
             run_config=QUIET,
             raise_on_error=False,
         )
-        if not result.success:
+        checks = _check_results(result)
+        if not result.success and not _only_gated(result):
             raise StepFailed(step.name, _failure_message(result))
-        report = StepReport(
-            step.name, time.perf_counter() - started, _row_counts(result), _check_results(result)
-        )
+        report = StepReport(step.name, time.perf_counter() - started, _row_counts(result), checks)
         reports.append(report)
         if on_done is not None:
             on_done(report)
@@ -134,6 +148,19 @@ def _check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
             if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
         )
     }
+
+
+def _only_gated(result: dg.ExecuteInProcessResult) -> bool:
+    """True when the run failed only because a blocking check held back what follows it.
+
+    That is a decision, not an error: e.g. the champion gate keeping the current model.
+    """
+    failures = result.get_step_failure_events()
+    return bool(failures) and all(
+        event.step_failure_data.error is not None
+        and event.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"
+        for event in failures
+    )
 
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:

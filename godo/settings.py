@@ -41,7 +41,19 @@ class Settings(BaseSettings):
         default="godo", description="Namespace of every Redis key, so several apps share one."
     )
     mlflow_tracking_uri: str | None = Field(
-        default=None, description="MLflow tracking URI; unset means a file store in data_dir."
+        default=None, description="MLflow tracking URI; unset means a SQLite store in data_dir."
+    )
+    mlflow_artifact_root: str | None = Field(
+        default=None,
+        description="Where new MLflow experiments keep artifacts; unset: data_dir/mlartifacts.",
+    )
+    mlflow_experiment: str = Field(default="godo-ranking", description="MLflow experiment name.")
+    mlflow_model_name: str = Field(
+        default="godo-feed-ranker", description="Registered model whose `champion` publishes."
+    )
+    synthetic_city: bool | None = Field(
+        default=None,
+        description="Whether the synthetic city (and its oracle) exists; unset: development only.",
     )
     data_dir: Path = Field(
         default=Path(".godo"), description="The one git-ignored folder for generated data."
@@ -94,7 +106,18 @@ class Settings(BaseSettings):
 
     @property
     def resolved_mlflow_uri(self) -> str:
-        return self.mlflow_tracking_uri or (self.data_path / "mlruns").as_uri()
+        """The tracking URI; the default is a SQLite file, which the registry needs."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_path / 'mlflow.db'}"
+
+    @property
+    def resolved_mlflow_artifact_root(self) -> str:
+        return self.mlflow_artifact_root or str(self.data_path / "mlartifacts")
+
+    @property
+    def has_synthetic_city(self) -> bool:
+        if self.synthetic_city is not None:
+            return self.synthetic_city
+        return self.environment == "development"
 
 
 @lru_cache

@@ -46,6 +46,15 @@ FEATURES: tuple[str, ...] = tuple(
 )
 """Every numeric or boolean column of TRAINING_SCHEMA except keys, label and time."""
 
+CANDIDATE_FEATURES: tuple[str, ...] = (
+    "score_als",
+    "score_content",
+    "score_geo",
+    "score_popularity",
+)
+"""Each candidate generator's own score (null when it did not propose the event)."""
+
+
 _GROUP_ORDER = ["user_id", "created_at", "event_id"]
 
 
@@ -107,16 +116,21 @@ def time_validation_split(
     return train, valid
 
 
+QUERY = ("user_id", "created_at")
+"""A query group is one user at one moment: the candidates they could have been shown then."""
+
+
 def group_sizes(frame: pl.DataFrame) -> np.ndarray:
-    """Sizes of consecutive runs of `user_id`: LightGBM's `group`, so sort by user first."""
+    """Sizes of consecutive runs of (user_id, created_at): LightGBM's `group`; sort first."""
     if frame.is_empty():
         return np.zeros(0, dtype=np.int64)
-    return frame.get_column("user_id").rle().struct.field("len").to_numpy().astype(np.int64)
+    query = frame.select(pl.struct(*QUERY).alias("query")).get_column("query")
+    return query.rle().struct.field("len").to_numpy().astype(np.int64)
 
 
 def with_positive_groups(frame: pl.DataFrame) -> pl.DataFrame:
-    """Only users with at least one positive label: the groups where NDCG says something."""
-    return frame.filter((pl.col("label") > 0).any().over("user_id"))
+    """Only queries with at least one positive label: the groups where NDCG says something."""
+    return frame.filter((pl.col("label") > 0).any().over(QUERY))
 
 
 def feature_matrix(frame: pl.DataFrame, features: tuple[str, ...]) -> np.ndarray:
@@ -161,7 +175,7 @@ class LambdaRanker:
     def fit(
         self,
         examples: pl.DataFrame,
-        features: tuple[str, ...] = FEATURES,
+        features: tuple[str, ...] = FEATURES + CANDIDATE_FEATURES,
         params: RankerParams = DEFAULT_PARAMS,
         valid_share: float = 0.2,
     ) -> Self:

@@ -40,7 +40,7 @@ def table(name: str) -> pl.DataFrame:
 swipes = table("app_swipes")
 counts = {
     name: table(name).height
-    for name in ("app_users", "events", "app_swipes", "app_attendance", "user_top_n")
+    for name in ("app_users", "events", "app_swipes", "app_attendance", "ranked_feed")
 }
 print(counts)
 
@@ -63,7 +63,7 @@ assert by_position["swipes"][0] > by_position["swipes"][-1], "position bias shou
 # ## What the published lists are made of
 
 # %%
-top_n = table("user_top_n")
+top_n = table("ranked_feed")
 print(top_n.group_by("reason").agg(rows=pl.len(), users=pl.col("user_id").n_unique()))
 print(
     top_n.join(table("events").select("event_id", "category"), on="event_id")
@@ -71,3 +71,15 @@ print(
     .len()
     .sort("len", descending=True)
 )
+
+# %% [markdown]
+# ## How the stages compare on the holdout
+# `ranking_evaluation` scores every stage and baseline on the newest days of swipes; the same
+# table, with plots, is in the MLflow UI under the `godo-ranking` experiment.
+
+# %%
+evaluation = table("ranking_evaluation")
+print(evaluation.select("model", "version", "ndcg@10", "recall@20", "coverage", "novelty"))
+assert evaluation.filter(pl.col("model") == "random")["ndcg@10"].item() < max(
+    evaluation.filter(pl.col("model") != "random")["ndcg@10"]
+), "some model should beat random"

@@ -8,16 +8,18 @@ from datetime import datetime
 
 import polars as pl
 
+from features.onboarding import onboarding_picks
 from features.point_in_time import features_at
 from models.als import ALSModel
 from models.content import ContentModel
 from models.geo import GeoModel
 from models.popularity import PopularityModel
-from models.ranker import LambdaRanker
+from models.ranker import CANDIDATE_FEATURES, LambdaRanker
 from models.rerank import final_feed
 
 # Priority when several generators propose the same event: the most specific source wins.
-SOURCES = ("als", "content", "geo", "popularity")
+SOURCES = ("als", "content", "geo", "popularity")  # the order of CANDIDATE_FEATURES
+SCORE_COLUMNS = CANDIDATE_FEATURES
 
 
 def candidates(
@@ -30,7 +32,12 @@ def candidates(
     eligible: pl.DataFrame,
     per_source: int,
 ) -> pl.DataFrame:
-    """Union of every generator's top `per_source`: user_id, event_id, source."""
+    """Union of every generator's top `per_source`: user_id, event_id, source, score_<source>.
+
+    `source` is the most specific generator that proposed the pair; the scores of all of
+    them stay as features, so the ranker can weigh collaborative, text, distance and
+    popularity evidence against each other.
+    """
     request = {
         "users": users.select("user_id", "metro"),
         "candidates": eligible,
@@ -43,7 +50,7 @@ def candidates(
     generators = {
         "als": als,
         "content": ContentModel(events.select("event_id", "name", "summary", "category")).fit(
-            interactions
+            interactions, onboarding=users
         ),
         "geo": GeoModel(
             users.select("user_id", "home_lat", "home_lon"),
@@ -54,15 +61,24 @@ def candidates(
     proposed = [
         generators[name]
         .recommend(**request)  # type: ignore[arg-type]
-        .select("user_id", "event_id", pl.lit(priority).alias("priority"))
+        .select("user_id", "event_id", "score", pl.lit(priority).alias("priority"))
         for priority, name in enumerate(SOURCES)
     ]
+    union = pl.concat(proposed)
+    # Each generator's score is a ranker feature; null where that generator did not propose.
+    scores = union.pivot(
+        on="priority", index=["user_id", "event_id"], values="score", aggregate_function="max"
+    ).rename({str(p): f"score_{name}" for p, name in enumerate(SOURCES)}, strict=False)
+    for name in SOURCES:
+        if f"score_{name}" not in scores.columns:
+            scores = scores.with_columns(pl.lit(None, dtype=pl.Float64).alias(f"score_{name}"))
     return (
-        pl.concat(proposed)
-        .sort("user_id", "event_id", "priority")
+        union.sort("user_id", "event_id", "priority")
         .unique(["user_id", "event_id"], keep="first", maintain_order=True)
         .with_columns(source=pl.col("priority").replace_strict(dict(enumerate(SOURCES))))
-        .drop("priority")
+        .drop("priority", "score")
+        .join(scores, on=["user_id", "event_id"], how="left")
+        .select("user_id", "event_id", "source", *SCORE_COLUMNS)
     )
 
 
@@ -128,6 +144,7 @@ def feed(
             "user_id", "event_id", pl.col("friends_going_before").alias("n")
         ),
         liked_categories=liked,
+        onboarding_categories=onboarding_picks(users),
         source=ranked.select("user_id", "event_id", "source"),
         pool=fresh.select("user_id", "event_id"),
         n=n,

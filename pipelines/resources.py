@@ -12,6 +12,7 @@ import redis
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
+from pipelines.tracking import ModelRegistry
 from sources.eventbrite.client import EventbriteClient, HttpEventbriteClient, Owner
 from sources.google_maps.client import HttpMapsClient, MapsClient
 from sources.synthetic.behaviour import BehaviourConfig
@@ -50,6 +51,23 @@ class RedisResource(dg.ConfigurableResource):
         return RedisKeys(prefix=self.prefix)
 
 
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow tracking and the model registry whose `champion` alias decides what publishes."""
+
+    tracking_uri: str
+    artifact_root: str | None = None
+    experiment: str = "godo-ranking"
+    model_name: str = "godo-feed-ranker"
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(
+            tracking_uri=self.tracking_uri,
+            experiment=self.experiment,
+            model_name=self.model_name,
+            artifact_root=self.artifact_root,
+        )
+
+
 class LocalStorage(dg.ConfigurableResource):
     """Files the pipelines keep: model artifacts."""
 
@@ -76,6 +94,8 @@ class SyntheticCityResource(dg.ConfigurableResource):
     behaviour_seed: int = 11
     sessions_per_user: float = 6.0
     now: str | None = None  # ISO-8601; unset means the current hour
+    # Off in production: there the app's users are real and no hidden truth exists.
+    enabled: bool = True
 
     def city_config(self, now: datetime | None = None) -> CityConfig:
         """The city as of `now` (else the configured `now`, else the current hour)."""

@@ -1,18 +1,13 @@
-"""Candidate models: popularity by metro (baseline, cold start) and implicit ALS."""
+"""Feed material and the popularity baseline: refitted on all data at every run."""
 
-import time
 from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
 from features.catalogue import upcoming_active
-from models.als import ALSModel
 from models.popularity import PopularityModel
 from pipelines.assets.common import frame_output
-from pipelines.resources import LocalStorage
-
-ALS_ARTIFACT = "als_model.npz"
 
 
 class FeedConfig(dg.Config):
@@ -32,22 +27,3 @@ def popularity_by_metro(
     """The most wanted upcoming events of each metro: the baseline and the cold start."""
     model = PopularityModel().fit(interactions)
     return frame_output(model.by_metro(feed_candidates, config.size))
-
-
-@dg.asset(group_name="models", kinds={"implicit", "numpy"})
-def als_model(interactions: pl.DataFrame, storage: LocalStorage) -> dg.MaterializeResult:
-    """Implicit ALS factors of users and events, saved as .npz beside the warehouse."""
-    started = time.perf_counter()
-    model = ALSModel().fit(interactions)
-    path = storage.models / ALS_ARTIFACT
-    model.save(path)
-    fitted = model.fitted
-    return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(path)),
-            "users": len(fitted.user_ids),
-            "events": len(fitted.event_ids),
-            "factors": model.params.factors,
-            "fit_seconds": round(time.perf_counter() - started, 3),
-        }
-    )

@@ -1,43 +1,12 @@
-"""Per-user ranked lists and their publication to Redis and Postgres."""
+"""Publication of the ranked lists to Redis and Postgres."""
 
 import dagster as dg
 import polars as pl
 
-from models.als import ALSModel
 from models.popularity import PopularityModel
-from models.topn import blend
-from pipelines.assets.common import frame_output
-from pipelines.assets.models import ALS_ARTIFACT, FeedConfig
-from pipelines.resources import LocalStorage, PostgresResource, RedisResource
+from pipelines.assets.models import FeedConfig
+from pipelines.resources import PostgresResource, RedisResource
 from store.publish import publish_run
-
-REASON_ALS = "people_like_you"
-REASON_POPULAR = "popular_near_you"
-
-
-@dg.asset(group_name="recommendations", deps=["als_model"], kinds={"polars", "duckdb"})
-def user_top_n(
-    config: FeedConfig,
-    app_users: pl.DataFrame,
-    interactions: pl.DataFrame,
-    feed_candidates: pl.DataFrame,
-    storage: LocalStorage,
-) -> dg.Output[pl.DataFrame]:
-    """Each user's top N upcoming, active, not-yet-swiped events: ALS first, popularity fill."""
-    seen = interactions.select("user_id", "event_id")
-    users = app_users.select("user_id", "metro")
-    als = ALSModel.load(storage.models / ALS_ARTIFACT).recommend(
-        users=users, candidates=feed_candidates, exclude=seen, n=config.size
-    )
-    popular = (
-        PopularityModel()
-        .fit(interactions)
-        .recommend(users=users, candidates=feed_candidates, exclude=seen, n=config.size)
-    )
-    top = blend([(REASON_ALS, als), (REASON_POPULAR, popular)], config.size)
-    return frame_output(
-        top, users=top["user_id"].n_unique(), from_als=int((top["reason"] == REASON_ALS).sum())
-    )
 
 
 @dg.asset(group_name="recommendations", kinds={"redis", "postgres"})
@@ -50,10 +19,7 @@ def published_feed(
     postgres: PostgresResource,
     redis: RedisResource,
 ) -> dg.MaterializeResult:
-    """The ranked feed goes to Redis (hot) and Postgres (durable); one pointer flip serves it.
-
-    `user_top_n` (ALS + popularity) stays as the first-stage baseline the ranker must beat.
-    """
+    """The ranked feed goes to Redis (hot) and Postgres (durable); one pointer flip serves it."""
     fallback = PopularityModel().fit(interactions).overall(feed_candidates, config.size)
     result = publish_run(
         engine=postgres.engine(),

@@ -8,19 +8,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import duckdb
+import polars as pl
 import pytest
 import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from godo.demo import StepReport, demo_resources, run_assets
+from godo.demo import StepReport, _only_gated, definitions_to_run, demo_resources, run_assets
 from godo.services import ServiceUrls
 from godo.settings import Settings
 from godo.tokens import issue_token
 from pipelines.definitions import defs
-from pipelines.resources import SyntheticCityResource
+from pipelines.resources import MLflowResource, SyntheticCityResource
+from pipelines.training import fit_ranker
 from serving.app import create_app
 from sources.fakes import FakeUpstream, FaultPlan
 from store.keys import RedisKeys
@@ -34,6 +38,7 @@ class TinyCity:
     steps: list[StepReport]
     warehouse: Path
     keys: RedisKeys
+    resources: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,7 @@ def tiny_city(
             upstream=upstream,
         )
         steps = run_assets(defs, resources, dg.DagsterInstance.ephemeral())
-    yield TinyCity(steps, settings.warehouse_path, keys)
+    yield TinyCity(steps, settings.warehouse_path, keys, resources)
     stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
     if stale:
         redis_client.delete(*stale)
@@ -155,3 +160,59 @@ def test_notebook_runs_on_the_pipeline_output(
     assert namespace["counts"]["app_swipes"] == sum(
         step.rows.get("app_swipes", 0) for step in tiny_city.steps
     )
+
+
+def _evaluate_and_gate(tiny_city: TinyCity) -> dg.ExecuteInProcessResult:
+    """One run of the evaluation, its blocking check and the promotion, as the demo runs it."""
+    return dg.materialize(
+        definitions_to_run(defs),
+        selection=["ranking_evaluation", "champion_model"],
+        resources=tiny_city.resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def _register_a_worse_champion(tiny_city: TinyCity, mlflow: MLflowResource) -> int:
+    """A ranker trained to put untouched candidates first, promoted by hand."""
+    with duckdb.connect(str(tiny_city.warehouse), read_only=True) as con:
+        examples = con.sql("SELECT * FROM godo.ranker_examples").pl()
+    inverted = examples.with_columns(
+        label=pl.when(pl.col("label") > 0).then(0).otherwise(1).cast(pl.Int8)
+    ).with_columns(pl.col("created_at").dt.convert_time_zone("UTC"))
+    ranker = fit_ranker(inverted)
+    registry = mlflow.registry()
+    champion = registry.champion()
+    assert champion is not None
+    bundle = registry.download_bundle(champion.version, tiny_city.warehouse.parent / "worse")
+    ranker.save(bundle / "ranker.txt")
+    with registry.start_run("worse-on-purpose") as run:
+        run.log_bundle(bundle)
+        version = run.register(ranker.booster)
+    registry.promote(version, reason="test: a deliberately worse champion")
+    return version
+
+
+def test_champion_moves_only_when_the_gate_passes(tiny_city: TinyCity) -> None:
+    mlflow: MLflowResource = tiny_city.resources["mlflow"]
+    registry = mlflow.registry()
+    first = registry.champion()
+    assert first is not None  # the pipeline run promoted its first model
+
+    # Same data, same code: the new version ties, which is not beating the champion.
+    tie = _evaluate_and_gate(tiny_city)
+    assert not tie.success and _only_gated(tie)
+    table = tie.output_for_node("ranking_evaluation")
+    versions = dict(zip(table["model"].to_list(), table["version"].to_list(), strict=True))
+    assert versions["champion"] == first.version and versions["final_feed"] > first.version
+    assert registry.champion().version == first.version  # type: ignore[union-attr]
+
+    worse = _register_a_worse_champion(tiny_city, mlflow)
+    assert registry.champion().version == worse  # type: ignore[union-attr]
+    better = _evaluate_and_gate(tiny_city)
+    assert better.success
+    table = better.output_for_node("ranking_evaluation")
+    ndcg = dict(zip(table["model"].to_list(), table["ndcg@10"].to_list(), strict=True))
+    assert ndcg["final_feed"] > ndcg["champion"]
+    new = table.filter(pl.col("model") == "final_feed")["version"].item()
+    assert registry.champion().version == new  # type: ignore[union-attr]

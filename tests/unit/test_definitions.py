@@ -18,13 +18,22 @@ def test_definitions_load_with_every_asset_documented() -> None:
         "interactions",
         "als_model",
         "popularity_by_metro",
-        "user_top_n",
+        "training_window",
+        "ranker_examples",
+        "ranker_model",
+        "synthetic_oracle",
+        "ranking_evaluation",
+        "champion_model",
+        "ranked_feed",
         "published_feed",
     } <= keys
     for key in graph.get_all_asset_keys():
         assert graph.get(key).description, f"{key.to_user_string()} has no description"
-    assert defs.resolve_job_def("retrain_and_publish") is not None
-    assert defs.resolve_schedule_def("retrain_and_publish_schedule") is not None
+    assert defs.resolve_job_def("retrain_and_evaluate") is not None
+    assert defs.resolve_job_def("publish_feed") is not None
+    assert defs.resolve_schedule_def("nightly_retrain").job_name == "retrain_and_evaluate"
+    for sensor in ("publish_after_retrain", "publish_after_rejected_retrain"):
+        assert defs.resolve_sensor_def(sensor) is not None
     assert defs.resolve_schedule_def("hourly_ingest") is not None
     assert defs.resolve_job_def("ingest_metro").partitions_def == metro_partitions
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
@@ -33,7 +42,28 @@ def test_definitions_load_with_every_asset_documented() -> None:
         "no_duplicate_event_ids",
         "quarantine_share_under_limit",
         "coordinates_inside_metro",
+        "beats_champion",
     } <= checks
+    gate = next(
+        spec
+        for spec in defs.resolve_asset_graph().asset_check_keys
+        if spec.name == "beats_champion"
+    )
+    assert gate.asset_key == dg.AssetKey("ranking_evaluation")
+
+
+def test_the_gate_runs_with_the_promotion_in_one_step() -> None:
+    step = next(s for s in plan(defs) if dg.AssetKey("ranking_evaluation") in s.keys)
+    assert dg.AssetKey("champion_model") in step.keys
+    retrain = defs.resolve_job_def("retrain_and_evaluate")
+    publish = defs.resolve_job_def("publish_feed")
+    assert "champion_model" in {
+        k.to_user_string() for k in retrain.asset_layer.executable_asset_keys
+    }
+    assert {k.to_user_string() for k in publish.asset_layer.executable_asset_keys} == {
+        "ranked_feed",
+        "published_feed",
+    }
 
 
 def test_plan_runs_each_asset_once_per_partition_after_its_upstreams() -> None:
@@ -48,7 +78,8 @@ def test_plan_runs_each_asset_once_per_partition_after_its_upstreams() -> None:
         partitions = graph.get(key).partitions_def
         assert len(seen) == (len(partitions.get_partition_keys()) if partitions else 1)
         for parent in graph.get(key).parent_keys:
-            assert max(positions[parent]) < min(seen), f"{key} runs before its upstream {parent}"
+            # Equal means one run holds both (a guarded asset with its guard), in order.
+            assert max(positions[parent]) <= min(seen), f"{key} runs before its upstream {parent}"
     assert positions[dg.AssetKey("published_feed")] == [len(steps) - 1]
     assert {s.partition for s in steps if dg.AssetKey("events") in s.keys} == set(
         metro_partitions.get_partition_keys()

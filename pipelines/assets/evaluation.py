@@ -1,0 +1,270 @@
+"""Evaluate the challenger on the holdout, gate it against the champion, move the alias.
+
+`ranking_evaluation` scores every stage and baseline side by side and logs the training run
+(params, metrics, plots, feature list, model) to MLflow, registering a new model version. The
+blocking check `beats_champion` stops the run before `champion_model` when the new version
+does not beat the current champion on the same holdout; `champion_model` re-checks the same
+verdict, so materializing it alone cannot bypass the gate. Publishing reads the champion only.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from models.als import ALSModel
+from models.evaluation import plots
+from models.ranker import LambdaRanker
+from pipelines.assets.common import as_utc, frame_output
+from pipelines.assets.training import (
+    ALS_ARTIFACT,
+    CANDIDATES_PER_SOURCE,
+    RANKER_ARTIFACT,
+    challenger_dir,
+    cutoff_of,
+)
+from pipelines.evaluation import (
+    CHALLENGER,
+    CHAMPION,
+    GATE_METRIC,
+    LIST_LENGTH,
+    MIN_GAIN,
+    ORACLE,
+    Holdout,
+    StageModels,
+    activity_buckets,
+    baseline_lists,
+    candidate_recall,
+    feed_lists,
+    gate,
+    ranker_scores,
+    score_table,
+    split_at,
+)
+from pipelines.resources import LocalStorage, MLflowResource
+from pipelines.tracking import ModelRegistry, TrainingRun
+from pipelines.training import HORIZON_DAYS, SNAPSHOTS
+
+SUMMARY_METRICS = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
+
+
+class EvaluationConfig(dg.Config):
+    max_users: int = 5000
+    seed: int = 0
+
+
+def load_models(directory: Path) -> StageModels:
+    return StageModels(
+        als=ALSModel.load(directory / ALS_ARTIFACT),
+        ranker=LambdaRanker.load(directory / RANKER_ARTIFACT),
+    )
+
+
+def champion_models(registry: ModelRegistry, storage: LocalStorage) -> tuple[int, StageModels]:
+    """The champion's version and artifacts, downloaded from the registry."""
+    champion = registry.champion()
+    if champion is None:
+        raise dg.Failure(description="no champion model yet: run the retrain_and_evaluate job")
+    folder = storage.folder("models", "champion", f"v{champion.version}")
+    return champion.version, load_models(registry.download_bundle(champion.version, folder))
+
+
+def _markdown(table: pl.DataFrame) -> str:
+    columns = ["model", *[c for c in SUMMARY_METRICS if c in table.columns]]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in table.select(columns).iter_rows():
+        cells = [row[0], *("" if v is None else f"{v:.4f}" for v in row[1:])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plots(
+    folder: Path,
+    table: pl.DataFrame,
+    buckets: pl.DataFrame,
+    scores: pl.DataFrame,
+    ranker: LambdaRanker,
+) -> list[Path]:
+    written = [
+        plots.metric_by_model(table, "ndcg@10", folder / "ndcg_by_model.png"),
+        plots.metrics_by_model(
+            table, ["ndcg@10", "recall@20", "map@10", "mrr"], folder / "metrics_by_model.png"
+        ),
+        plots.metric_by_bucket(buckets, "ndcg@10", folder / "ndcg_by_activity.png"),
+        plots.feature_importance(ranker.feature_importance(), folder / "feature_importance.png"),
+    ]
+    if not scores.is_empty():
+        written.append(plots.score_distributions(scores, folder / "score_distributions.png"))
+    return written
+
+
+def _log_run(
+    run: TrainingRun,
+    *,
+    challenger: StageModels,
+    holdout: Holdout,
+    table: pl.DataFrame,
+    recall: dict[str, float],
+    figures: list[Path],
+    bundle: Path,
+) -> None:
+    run.log_params(
+        {
+            **{f"als.{k}": v for k, v in vars(challenger.als.params).items()},
+            **{f"ranker.{k}": v for k, v in vars(challenger.ranker.params).items()},
+            "ranker.best_iteration": challenger.ranker.best_iteration,
+            "holdout.cutoff": holdout.cutoff.isoformat(),
+            "holdout.users": holdout.users.height,
+            "holdout.judgements": holdout.test.height,
+            "training.snapshots": SNAPSHOTS,
+            "training.horizon_days": HORIZON_DAYS,
+            "candidates.per_source": CANDIDATES_PER_SOURCE,
+        }
+    )
+    metrics: dict[str, float | None] = dict(recall)
+    metrics["ranker.validation_ndcg@10"] = challenger.ranker.validation_ndcg
+    for row in table.iter_rows(named=True):
+        for name, value in row.items():
+            if name not in ("model", "version"):
+                metrics[f"{row['model']}.{name}"] = value
+    run.log_metrics(metrics)
+    run.log_dict(list(challenger.ranker.features), "features.json")
+    for figure in figures:
+        run.log_artifact(figure, "plots")
+    run.log_bundle(bundle)
+
+
+@dg.asset(
+    group_name="evaluation",
+    deps=["als_model", "ranker_model"],
+    kinds={"mlflow", "polars"},
+)
+def ranking_evaluation(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    training_window: pl.DataFrame,
+    app_swipes: pl.DataFrame,
+    app_attendance: pl.DataFrame,
+    app_friendships: pl.DataFrame,
+    app_users: pl.DataFrame,
+    events: pl.DataFrame,
+    geocoded_venues: pl.DataFrame,
+    synthetic_oracle: pl.DataFrame,
+    storage: LocalStorage,
+    mlflow: MLflowResource,
+) -> dg.Output[pl.DataFrame]:
+    """Every stage and baseline on the time-based holdout; the run is logged and registered."""
+    swipes = as_utc(app_swipes)
+    holdout = split_at(
+        cutoff_of(training_window),
+        swipes=swipes,
+        attendance=as_utc(app_attendance),
+        events=as_utc(events),
+        users=as_utc(app_users),
+        max_users=config.max_users,
+        seed=config.seed,
+    )
+    bundle = challenger_dir(storage)
+    challenger = load_models(bundle)
+    request: dict[str, Any] = {
+        "venues": geocoded_venues,
+        "friendships": app_friendships,
+        "per_source": CANDIDATES_PER_SOURCE,
+    }
+    lists = baseline_lists(holdout, challenger.als)
+    feed = feed_lists(holdout, challenger, **request)
+    recall = candidate_recall(feed.pop("candidates"), holdout.test)
+    scores = ranker_scores(feed.pop("scored"), holdout.test)
+    lists |= feed
+    registry = mlflow.registry()
+    versions: dict[str, int] = {}
+    if registry.champion() is not None:
+        versions[CHAMPION], champion = champion_models(registry, storage)
+        lists[CHAMPION] = feed_lists(holdout, champion, **request)[CHALLENGER]
+    if not synthetic_oracle.is_empty():
+        lists[ORACLE] = synthetic_oracle.join(holdout.users, on="user_id", how="semi").filter(
+            pl.col("rank") <= LIST_LENGTH
+        )
+    buckets = activity_buckets(lists, holdout)
+    folder = storage.folder("evaluation", context.run.run_id)
+    with registry.start_run(
+        f"nightly-{context.run.run_id[:8]}", tags={"dagster_run_id": context.run.run_id}
+    ) as run:
+        table = score_table(lists, holdout)
+        figures = _plots(folder, table, buckets, scores, challenger.ranker)
+        _log_run(
+            run,
+            challenger=challenger,
+            holdout=holdout,
+            table=table,
+            recall=recall,
+            figures=figures,
+            bundle=bundle,
+        )
+        versions[CHALLENGER] = run.register(
+            challenger.ranker.booster,
+            description=f"Feed ranker trained before {holdout.cutoff.isoformat()}",
+            tags={"cutoff": holdout.cutoff.isoformat()},
+        )
+        mlflow_run = run.run_id
+    table = score_table(lists, holdout, versions)
+    return frame_output(
+        table,
+        challenger_version=versions[CHALLENGER],
+        champion_version=versions.get(CHAMPION, 0),
+        mlflow_run_id=mlflow_run,
+        holdout_users=holdout.users.height,
+        cutoff=holdout.cutoff.isoformat(),
+        summary=dg.MetadataValue.md(_markdown(table)),
+        plots=dg.MetadataValue.path(str(folder)),
+        **{k: round(v, 4) for k, v in recall.items()},
+    )
+
+
+@dg.asset_check(
+    asset=ranking_evaluation,
+    blocking=True,
+    description=f"The new model's final-feed {GATE_METRIC} beats the champion's on this holdout.",
+)
+def beats_champion(ranking_evaluation: pl.DataFrame) -> dg.AssetCheckResult:
+    decision = gate(ranking_evaluation, GATE_METRIC, MIN_GAIN)
+    return dg.AssetCheckResult(
+        passed=decision.passed,
+        description=decision.reason,
+        metadata={
+            "metric": decision.metric,
+            "challenger": decision.challenger,
+            "champion": decision.champion if decision.champion is not None else "none",
+        },
+    )
+
+
+def _version_of(table: pl.DataFrame, model: str) -> int | None:
+    row = table.filter(pl.col("model") == model)
+    return None if row.is_empty() else row["version"].item()
+
+
+@dg.asset(group_name="evaluation", kinds={"mlflow"})
+def champion_model(
+    ranking_evaluation: pl.DataFrame, mlflow: MLflowResource
+) -> dg.MaterializeResult:
+    """Move the `champion` alias to the evaluated version, if and only if it passed the gate."""
+    decision = gate(ranking_evaluation, GATE_METRIC, MIN_GAIN)
+    if not decision.passed:
+        raise dg.Failure(description=f"champion kept: {decision.reason}")
+    new = _version_of(ranking_evaluation, CHALLENGER)
+    if new is None:
+        raise dg.Failure(description="the evaluation registered no model version")
+    registry = mlflow.registry()
+    current = registry.champion()
+    compared = _version_of(ranking_evaluation, CHAMPION)
+    if (current.version if current else None) != compared:
+        raise dg.Failure(
+            description=f"the champion moved since the evaluation (evaluated against {compared}, "
+            f"now {current.version if current else None}): evaluate again"
+        )
+    registry.promote(new, reason=decision.reason)
+    return dg.MaterializeResult(
+        metadata={"version": new, "replaced": compared or 0, "reason": decision.reason}
+    )

@@ -1,0 +1,163 @@
+"""The holdout protocol, the stage lists and the champion gate, on the tiny offline city."""
+
+from datetime import UTC, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from pipelines import evaluation as ev
+from pipelines import training
+from sources.synthetic.offline import OfflineCity, build_offline_city
+from sources.synthetic.world import CityConfig
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def city() -> OfflineCity:
+    return build_offline_city(CityConfig.tiny(now=NOW))
+
+
+@pytest.fixture(scope="module")
+def holdout(city: OfflineCity) -> ev.Holdout:
+    cutoff = ev.holdout_cutoff(city.swipes, 7)
+    return ev.split_at(
+        cutoff,
+        swipes=city.swipes,
+        attendance=city.attendance,
+        events=city.events,
+        users=city.users,
+    )
+
+
+def test_cutoff_is_days_before_the_last_swipe(city: OfflineCity) -> None:
+    last = city.swipes["created_at"].max()
+    assert ev.holdout_cutoff(city.swipes, 7) == last - timedelta(days=7)
+    with pytest.raises(ValueError, match="no swipes"):
+        ev.holdout_cutoff(city.swipes.head(0), 7)
+    with pytest.raises(ValueError, match="> 0"):
+        ev.holdout_cutoff(city.swipes, 0)
+
+
+def test_train_side_is_strictly_before_the_cutoff(holdout: ev.Holdout) -> None:
+    assert holdout.swipes["created_at"].max() < holdout.cutoff
+    assert holdout.attendance["updated_at"].max() < holdout.cutoff
+
+
+def test_judged_events_were_showable_and_unseen_at_the_cutoff(holdout: ev.Holdout) -> None:
+    assert holdout.test.height > 0
+    assert (holdout.test["relevance"] > 0).all()
+    eligible = set(holdout.eligible["event_id"].to_list())
+    assert set(holdout.test["event_id"].to_list()) <= eligible
+    seen = holdout.test.join(holdout.interactions, on=["user_id", "event_id"])
+    assert seen.is_empty()
+    assert set(holdout.users["user_id"].to_list()) == set(holdout.test["user_id"].to_list())
+
+
+def test_events_that_ended_since_still_count_as_showable_then(city: OfflineCity) -> None:
+    """Status "ended" today says nothing about the cutoff; "canceled" does."""
+    events = pl.DataFrame(
+        {"status": ["ended", "completed", "canceled", "draft", "live"]}
+    ).with_columns(is_active=pl.lit(False))
+    assert ev.catalogue_at(events, NOW)["is_active"].to_list() == [True, True, False, False, True]
+
+
+def test_relevance_is_graded_and_takes_the_strongest_action() -> None:
+    cutoff = NOW
+    swipes = pl.DataFrame(
+        {
+            "user_id": [1, 1, 2, 3],
+            "event_id": ["a", "b", "a", "c"],
+            "action": ["like", "superlike", "pass", "like"],
+            "created_at": [NOW + timedelta(hours=1)] * 3 + [NOW - timedelta(hours=1)],
+        }
+    )
+    attendance = pl.DataFrame(
+        {
+            "user_id": [1, 2],
+            "event_id": ["a", "a"],
+            "status": ["going", "interested"],
+            "updated_at": [NOW + timedelta(hours=2)] * 2,
+        }
+    )
+    got = ev.relevance_after(swipes, attendance, cutoff)
+    assert got.rows() == [(1, "a", 2), (1, "b", 2)]
+
+
+def test_max_users_samples_whole_users(city: OfflineCity, holdout: ev.Holdout) -> None:
+    small = ev.split_at(
+        holdout.cutoff,
+        swipes=city.swipes,
+        attendance=city.attendance,
+        events=city.events,
+        users=city.users,
+        max_users=5,
+    )
+    assert small.users.height == 5
+    assert set(small.test["user_id"].to_list()) == set(small.users["user_id"].to_list())
+
+
+def test_random_lists_stay_in_metro_and_unseen(holdout: ev.Holdout) -> None:
+    lists = ev.random_lists(holdout, n=10)
+    assert lists.group_by("user_id").len()["len"].max() == 10
+    metro = lists.join(holdout.users.select("user_id", "metro"), on="user_id").join(
+        holdout.eligible.select("event_id", pl.col("metro").alias("event_metro")), on="event_id"
+    )
+    assert (metro["metro"] == metro["event_metro"]).all()
+    assert lists.join(holdout.interactions, on=["user_id", "event_id"]).is_empty()
+
+
+def test_candidate_recall_counts_per_source_and_union() -> None:
+    test = pl.DataFrame({"user_id": [1, 1, 2], "event_id": ["a", "b", "c"], "relevance": [1, 1, 2]})
+    proposed = pl.DataFrame(
+        {"user_id": [1, 1, 2], "event_id": ["a", "x", "c"], "source": ["als", "geo", "geo"]}
+    )
+    recall = ev.candidate_recall(proposed, test)
+    assert recall["candidate_recall"] == pytest.approx((0.5 + 1.0) / 2)
+    assert recall["candidate_recall.als"] == pytest.approx((0.5 + 0.0) / 2)
+    assert recall["candidate_recall.geo"] == pytest.approx((0.0 + 1.0) / 2)
+
+
+def _table(**scores: float) -> pl.DataFrame:
+    return pl.DataFrame({"model": list(scores), "ndcg@10": list(scores.values())})
+
+
+def test_gate_promotes_the_first_model_and_only_a_better_one_after() -> None:
+    assert ev.gate(_table(final_feed=0.1)).passed
+    assert ev.gate(_table(final_feed=0.3, champion=0.2)).passed
+    tie = ev.gate(_table(final_feed=0.2, champion=0.2))
+    assert not tie.passed and "does not beat" in tie.reason
+    assert not ev.gate(_table(final_feed=0.1, champion=0.2)).passed
+    assert not ev.gate(_table(final_feed=0.25, champion=0.2), min_gain=0.1).passed
+    assert not ev.gate(_table(random=0.5)).passed
+
+
+def test_whole_evaluation_scores_every_stage_and_beats_random(
+    city: OfflineCity, holdout: ev.Holdout
+) -> None:
+    models = training.train(
+        holdout,
+        swipes=city.swipes,
+        attendance=city.attendance,
+        events=city.events,
+        venues=city.venues,
+        users=city.users,
+        friendships=city.friendships,
+        per_source=50,
+    )
+    lists = ev.baseline_lists(holdout, models.als)
+    feed = ev.feed_lists(
+        holdout, models, venues=city.venues, friendships=city.friendships, per_source=50
+    )
+    recall = ev.candidate_recall(feed.pop("candidates"), holdout.test)
+    scores = ev.ranker_scores(feed.pop("scored"), holdout.test)
+    lists |= feed
+    table = ev.score_table(lists, holdout, versions={"final_feed": 3})
+    assert set(table["model"].to_list()) == {"random", "popularity", "als", "ranker", "final_feed"}
+    ndcg = dict(zip(table["model"].to_list(), table["ndcg@10"].to_list(), strict=True))
+    assert ndcg["final_feed"] > ndcg["random"]
+    assert table.filter(pl.col("model") == "final_feed")["version"].item() == 3
+    assert 0 < recall["candidate_recall"] <= 1
+    assert scores["label"].max() > 0 and scores.height > holdout.test.height
+    buckets = ev.activity_buckets(lists, holdout)
+    assert set(buckets["model"].unique().to_list()) == set(lists)
