@@ -77,6 +77,7 @@ def demo(
     from pipelines.resources import SyntheticCityResource
     from sources.fakes import FakeUpstream, FaultPlan
 
+    _quiet_mlflow()
     settings, urls = connect()
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     city = SyntheticCityResource(
@@ -129,6 +130,14 @@ def demo(
         _serve(settings, host, port)
 
 
+def _quiet_mlflow() -> None:
+    """The report says what happened; MLflow's info lines and download bars would bury it."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+
+
 def _print_steps(reports: Sequence[StepReport]) -> None:
     table = Table(title="Pipeline run: one Dagster run per step")
     table.add_column("step")
@@ -165,8 +174,12 @@ def _print_evaluation(settings: Settings, reports: Sequence[StepReport]) -> None
     console.print(table)
     gate = {k: v for r in reports for k, v in r.checks.items() if k.endswith(":beats_champion")}
     if gate:
-        verdict = "promoted to champion" if all(gate.values()) else "champion kept"
-        console.print(f"Champion gate: the new version was [bold]{verdict}[/].")
+        verdict = (
+            "the new version is the champion"
+            if all(gate.values())
+            else "the new version did not beat the champion, which stays and publishes"
+        )
+        console.print(f"Champion gate: [bold]{verdict}[/].")
 
 
 def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:

@@ -28,8 +28,9 @@ from pipelines.resources import (
 from sources.fakes import DEFAULT_EVENTBRITE_TOKEN, DEFAULT_MAPS_KEY, FakeUpstream
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# The report and the progress bar say what happened; Dagster's own log stays in the UI.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The report and the progress bar say what happened (a failing step's error included);
+# Dagster's own log, warnings and errors too, stays in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 class StepFailed(RuntimeError):

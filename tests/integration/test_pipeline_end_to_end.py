@@ -216,3 +216,21 @@ def test_champion_moves_only_when_the_gate_passes(tiny_city: TinyCity) -> None:
     assert ndcg["final_feed"] > ndcg["champion"]
     new = table.filter(pl.col("model") == "final_feed")["version"].item()
     assert registry.champion().version == new  # type: ignore[union-attr]
+
+
+def test_the_training_run_is_tracked_in_mlflow(tiny_city: TinyCity) -> None:
+    """Params, every stage's metrics, the plots, the feature list and the model bundle."""
+    registry = tiny_city.resources["mlflow"].registry()
+    first = registry.version(1)
+    run = registry.client.get_run(first.run_id)
+    assert {"als.factors", "ranker.learning_rate", "holdout.cutoff"} <= set(run.data.params)
+    for stage in ("random", "popularity", "als", "ranker", "final_feed", "oracle"):
+        assert f"{stage}.ndcg_at_10" in run.data.metrics, stage
+    assert run.data.metrics["final_feed.ndcg_at_10"] > run.data.metrics["random.ndcg_at_10"]
+    assert 0 < run.data.metrics["candidate_recall"] <= 1
+    plots = {a.path for a in registry.client.list_artifacts(first.run_id, "plots")}
+    assert {"plots/ndcg_by_model.png", "plots/feature_importance.png"} <= plots
+    top = {a.path for a in registry.client.list_artifacts(first.run_id)}
+    assert {"features.json", "bundle"} <= top
+    bundle = registry.download_bundle(1, tiny_city.warehouse.parent / "check-bundle")
+    assert {"als_model.npz", "ranker.txt", "ranker.txt.json"} <= {p.name for p in bundle.iterdir()}
