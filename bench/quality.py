@@ -53,34 +53,17 @@ def run(config: CityConfig, holdout_days: float, per_source: int) -> None:
     timings: dict[str, float] = {}
     city = timed("build city", timings, lambda: build_offline_city(config))
     cutoff = ev.holdout_cutoff(city.swipes, holdout_days)
-    holdout = ev.split_at(
-        cutoff,
-        swipes=city.swipes,
-        attendance=city.attendance,
-        events=city.events,
-        users=city.users,
-    )
+    holdout = ev.split_at(cutoff, city.tables)
     models = timed(
         "train (ALS + ranker snapshots)",
         timings,
-        lambda: training.train(
-            holdout,
-            swipes=city.swipes,
-            attendance=city.attendance,
-            events=city.events,
-            venues=city.venues,
-            users=city.users,
-            friendships=city.friendships,
-            per_source=per_source,
-        ),
+        lambda: training.train(holdout, city.tables, per_source=per_source),
     )
     lists = timed("baselines", timings, lambda: ev.baseline_lists(holdout, models.als))
     feed = timed(
         "candidates + ranker + re-rank",
         timings,
-        lambda: ev.feed_lists(
-            holdout, models, venues=city.venues, friendships=city.friendships, per_source=per_source
-        ),
+        lambda: ev.feed_lists(holdout, models, per_source=per_source),
     )
     recall = ev.candidate_recall(feed.pop("candidates"), holdout.test)
     feed.pop("scored")

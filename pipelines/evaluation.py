@@ -24,6 +24,7 @@ import polars as pl
 from features.catalogue import upcoming_active
 from features.interactions import interactions as build_interactions
 from features.point_in_time import LABELS, UTC_US
+from features.tables import AppTables
 from models.als import ALSModel
 from models.evaluation import by_activity_bucket, evaluate, side_by_side
 from models.popularity import PopularityModel
@@ -54,6 +55,8 @@ class Holdout:
     eligible: pl.DataFrame
     users: pl.DataFrame
     test: pl.DataFrame
+    venues: pl.DataFrame
+    friendships: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -83,10 +86,6 @@ def holdout_cutoff(swipes: pl.DataFrame, days: float) -> datetime:
     return last - timedelta(days=days)
 
 
-def _before(column: str, cutoff: datetime) -> pl.Expr:
-    return pl.col(column).cast(UTC_US) < pl.lit(cutoff).cast(UTC_US)
-
-
 def catalogue_at(events: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
     """Events with `is_active` as it was at the cutoff.
 
@@ -102,13 +101,14 @@ def relevance_after(
     swipes: pl.DataFrame, attendance: pl.DataFrame, cutoff: datetime
 ) -> pl.DataFrame:
     """user_id, event_id, relevance (1 like, 2 superlike or going) for actions after cutoff."""
-    liked = swipes.filter(~_before("created_at", cutoff)).select(
+    after = pl.lit(cutoff).cast(UTC_US)
+    liked = swipes.filter(pl.col("created_at").cast(UTC_US) >= after).select(
         "user_id",
         "event_id",
         relevance=pl.col("action").replace_strict(LABELS, return_dtype=pl.Int64),
     )
     going = attendance.filter(
-        ~_before("updated_at", cutoff) & (pl.col("status") == "going")
+        (pl.col("updated_at").cast(UTC_US) >= after) & (pl.col("status") == "going")
     ).select("user_id", "event_id", relevance=pl.lit(GOING_RELEVANCE, dtype=pl.Int64))
     return (
         pl.concat([liked, going])
@@ -121,11 +121,8 @@ def relevance_after(
 
 def split_at(
     cutoff: datetime,
+    tables: AppTables,
     *,
-    swipes: pl.DataFrame,
-    attendance: pl.DataFrame,
-    events: pl.DataFrame,
-    users: pl.DataFrame,
     max_users: int | None = None,
     seed: int = 0,
 ) -> Holdout:
@@ -135,15 +132,14 @@ def split_at(
     not already swiped by the user before it, otherwise no model could have ranked it.
     `max_users` samples test users (seeded) to bound the cost on big datasets.
     """
-    train_swipes = swipes.filter(_before("created_at", cutoff))
-    train_attendance = attendance.filter(_before("updated_at", cutoff))
-    seen = build_interactions(train_swipes, train_attendance)
-    catalogue = catalogue_at(events, cutoff)
+    train = tables.before(cutoff)
+    seen = build_interactions(train.swipes, train.attendance)
+    catalogue = catalogue_at(tables.events, cutoff)
     eligible = upcoming_active(catalogue, cutoff)
     judged = (
-        relevance_after(swipes, attendance, cutoff)
+        relevance_after(tables.swipes, tables.attendance, cutoff)
         .join(eligible.select("event_id", "metro"), on="event_id")
-        .join(users.select("user_id", "metro"), on=["user_id", "metro"])
+        .join(tables.users.select("user_id", "metro"), on=["user_id", "metro"])
         .join(seen.select("user_id", "event_id"), on=["user_id", "event_id"], how="anti")
         .drop("metro")
     )
@@ -153,13 +149,15 @@ def split_at(
         judged = judged.join(test_users, on="user_id", how="semi")
     return Holdout(
         cutoff=cutoff,
-        swipes=train_swipes,
-        attendance=train_attendance,
+        swipes=train.swipes,
+        attendance=train.attendance,
         interactions=seen,
         events=catalogue,
         eligible=eligible,
-        users=users.join(test_users, on="user_id", how="semi").sort("user_id"),
+        users=tables.users.join(test_users, on="user_id", how="semi").sort("user_id"),
         test=judged,
+        venues=tables.venues,
+        friendships=tables.friendships,
     )
 
 
@@ -195,13 +193,7 @@ def by_score(scored: pl.DataFrame, n: int = LIST_LENGTH) -> pl.DataFrame:
 
 
 def feed_lists(
-    holdout: Holdout,
-    models: StageModels,
-    *,
-    venues: pl.DataFrame,
-    friendships: pl.DataFrame,
-    per_source: int,
-    n: int = LIST_LENGTH,
+    holdout: Holdout, models: StageModels, *, per_source: int, n: int = LIST_LENGTH
 ) -> dict[str, pl.DataFrame]:
     """What one model would have served at the cutoff: candidates, every candidate's score,
     the ranker's order and the final feed.
@@ -213,7 +205,7 @@ def feed_lists(
         als=models.als,
         users=holdout.users,
         events=holdout.events,
-        venues=venues,
+        venues=holdout.venues,
         interactions=holdout.interactions,
         eligible=holdout.eligible,
         per_source=per_source,
@@ -224,7 +216,7 @@ def feed_lists(
         now=holdout.cutoff,
         swipes=holdout.swipes,
         attendance=holdout.attendance,
-        friendships=friendships,
+        friendships=holdout.friendships,
         events=holdout.events,
         users=holdout.users,
     )
@@ -232,7 +224,7 @@ def feed_lists(
         scored,
         now=holdout.cutoff,
         events=holdout.events,
-        venues=venues,
+        venues=holdout.venues,
         users=holdout.users,
         interactions=holdout.interactions,
         n=n,

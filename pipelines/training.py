@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from features.point_in_time import UTC_US, features_at
+from features.tables import AppTables
 from models.als import ALSModel, ALSParams
 from models.ranker import LambdaRanker, RankerParams
 from pipelines import ranking
@@ -33,20 +34,11 @@ HORIZON_DAYS = 7.0
 MAX_USERS_PER_SNAPSHOT = 20_000
 
 
-def _until(frame: pl.DataFrame, column: str, end: datetime) -> pl.DataFrame:
-    return frame.filter(pl.col(column).cast(UTC_US) < pl.lit(end).cast(UTC_US))
-
-
 def snapshot_examples(
     at: datetime,
     until: datetime,
+    tables: AppTables,
     *,
-    swipes: pl.DataFrame,
-    attendance: pl.DataFrame,
-    events: pl.DataFrame,
-    venues: pl.DataFrame,
-    users: pl.DataFrame,
-    friendships: pl.DataFrame,
     per_source: int,
     als_params: ALSParams | None = None,
     max_users: int | None = MAX_USERS_PER_SNAPSHOT,
@@ -57,15 +49,7 @@ def snapshot_examples(
     Only users who liked something in the window form query groups (a group without a
     positive teaches LambdaRank nothing); `max_users` samples them, seeded.
     """
-    window = split_at(
-        at,
-        swipes=_until(swipes, "created_at", until),
-        attendance=_until(attendance, "updated_at", until),
-        events=events,
-        users=users,
-        max_users=max_users,
-        seed=seed,
-    )
+    window = split_at(at, tables.before(until), max_users=max_users, seed=seed)
     if window.users.is_empty():
         return pl.DataFrame()
     als = ALSModel(als_params).fit(window.interactions)
@@ -73,7 +57,7 @@ def snapshot_examples(
         als=als,
         users=window.users,
         events=window.events,
-        venues=venues,
+        venues=window.venues,
         interactions=window.interactions,
         eligible=window.eligible,
         per_source=per_source,
@@ -82,7 +66,7 @@ def snapshot_examples(
         proposed.with_columns(as_of=pl.lit(at).cast(UTC_US)),
         swipes=window.swipes,
         attendance=window.attendance,
-        friendships=friendships,
+        friendships=window.friendships,
         events=window.events,
         users=window.users,
     )
@@ -97,13 +81,8 @@ def snapshot_examples(
 
 def ranker_examples(
     cutoff: datetime,
+    tables: AppTables,
     *,
-    swipes: pl.DataFrame,
-    attendance: pl.DataFrame,
-    events: pl.DataFrame,
-    venues: pl.DataFrame,
-    users: pl.DataFrame,
-    friendships: pl.DataFrame,
     per_source: int,
     snapshots: int = SNAPSHOTS,
     horizon_days: float = HORIZON_DAYS,
@@ -120,12 +99,7 @@ def ranker_examples(
         snapshot_examples(
             cutoff - horizon * i,
             cutoff - horizon * (i - 1),
-            swipes=swipes,
-            attendance=attendance,
-            events=events,
-            venues=venues,
-            users=users,
-            friendships=friendships,
+            tables,
             per_source=per_source,
             als_params=als_params,
             max_users=max_users,
@@ -149,26 +123,7 @@ def fit_ranker(
     return LambdaRanker().fit(examples, params=params, valid_share=share)
 
 
-def train(
-    holdout: Holdout,
-    *,
-    swipes: pl.DataFrame,
-    attendance: pl.DataFrame,
-    events: pl.DataFrame,
-    venues: pl.DataFrame,
-    users: pl.DataFrame,
-    friendships: pl.DataFrame,
-    per_source: int,
-) -> StageModels:
+def train(holdout: Holdout, tables: AppTables, *, per_source: int) -> StageModels:
     """Both learned parts as of the holdout's cutoff: what the nightly run registers."""
-    examples = ranker_examples(
-        holdout.cutoff,
-        swipes=swipes,
-        attendance=attendance,
-        events=events,
-        venues=venues,
-        users=users,
-        friendships=friendships,
-        per_source=per_source,
-    )
+    examples = ranker_examples(holdout.cutoff, tables, per_source=per_source)
     return StageModels(als=ALSModel().fit(holdout.interactions), ranker=fit_ranker(examples))

@@ -5,18 +5,30 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from features.tables import AppTables, in_utc
+
+__all__ = ["app_tables", "frame_output", "in_utc"]
+
 
 def frame_output(frame: pl.DataFrame, **metadata: Any) -> dg.Output[pl.DataFrame]:
     """An output with the row count the UI and the demo report show."""
     return dg.Output(frame, metadata={"dagster/row_count": frame.height, **metadata})
 
 
-def as_utc(frame: pl.DataFrame) -> pl.DataFrame:
-    """Every timezone-aware column in "UTC": DuckDB hands them back as "Etc/UTC", and Polars
-    refuses to compare or join the two spellings of the same zone."""
-    aware = [
-        name
-        for name, dtype in frame.schema.items()
-        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
-    ]
-    return frame.with_columns(pl.col(aware).dt.convert_time_zone("UTC")) if aware else frame
+def app_tables(
+    app_swipes: pl.DataFrame,
+    app_attendance: pl.DataFrame,
+    events: pl.DataFrame,
+    geocoded_venues: pl.DataFrame,
+    app_users: pl.DataFrame,
+    app_friendships: pl.DataFrame,
+) -> AppTables:
+    """The warehouse assets as one value, timestamps in UTC (named as the assets are)."""
+    return AppTables.of(
+        swipes=app_swipes,
+        attendance=app_attendance,
+        events=events,
+        venues=geocoded_venues,
+        users=app_users,
+        friendships=app_friendships,
+    )

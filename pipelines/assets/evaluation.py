@@ -8,7 +8,6 @@ verdict, so materializing it alone cannot bypass the gate. Publishing reads the 
 """
 
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -16,7 +15,7 @@ import polars as pl
 from models.als import ALSModel
 from models.evaluation import plots
 from models.ranker import LambdaRanker
-from pipelines.assets.common import as_utc, frame_output
+from pipelines.assets.common import app_tables, frame_output
 from pipelines.assets.training import (
     ALS_ARTIFACT,
     CANDIDATES_PER_SOURCE,
@@ -155,25 +154,16 @@ def ranking_evaluation(
     mlflow: MLflowResource,
 ) -> dg.Output[pl.DataFrame]:
     """Every stage and baseline on the time-based holdout; the run is logged and registered."""
-    swipes = as_utc(app_swipes)
+    tables = app_tables(
+        app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
+    )
     holdout = split_at(
-        cutoff_of(training_window),
-        swipes=swipes,
-        attendance=as_utc(app_attendance),
-        events=as_utc(events),
-        users=as_utc(app_users),
-        max_users=config.max_users,
-        seed=config.seed,
+        cutoff_of(training_window), tables, max_users=config.max_users, seed=config.seed
     )
     bundle = challenger_dir(storage)
     challenger = load_models(bundle)
-    request: dict[str, Any] = {
-        "venues": geocoded_venues,
-        "friendships": app_friendships,
-        "per_source": CANDIDATES_PER_SOURCE,
-    }
     lists = baseline_lists(holdout, challenger.als)
-    feed = feed_lists(holdout, challenger, **request)
+    feed = feed_lists(holdout, challenger, per_source=CANDIDATES_PER_SOURCE)
     recall = candidate_recall(feed.pop("candidates"), holdout.test)
     scores = ranker_scores(feed.pop("scored"), holdout.test)
     lists |= feed
@@ -181,7 +171,9 @@ def ranking_evaluation(
     versions: dict[str, int] = {}
     if registry.champion() is not None:
         versions[CHAMPION], champion = champion_models(registry, storage)
-        lists[CHAMPION] = feed_lists(holdout, champion, **request)[CHALLENGER]
+        lists[CHAMPION] = feed_lists(holdout, champion, per_source=CANDIDATES_PER_SOURCE)[
+            CHALLENGER
+        ]
     if not synthetic_oracle.is_empty():
         lists[ORACLE] = synthetic_oracle.join(holdout.users, on="user_id", how="semi").filter(
             pl.col("rank") <= LIST_LENGTH

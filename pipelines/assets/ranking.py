@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from pipelines import ranking
-from pipelines.assets.common import as_utc, frame_output
+from pipelines.assets.common import frame_output, in_utc
 from pipelines.assets.evaluation import champion_models
 from pipelines.assets.models import FeedConfig
 from pipelines.assets.training import CANDIDATES_PER_SOURCE
@@ -34,7 +34,7 @@ def ranked_feed(
     """
     now = datetime.now(UTC)
     version, champion = champion_models(mlflow.registry(), storage)
-    users, events_utc = as_utc(app_users), as_utc(events)
+    users, events_utc = in_utc(app_users), in_utc(events)
     proposed = ranking.candidates(
         als=champion.als,
         users=users,
@@ -48,8 +48,8 @@ def ranked_feed(
         proposed,
         ranker=champion.ranker,
         now=now,
-        swipes=as_utc(app_swipes),
-        attendance=as_utc(app_attendance),
+        swipes=in_utc(app_swipes),
+        attendance=in_utc(app_attendance),
         friendships=app_friendships,
         events=events_utc,
         users=users,

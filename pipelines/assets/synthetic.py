@@ -10,7 +10,7 @@ from datetime import datetime
 import dagster as dg
 import polars as pl
 
-from pipelines.assets.common import as_utc, frame_output
+from pipelines.assets.common import frame_output, in_utc
 from pipelines.assets.training import cutoff_of
 from pipelines.resources import PostgresResource, SyntheticCityResource
 from sources.synthetic.behaviour import Activity, oracle_top_n, simulate
@@ -74,7 +74,7 @@ def synthetic_oracle(
     if now is None:
         return frame_output(pl.DataFrame(schema=ORACLE_SCHEMA), note="no synthetic city")
     cutoff = cutoff_of(training_window)
-    swipes, attendance = as_utc(app_swipes), as_utc(app_attendance)
+    swipes, attendance = in_utc(app_swipes), in_utc(app_attendance)
     users = swipes.filter(pl.col("created_at") >= cutoff)["user_id"].unique().sort()
     before = Activity(
         config=city.behaviour_config(),

@@ -12,11 +12,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from features.interactions import interactions
 from features.point_in_time import UTC_US
 from models.als import ALSModel
 from pipelines import training
-from pipelines.assets.common import as_utc, frame_output
-from pipelines.evaluation import holdout_cutoff, split_at
+from pipelines.assets.common import app_tables, frame_output, in_utc
+from pipelines.evaluation import holdout_cutoff
 from pipelines.resources import LocalStorage
 
 ALS_ARTIFACT = "als_model.npz"
@@ -42,7 +43,7 @@ def cutoff_of(window: pl.DataFrame) -> datetime:
 @dg.asset(group_name="features", kinds={"polars", "duckdb"})
 def training_window(config: HoldoutConfig, app_swipes: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """The cutoff between training data and the evaluation holdout (the newest days)."""
-    swipes = as_utc(app_swipes)
+    swipes = in_utc(app_swipes)
     cutoff = holdout_cutoff(swipes, config.holdout_days)
     held = int((swipes["created_at"] >= cutoff).sum())
     frame = pl.DataFrame(
@@ -67,19 +68,17 @@ def als_model(
     training_window: pl.DataFrame,
     app_swipes: pl.DataFrame,
     app_attendance: pl.DataFrame,
-    events: pl.DataFrame,
-    app_users: pl.DataFrame,
     storage: LocalStorage,
 ) -> dg.MaterializeResult:
     """Implicit ALS on confidence-weighted interactions before the cutoff (the challenger's)."""
-    holdout = split_at(
-        cutoff_of(training_window),
-        swipes=as_utc(app_swipes),
-        attendance=as_utc(app_attendance),
-        events=as_utc(events),
-        users=as_utc(app_users),
+    before = cutoff_of(training_window)
+    swipes, attendance = in_utc(app_swipes), in_utc(app_attendance)
+    model = ALSModel().fit(
+        interactions(
+            swipes.filter(pl.col("created_at") < before),
+            attendance.filter(pl.col("updated_at") < before),
+        )
     )
-    model = ALSModel().fit(holdout.interactions)
     path = challenger_dir(storage) / ALS_ARTIFACT
     model.save(path)
     return dg.MaterializeResult(
@@ -103,15 +102,11 @@ def ranker_examples(
     app_users: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Labelled candidate sets at weekly snapshots before the cutoff (see pipelines.training)."""
+    tables = app_tables(
+        app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
+    )
     frame = training.ranker_examples(
-        cutoff_of(training_window),
-        swipes=as_utc(app_swipes),
-        attendance=as_utc(app_attendance),
-        events=as_utc(events),
-        venues=geocoded_venues,
-        users=as_utc(app_users),
-        friendships=app_friendships,
-        per_source=CANDIDATES_PER_SOURCE,
+        cutoff_of(training_window), tables, per_source=CANDIDATES_PER_SOURCE
     )
     return frame_output(
         frame,
@@ -125,7 +120,7 @@ def ranker_examples(
 @dg.asset(group_name="models", kinds={"lightgbm"})
 def ranker_model(ranker_examples: pl.DataFrame, storage: LocalStorage) -> dg.MaterializeResult:
     """LightGBM LambdaRank over the candidate snapshots, early-stopped on the newest."""
-    ranker = training.fit_ranker(as_utc(ranker_examples))
+    ranker = training.fit_ranker(in_utc(ranker_examples))
     ranker.save(challenger_dir(storage) / RANKER_ARTIFACT)
     top = ranker.feature_importance().head(5)
     return dg.MaterializeResult(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from features.tables import AppTables
 from sources.eventbrite.parse import parse_events
 from sources.synthetic.behaviour import Activity, BehaviourConfig, simulate
 from sources.synthetic.eventbrite_json import event_records
@@ -32,6 +33,17 @@ class OfflineCity:
     friendships: pl.DataFrame
     swipes: pl.DataFrame
     attendance: pl.DataFrame
+
+    @property
+    def tables(self) -> AppTables:
+        return AppTables(
+            swipes=self.swipes,
+            attendance=self.attendance,
+            events=self.events,
+            venues=self.venues,
+            users=self.users,
+            friendships=self.friendships,
+        )
 
 
 def _catalogue(world: World) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -39,23 +39,8 @@ def newcomer(city: OfflineCity) -> tuple[OfflineCity, int, str]:
 def models(newcomer: tuple[OfflineCity, int, str]) -> ev.StageModels:
     """Trained on the city where the newcomer has no history, as the nightly run would be."""
     city = newcomer[0]
-    holdout = ev.split_at(
-        ev.holdout_cutoff(city.swipes, 7),
-        swipes=city.swipes,
-        attendance=city.attendance,
-        events=city.events,
-        users=city.users,
-    )
-    return training.train(
-        holdout,
-        swipes=city.swipes,
-        attendance=city.attendance,
-        events=city.events,
-        venues=city.venues,
-        users=city.users,
-        friendships=city.friendships,
-        per_source=40,
-    )
+    holdout = ev.split_at(ev.holdout_cutoff(city.swipes, 7), city.tables)
+    return training.train(holdout, city.tables, per_source=40)
 
 
 def _feed(

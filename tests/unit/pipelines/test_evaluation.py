@@ -21,13 +21,7 @@ def city() -> OfflineCity:
 @pytest.fixture(scope="module")
 def holdout(city: OfflineCity) -> ev.Holdout:
     cutoff = ev.holdout_cutoff(city.swipes, 7)
-    return ev.split_at(
-        cutoff,
-        swipes=city.swipes,
-        attendance=city.attendance,
-        events=city.events,
-        users=city.users,
-    )
+    return ev.split_at(cutoff, city.tables)
 
 
 def test_cutoff_is_days_before_the_last_swipe(city: OfflineCity) -> None:
@@ -85,14 +79,7 @@ def test_relevance_is_graded_and_takes_the_strongest_action() -> None:
 
 
 def test_max_users_samples_whole_users(city: OfflineCity, holdout: ev.Holdout) -> None:
-    small = ev.split_at(
-        holdout.cutoff,
-        swipes=city.swipes,
-        attendance=city.attendance,
-        events=city.events,
-        users=city.users,
-        max_users=5,
-    )
+    small = ev.split_at(holdout.cutoff, city.tables, max_users=5)
     assert small.users.height == 5
     assert set(small.test["user_id"].to_list()) == set(small.users["user_id"].to_list())
 
@@ -135,20 +122,9 @@ def test_gate_promotes_the_first_model_and_only_a_better_one_after() -> None:
 def test_whole_evaluation_scores_every_stage_and_beats_random(
     city: OfflineCity, holdout: ev.Holdout
 ) -> None:
-    models = training.train(
-        holdout,
-        swipes=city.swipes,
-        attendance=city.attendance,
-        events=city.events,
-        venues=city.venues,
-        users=city.users,
-        friendships=city.friendships,
-        per_source=50,
-    )
+    models = training.train(holdout, city.tables, per_source=50)
     lists = ev.baseline_lists(holdout, models.als)
-    feed = ev.feed_lists(
-        holdout, models, venues=city.venues, friendships=city.friendships, per_source=50
-    )
+    feed = ev.feed_lists(holdout, models, per_source=50)
     recall = ev.candidate_recall(feed.pop("candidates"), holdout.test)
     scores = ev.ranker_scores(feed.pop("scored"), holdout.test)
     lists |= feed

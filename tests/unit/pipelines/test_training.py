@@ -1,5 +1,6 @@
 """The ranker's training set: candidate snapshots labelled only by what came before the cutoff."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -19,16 +20,7 @@ def city() -> OfflineCity:
 
 
 def _examples(city: OfflineCity, swipes: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
-    return training.ranker_examples(
-        cutoff,
-        swipes=swipes,
-        attendance=city.attendance,
-        events=city.events,
-        venues=city.venues,
-        users=city.users,
-        friendships=city.friendships,
-        per_source=30,
-    )
+    return training.ranker_examples(cutoff, replace(city.tables, swipes=swipes), per_source=30)
 
 
 def test_snapshots_are_weekly_and_end_at_the_cutoff(city: OfflineCity) -> None:
