@@ -29,11 +29,18 @@ from models.base import (
 
 @dataclass(frozen=True)
 class ALSParams:
-    factors: int = 48
-    regularization: float = 0.05
+    """Defaults tuned on the week before the default city's holdout (never on the holdout):
+    16 factors with regularization 0.5 beat 48 with 0.05 by a fifth in NDCG@10; 8 factors
+    scored a little higher still, but a real catalogue is larger than the synthetic city."""
+
+    factors: int = 16
+    regularization: float = 0.5
     alpha: float = 10.0
     iterations: int = 12
     random_state: int = 42
+    # A pass is a "no" the user said out loud: preference 0 with more confidence than an
+    # event never shown (implicit reads a negative entry that way). 0 treats passes as missing.
+    pass_confidence: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,12 +70,19 @@ class ALSModel(CandidateModel):
         positive = interactions.filter(pl.col("weight") > 0)
         if positive.height == 0:
             raise ModelFitError("no positive interactions to learn from")
-        user_ids = np.sort(positive["user_id"].unique().to_numpy())
-        event_ids = np.sort(positive["event_id"].unique().to_numpy().astype(str))
-        rows = np.searchsorted(user_ids, positive["user_id"].to_numpy())
-        cols = np.searchsorted(event_ids, positive["event_id"].to_numpy().astype(str))
+        known = positive
+        if self.params.pass_confidence > 0:
+            known = interactions.filter(pl.col("weight") >= 0).with_columns(
+                weight=pl.when(pl.col("weight") > 0)
+                .then(pl.col("weight"))
+                .otherwise(-self.params.pass_confidence)
+            )
+        user_ids = np.sort(known["user_id"].unique().to_numpy())
+        event_ids = np.sort(known["event_id"].unique().to_numpy().astype(str))
+        rows = np.searchsorted(user_ids, known["user_id"].to_numpy())
+        cols = np.searchsorted(event_ids, known["event_id"].to_numpy().astype(str))
         user_items = sp.csr_matrix(
-            (positive["weight"].to_numpy().astype(np.float32), (rows, cols)),
+            (known["weight"].to_numpy().astype(np.float32), (rows, cols)),
             shape=(len(user_ids), len(event_ids)),
         )
         p = self.params

@@ -102,6 +102,29 @@ class TestALS(CandidateContract):
         with pytest.raises(ModelFitError):
             self.make().fit(INTERACTIONS.with_columns(weight=pl.lit(0.0)))
 
+    def test_passes_are_negatives_not_missing(self) -> None:
+        """A music fan who passed the music events they did not like scores them lower than
+        the same model that ignores passes: a pass is a "no", not an unseen event."""
+        liked = set(INTERACTIONS.filter(pl.col("user_id") == 2)["event_id"].to_list())
+        passed = sorted({f"m{i}" for i in range(10)} - liked)
+        data = pl.concat(
+            [
+                INTERACTIONS,
+                pl.DataFrame({"user_id": [2] * len(passed), "event_id": passed, "weight": 0.0}),
+            ]
+        )
+        params = ALSParams(factors=4, iterations=15, regularization=0.1)
+
+        def score(model: ALSModel) -> float:
+            f = model.fitted
+            user = int(np.searchsorted(f.user_ids, 2))
+            items = np.searchsorted(f.event_ids, passed)
+            return float((f.item_factors[items] @ f.user_factors[user]).mean())
+
+        heard = ALSModel(params).fit(data)
+        ignored = ALSModel(ALSParams(**{**vars(params), "pass_confidence": 0.0})).fit(data)
+        assert score(heard) < score(ignored) - 0.05
+
 
 MUSIC_WORDS = [
     "jazz",
