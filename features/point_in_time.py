@@ -25,16 +25,29 @@ Assumptions, stated because they shape what "before" means:
   static attribute chosen at signup, before any swipe, so they cannot carry an outcome and
   are point-in-time safe. That holds while the app does not let users edit them; if it ever
   does, they need their own timestamp and an as-of join like attendance.
+- `distance_km` reads the user's home and the venue's coordinates with no time filter, on the
+  same argument: they are static facts of the catalogue and the profile, not behaviour. A home
+  the user later edits is read as it is now (the warehouse keeps no history of it).
+- Windows and decay are anchored on `as_of` itself: "the last 7 days" is [as_of - 7d, as_of),
+  and a like's decay weight is 2^-((as_of - t) / 14 days). Both are differences of, or
+  rescaled, cumulative tables read strictly before their instant, so nothing at or after
+  `as_of` enters.
+- `friends_interested_before` filters visibility exactly like `friends_going_before`: only
+  public and friends-visible RSVPs of friends count; private ones never do.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+from features.geo import haversine_km
 from features.onboarding import onboarding_picks
 
 UTC_US = pl.Datetime("us", "UTC")
 MICROS_PER_DAY = 86_400_000_000
+AFFINITY_HALF_LIFE_DAYS = 14.0
+TRENDING_WINDOW_DAYS = 7
+HOUR_BUCKET = 3  # start hours 0-2, 3-5, ... share a bucket for `hour_match`
 LABELS: dict[str, int] = {"pass": 0, "like": 1, "superlike": 2}
 LIKE_ACTIONS = ("like", "superlike")
 SHARED_VISIBILITY = ("public", "friends")
@@ -54,17 +67,25 @@ TRAINING_SCHEMA: dict[str, pl.DataType] = {
     "user_n_swipes_before": pl.Int64(),
     "user_like_rate_before": pl.Float64(),
     "user_category_affinity_before": pl.Float64(),
+    "user_category_affinity_decayed": pl.Float64(),
+    "weekday_match": pl.Float64(),
+    "hour_match": pl.Float64(),
+    "price_ratio": pl.Float64(),
     "days_since_user_created": pl.Float64(),
     "onboarding_match": pl.Int8(),
     "event_swipes_before": pl.Int64(),
     "event_likes_before": pl.Int64(),
     "event_like_rate_before": pl.Float64(),
+    "event_trending_7d": pl.Int64(),
+    "event_likes_7d": pl.Int64(),
     "event_going_before": pl.Int64(),
     "days_until_start": pl.Float64(),
     "price_min_usd": pl.Float64(),
     "is_free": pl.Boolean(),
     "fill_rate_before": pl.Float64(),
     "friends_going_before": pl.Int64(),
+    "friends_interested_before": pl.Int64(),
+    "distance_km": pl.Float64(),
     "start_dow": pl.Int8(),
     "start_hour": pl.Int8(),
 }
@@ -91,6 +112,18 @@ def price_min_usd() -> pl.Expr:
     return pl.when(pl.col("is_free") & dollars.is_null()).then(0.0).otherwise(dollars)
 
 
+def decay_weight(time_col: str, half_life_days: float) -> pl.Expr:
+    """2^((t - t_min) / half_life): a weight that doubles every half-life after the earliest row.
+
+    Its running sum up to an instant, times 2^-((as_of - t_min) / half_life), is the
+    exponentially decayed sum as of `as_of`. Anchoring at the frame's minimum keeps every
+    exponent >= 0 and the values finite: a year of history is 2^26 (~7e7) at a 14-day
+    half-life, and float64 only overflows after ~1,000 half-lives (39 years at 14 days).
+    """
+    elapsed = (pl.col(time_col) - pl.col(time_col).min()).dt.total_microseconds()
+    return pl.lit(2.0, dtype=pl.Float64).pow(elapsed / (half_life_days * MICROS_PER_DAY))
+
+
 def cumulative_by_time(
     history: pl.LazyFrame, keys: list[str], time_col: str, counts: dict[str, pl.Expr]
 ) -> pl.LazyFrame:
@@ -109,16 +142,21 @@ def cumulative_by_time(
 
 
 def join_before(
-    queries: pl.LazyFrame, totals: pl.LazyFrame, keys: list[str], columns: list[str]
+    queries: pl.LazyFrame,
+    totals: pl.LazyFrame,
+    keys: list[str],
+    columns: list[str],
+    at: str = "as_of",
 ) -> pl.LazyFrame:
-    """Attach the totals as of strictly before each query's `as_of`; no history means 0."""
+    """Attach the totals as of strictly before each query's `at` (default `as_of`, the query
+    time; any column not after it, e.g. the start of a window); no history means 0."""
     return queries.join_asof(
-        totals.select(*keys, "as_of", *columns),
-        on="as_of",
+        totals.select(*keys, pl.col("as_of").alias(at), *columns),
+        on=at,
         by=keys,
         strategy="backward",
         allow_exact_matches=False,
-        check_sortedness=False,  # both sides are sorted by as_of just above / below
+        check_sortedness=False,  # both sides are sorted by time just above / below
     ).with_columns(pl.col(columns).fill_null(0))
 
 
@@ -138,19 +176,24 @@ def _swipes(swipes: pl.DataFrame) -> pl.LazyFrame:
     )
 
 
-def _going(attendance: pl.DataFrame) -> pl.LazyFrame:
-    """Going RSVPs only; interested and not_going say nothing about a head count."""
+def _rsvps(attendance: pl.DataFrame, statuses: tuple[str, ...]) -> pl.LazyFrame:
+    """RSVPs of the given statuses, each with a 0/1 column per status named after it."""
     return (
         attendance.lazy()
-        .filter(pl.col("status") == "going")
+        .filter(pl.col("status").is_in(statuses))
         .select(
             pl.col("user_id").cast(pl.Int64),
             pl.col("event_id").cast(pl.Utf8),
             pl.col("visibility"),
             pl.col("updated_at").cast(UTC_US),
-            pl.lit(1, dtype=pl.Int64).alias("going"),
+            *((pl.col("status") == status).cast(pl.Int64).alias(status) for status in statuses),
         )
     )
+
+
+def _going(attendance: pl.DataFrame) -> pl.LazyFrame:
+    """Going RSVPs only; interested and not_going say nothing about a head count."""
+    return _rsvps(attendance, ("going",))
 
 
 def _event_static(events: pl.DataFrame) -> pl.LazyFrame:
@@ -165,50 +208,118 @@ def _event_static(events: pl.DataFrame) -> pl.LazyFrame:
     )
 
 
+def _event_taste_keys(events: pl.DataFrame) -> pl.LazyFrame:
+    """What a user's taste is matched on: category, UTC start weekday, 3-hour bucket, price."""
+    start = pl.col("start_utc")
+    return _event_static(events).select(
+        "event_id",
+        "category",
+        start.dt.weekday().cast(pl.Int8).alias("dow"),
+        (start.dt.hour() // HOUR_BUCKET).cast(pl.Int8).alias("bucket"),
+        pl.col("price_min_usd").alias("price"),
+    )
+
+
+def share_or_zero(part: str, whole: str) -> pl.Expr:
+    """part / whole, 0 when there is no history (whole == 0)."""
+    return pl.when(pl.col(whole) > 0).then(pl.col(part) / pl.col(whole)).otherwise(0.0)
+
+
 def user_features_at(
     queries: pl.DataFrame, swipes: pl.DataFrame, events: pl.DataFrame, users: pl.DataFrame
 ) -> pl.DataFrame:
-    """Add the user's swipe count, like rate and category affinity as of each `as_of`, and
-    whether the event's category is one the user ticked at onboarding.
+    """Add the user's swipe count, like rate and category affinities as of each `as_of`, how
+    the event's start and price compare with what the user liked, and whether the event's
+    category is one the user ticked at onboarding.
 
     Affinity is Laplace-smoothed over the catalogue's categories, (likes in category + 1) /
     (likes + n_categories), so a user with no likes sits at the uniform share.
     `onboarding_match` is 1 when the event's category is among the user's
     `onboarding_categories`, else 0 (also when `users` has no such column); it is the one
     taste signal a user has before their first swipe, and static (see the module notes).
+
+    - `user_category_affinity_decayed`: likes in the event's category over all swipes, each
+      weighted 2^-((as_of - t) / 14 days); 0 without history. Helps because taste drifts:
+      last week's likes say more about today than the lifetime count, which a long-time user
+      has diluted. The as_of rescaling of numerator and denominator cancels in the ratio.
+    - `weekday_match` / `hour_match`: share of the user's likes (of events with a known start)
+      whose event started on this event's UTC weekday / 3-hour UTC bucket of the start hour;
+      0 without such likes, null when this event's start is unknown. Helps because when a
+      user can go out (weekends, evenings) constrains what they like as much as topic does.
+    - `price_ratio`: the event's price over the mean price of the events the user liked
+      (free = $0, unknown prices skipped); null without priced likes, when that mean is 0, or
+      when this event's price is unknown. Helps because price sensitivity is per user: $40
+      is "usual" for one and "five times what I pay" for another.
     """
     n_categories = max(events.get_column("category").drop_nulls().n_unique(), 1)
-    category = _event_static(events).select("event_id", "category")
-    history = _swipes(swipes).join(category, on="event_id", how="left")
+    taste = _event_taste_keys(events)
+    likes = pl.col("likes")
+    history = (
+        _swipes(swipes)
+        .join(taste, on="event_id", how="left")
+        .with_columns(w=decay_weight("created_at", AFFINITY_HALF_LIFE_DAYS))
+    )
     per_user = cumulative_by_time(
-        history, ["user_id"], "created_at", {"n": pl.col("swipes"), "l": pl.col("likes")}
+        history,
+        ["user_id"],
+        "created_at",
+        {
+            "n": pl.col("swipes"),
+            "l": likes,
+            "dw": pl.col("w"),
+            "lt": likes * pl.col("dow").is_not_null().cast(pl.Int64),
+            "lp": likes * pl.col("price").is_not_null().cast(pl.Int64),
+            "ps": likes * pl.col("price").fill_null(0.0),
+        },
     )
     per_category = cumulative_by_time(
         history.filter(pl.col("category").is_not_null()),
         ["user_id", "category"],
         "created_at",
-        {"cl": pl.col("likes")},
+        {"cl": likes, "cdw": likes * pl.col("w")},
+    )
+    liked = history.filter(likes > 0)
+    per_dow = cumulative_by_time(
+        liked.filter(pl.col("dow").is_not_null()), ["user_id", "dow"], "created_at", {"dl": likes}
+    )
+    per_bucket = cumulative_by_time(
+        liked.filter(pl.col("bucket").is_not_null()),
+        ["user_id", "bucket"],
+        "created_at",
+        {"hl": likes},
     )
     created = users.lazy().select(
         pl.col("user_id").cast(pl.Int64),
         pl.col("created_at").cast(UTC_US).alias("user_created_at"),
     )
     picked = onboarding_picks(users).lazy().with_columns(picked=pl.lit(1, dtype=pl.Int8))
+    mean_liked_price = pl.col("ps") / pl.col("lp")
     return (
         _queries(queries)
-        .join(category, on="event_id", how="left", maintain_order="left")
-        .pipe(join_before, per_user, ["user_id"], ["n", "l"])
-        .pipe(join_before, per_category, ["user_id", "category"], ["cl"])
+        .join(taste, on="event_id", how="left", maintain_order="left")
+        .pipe(join_before, per_user, ["user_id"], ["n", "l", "dw", "lt", "lp", "ps"])
+        .pipe(join_before, per_category, ["user_id", "category"], ["cl", "cdw"])
+        .pipe(join_before, per_dow, ["user_id", "dow"], ["dl"])
+        .pipe(join_before, per_bucket, ["user_id", "bucket"], ["hl"])
         .join(created, on="user_id", how="left", maintain_order="left")
         .join(picked, on=["user_id", "category"], how="left", maintain_order="left")
         .with_columns(
             user_n_swipes_before=pl.col("n"),
             user_like_rate_before=smoothed_rate("l", "n", 1.0, 2.0),
             user_category_affinity_before=smoothed_rate("cl", "l", 1.0, float(n_categories)),
+            user_category_affinity_decayed=share_or_zero("cdw", "dw"),
+            weekday_match=pl.when(pl.col("dow").is_not_null()).then(share_or_zero("dl", "lt")),
+            hour_match=pl.when(pl.col("bucket").is_not_null()).then(share_or_zero("hl", "lt")),
+            price_ratio=pl.when((pl.col("lp") > 0) & (pl.col("ps") > 0)).then(
+                pl.col("price") / mean_liked_price
+            ),
             days_since_user_created=days_between("as_of", "user_created_at"),
             onboarding_match=pl.col("picked").fill_null(0),
         )
-        .drop("category", "n", "l", "cl", "user_created_at", "picked")
+        .drop(
+            *("category", "dow", "bucket", "price", "n", "l", "dw", "lt", "lp", "ps"),
+            *("cl", "cdw", "dl", "hl", "user_created_at", "picked"),
+        )
         .collect()
     )
 
@@ -220,22 +331,32 @@ def event_features_at(
 
     Fill rate is null, not 0 or infinity, when capacity is unknown or not positive: the model
     must be able to tell "empty" from "we don't know".
+
+    `event_trending_7d` / `event_likes_7d` count the event's swipes / likes in the 7 days
+    before `as_of`, [as_of - 7d, as_of): the cumulative count strictly before `as_of` minus
+    the one strictly before `as_of - 7d`. Helps because momentum is not popularity: an event
+    swiped a lot this week is hot now, while lifetime counts favour whatever was listed first.
     """
     per_event = cumulative_by_time(
         _swipes(swipes), ["event_id"], "created_at", {"es": pl.col("swipes"), "el": pl.col("likes")}
     )
+    earlier = per_event.rename({"es": "es_w", "el": "el_w"})
     going = cumulative_by_time(
         _going(attendance), ["event_id"], "updated_at", {"eg": pl.col("going")}
     )
     return (
         _queries(queries)
+        .with_columns(window_start=pl.col("as_of") - pl.duration(days=TRENDING_WINDOW_DAYS))
         .pipe(join_before, per_event, ["event_id"], ["es", "el"])
+        .pipe(join_before, earlier, ["event_id"], ["es_w", "el_w"], at="window_start")
         .pipe(join_before, going, ["event_id"], ["eg"])
         .join(_event_static(events), on="event_id", how="left", maintain_order="left")
         .with_columns(
             event_swipes_before=pl.col("es"),
             event_likes_before=pl.col("el"),
             event_like_rate_before=smoothed_rate("el", "es", 1.0, 2.0),
+            event_trending_7d=pl.col("es") - pl.col("es_w"),
+            event_likes_7d=pl.col("el") - pl.col("el_w"),
             event_going_before=pl.col("eg"),
             days_until_start=days_between("start_utc", "as_of"),
             fill_rate_before=pl.when(pl.col("capacity") > 0).then(
@@ -244,7 +365,7 @@ def event_features_at(
             start_dow=pl.col("start_utc").dt.weekday().cast(pl.Int8),
             start_hour=pl.col("start_utc").dt.hour().cast(pl.Int8),
         )
-        .drop("es", "el", "eg", "category", "start_utc", "capacity")
+        .drop("es", "el", "es_w", "el_w", "window_start", "eg", "category", "start_utc", "capacity")
         .collect()
     )
 
@@ -252,10 +373,13 @@ def event_features_at(
 def social_features_at(
     queries: pl.DataFrame, attendance: pl.DataFrame, friendships: pl.DataFrame
 ) -> pl.DataFrame:
-    """Add how many of the user's friends had a shared going RSVP on the event before `as_of`.
+    """Add how many of the user's friends had a shared going, and a shared interested, RSVP
+    on the event before `as_of`.
 
     Only public and friends-visible RSVPs count: a private RSVP must never surface in another
     user's features (it would end up in a "3 friends going" reason). Non-friends never count.
+    `friends_interested_before` helps beside the going count because "interested" is the
+    softer, earlier and more common signal: friends mark interest long before they commit.
     """
     friends = (
         friendships.lazy()
@@ -264,20 +388,70 @@ def social_features_at(
         .unique()
     )
     shared = (
-        _going(attendance)
+        _rsvps(attendance, ("going", "interested"))
         .filter(pl.col("visibility").is_in(SHARED_VISIBILITY))
         .rename({"user_id": "friend_id"})
         .join(friends, on="friend_id", how="inner")
     )
     totals = cumulative_by_time(
-        shared, ["user_id", "event_id"], "updated_at", {"fg": pl.col("going")}
+        shared,
+        ["user_id", "event_id"],
+        "updated_at",
+        {"fg": pl.col("going"), "fi": pl.col("interested")},
     )
     return (
         _queries(queries)
-        .pipe(join_before, totals, ["user_id", "event_id"], ["fg"])
-        .rename({"fg": "friends_going_before"})
+        .pipe(join_before, totals, ["user_id", "event_id"], ["fg", "fi"])
+        .rename({"fg": "friends_going_before", "fi": "friends_interested_before"})
         .collect()
     )
+
+
+def distance_features_at(
+    queries: pl.DataFrame,
+    events: pl.DataFrame,
+    users: pl.DataFrame,
+    venues: pl.DataFrame | None,
+) -> pl.DataFrame:
+    """Add `distance_km`, the great-circle distance from the user's home to the event's venue.
+
+    Helps because distance is the cost of going: the same concert is a yes across town and a
+    no across the bay, and the generators' geo score is only there for geo's own candidates.
+    Static facts (see the module notes), so point-in-time trivially. Null when anything is
+    unknown: no `venues`, no home or venue column, or a null home, venue or coordinate.
+    """
+    has_columns = {"home_lat", "home_lon"} <= set(users.columns) and "venue_id" in events.columns
+    if venues is None or not has_columns:
+        return queries.with_columns(distance_km=pl.lit(None, dtype=pl.Float64))
+    homes = users.lazy().select(
+        pl.col("user_id").cast(pl.Int64),
+        pl.col("home_lat").cast(pl.Float64).alias("d_user_lat"),
+        pl.col("home_lon").cast(pl.Float64).alias("d_user_lon"),
+    )
+    places = (
+        events.lazy()
+        .select(pl.col("event_id").cast(pl.Utf8), pl.col("venue_id").cast(pl.Utf8))
+        .join(
+            venues.lazy().select(
+                pl.col("venue_id").cast(pl.Utf8),
+                pl.col("latitude").cast(pl.Float64).alias("d_event_lat"),
+                pl.col("longitude").cast(pl.Float64).alias("d_event_lon"),
+            ),
+            on="venue_id",
+            how="left",
+        )
+        .drop("venue_id")
+    )
+    ends = ["d_user_lat", "d_user_lon", "d_event_lat", "d_event_lon"]
+    frame = (
+        queries.lazy()
+        .join(homes, on="user_id", how="left", maintain_order="left")
+        .join(places, on="event_id", how="left", maintain_order="left")
+        .collect()
+    )
+    # Nulls become NaN in numpy, NaN propagates through the formula, and back to null here.
+    km = haversine_km(*(frame.get_column(name).to_numpy() for name in ends))
+    return frame.with_columns(distance_km=pl.Series(km, dtype=pl.Float64).fill_nan(None)).drop(ends)
 
 
 def labels(swipes: pl.DataFrame) -> pl.DataFrame:
@@ -299,16 +473,20 @@ def features_at(
     friendships: pl.DataFrame,
     events: pl.DataFrame,
     users: pl.DataFrame,
+    venues: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """User, event and social features for each (user_id, event_id, as_of) query.
+    """User, event, social and distance features for each (user_id, event_id, as_of) query.
 
     The one path both training (as_of = each swipe) and serving (as_of = now) take, so the
     ranker sees features computed the same way in both. `users` has user_id, created_at and
-    optionally onboarding_categories (List(Utf8)); without it `onboarding_match` is 0.
+    optionally onboarding_categories (List(Utf8)); without it `onboarding_match` is 0. It may
+    carry home_lat/home_lon, and `events` venue_id, which with `venues` (venue_id, latitude,
+    longitude) give `distance_km`; without any of them it is null.
     """
     frame = user_features_at(queries, swipes, events, users)
     frame = event_features_at(frame, swipes, attendance, events)
-    return social_features_at(frame, attendance, friendships)
+    frame = social_features_at(frame, attendance, friendships)
+    return distance_features_at(frame, events, users, venues)
 
 
 def training_examples(
@@ -317,6 +495,8 @@ def training_examples(
     friendships: pl.DataFrame,
     events: pl.DataFrame,
     users: pl.DataFrame,
+    *,
+    venues: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per swipe with its label and point-in-time features (see TRAINING_SCHEMA).
 
@@ -329,6 +509,7 @@ def training_examples(
         friendships=friendships,
         events=events,
         users=users,
+        venues=venues,
     )
     return (
         examples.lazy()

@@ -219,6 +219,7 @@ def feed_lists(
         friendships=holdout.friendships,
         events=holdout.events,
         users=holdout.users,
+        venues=holdout.venues,
     )
     final = ranking.feed(
         scored,

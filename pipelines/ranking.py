@@ -92,8 +92,12 @@ def scored(
     friendships: pl.DataFrame,
     events: pl.DataFrame,
     users: pl.DataFrame,
+    venues: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Features as of `now` for every candidate, and the ranker's score."""
+    """Features as of `now` for every candidate, and the ranker's score.
+
+    `venues` (venue_id, latitude, longitude) gives `distance_km`; without it that is null.
+    """
     queries = proposed.with_columns(as_of=pl.lit(now).dt.convert_time_zone("UTC"))
     frame = features_at(
         queries,
@@ -102,6 +106,7 @@ def scored(
         friendships=friendships,
         events=events,
         users=users,
+        venues=venues,
     )
     return frame.with_columns(score=pl.Series(ranker.score(frame)))
 

@@ -69,6 +69,7 @@ def snapshot_examples(
         friendships=window.friendships,
         events=window.events,
         users=window.users,
+        venues=window.venues,
     )
     return (
         frame.join(

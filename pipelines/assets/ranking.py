@@ -53,6 +53,7 @@ def ranked_feed(
         friendships=app_friendships,
         events=events_utc,
         users=users,
+        venues=geocoded_venues,
     )
     final = ranking.feed(
         scored,

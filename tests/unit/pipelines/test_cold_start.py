@@ -68,6 +68,7 @@ def _feed(
         friendships=city.friendships,
         events=catalogue,
         users=city.users,
+        venues=city.venues,
     )
     feed = ranking.feed(
         scored,
