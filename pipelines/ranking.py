@@ -10,6 +10,7 @@ import polars as pl
 
 from features.onboarding import onboarding_picks
 from features.point_in_time import features_at
+from features.tables import AppTables
 from models.als import ALSModel
 from models.content import ContentModel
 from models.geo import GeoModel
@@ -20,6 +21,8 @@ from models.rerank import final_feed
 # Priority when several generators propose the same event: the most specific source wins.
 SOURCES = ("als", "content", "geo", "popularity")  # the order of CANDIDATE_FEATURES
 SCORE_COLUMNS = CANDIDATE_FEATURES
+# Users per publishing chunk: ~300 candidates each, so ~6M feature rows at a time.
+CHUNK_USERS = 20_000
 
 
 def candidates(
@@ -130,7 +133,8 @@ def feed(
         .join(events.select("event_id", "category"), on="event_id")
         .group_by("user_id", "category")
         .len()
-        .sort("user_id", "len", descending=[False, True])
+        # Ties by name, so the reason a user reads never depends on hash order.
+        .sort("user_id", "len", "category", descending=[False, True, False])
         .group_by("user_id", maintain_order=True)
         .head(2)
         .select("user_id", "category")
@@ -154,3 +158,58 @@ def feed(
         pool=fresh.select("user_id", "event_id"),
         n=n,
     )
+
+
+def publishable(
+    *,
+    als: ALSModel,
+    ranker: LambdaRanker,
+    tables: AppTables,
+    interactions: pl.DataFrame,
+    eligible: pl.DataFrame,
+    now: datetime,
+    per_source: int,
+    n: int,
+    chunk_users: int = CHUNK_USERS,
+) -> tuple[pl.DataFrame, int]:
+    """Every user's final list as of `now`, `chunk_users` users at a time; (lists, candidates).
+
+    Users are independent once the generators are fitted, so chunking bounds memory by the
+    chunk (about 300 candidates x ~40 feature columns per user) instead of the user base.
+    """
+    lists: list[pl.DataFrame] = []
+    proposed_rows = 0
+    for users in tables.users.iter_slices(chunk_users):
+        proposed = candidates(
+            als=als,
+            users=users,
+            events=tables.events,
+            venues=tables.venues,
+            interactions=interactions,
+            eligible=eligible,
+            per_source=per_source,
+        )
+        proposed_rows += proposed.height
+        ranked = scored(
+            proposed,
+            ranker=ranker,
+            now=now,
+            swipes=tables.swipes,
+            attendance=tables.attendance,
+            friendships=tables.friendships,
+            events=tables.events,
+            users=users,
+            venues=tables.venues,
+        )
+        lists.append(
+            feed(
+                ranked,
+                now=now,
+                events=tables.events,
+                venues=tables.venues,
+                users=users,
+                interactions=interactions,
+                n=n,
+            )
+        )
+    return pl.concat(lists), proposed_rows

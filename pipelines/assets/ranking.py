@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 
 from pipelines import ranking
-from pipelines.assets.common import frame_output, in_utc
+from pipelines.assets.common import app_tables, frame_output
 from pipelines.assets.evaluation import champion_models
 from pipelines.assets.models import FeedConfig
 from pipelines.assets.training import CANDIDATES_PER_SOURCE
@@ -30,43 +30,25 @@ def ranked_feed(
     """Candidates from every generator, scored by the champion's ranker, re-ranked.
 
     Only the champion's learned parts (ALS, ranker) come from the registry; every generator
-    without learned state and every feature is computed on all data as of now.
+    without learned state and every feature is computed on all data as of now. Users are
+    ranked in chunks, so memory follows the chunk, not the user base.
     """
-    now = datetime.now(UTC)
     version, champion = champion_models(mlflow.registry(), storage)
-    users, events_utc = in_utc(app_users), in_utc(events)
-    proposed = ranking.candidates(
+    final, proposed = ranking.publishable(
         als=champion.als,
-        users=users,
-        events=events_utc,
-        venues=geocoded_venues,
+        ranker=champion.ranker,
+        tables=app_tables(
+            app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
+        ),
         interactions=interactions,
         eligible=feed_candidates,
+        now=datetime.now(UTC),
         per_source=CANDIDATES_PER_SOURCE,
-    )
-    scored = ranking.scored(
-        proposed,
-        ranker=champion.ranker,
-        now=now,
-        swipes=in_utc(app_swipes),
-        attendance=in_utc(app_attendance),
-        friendships=app_friendships,
-        events=events_utc,
-        users=users,
-        venues=geocoded_venues,
-    )
-    final = ranking.feed(
-        scored,
-        now=now,
-        events=events_utc,
-        venues=geocoded_venues,
-        users=users,
-        interactions=interactions,
         n=config.size,
     )
     return frame_output(
         final,
-        candidates=proposed.height,
+        candidates=proposed,
         users=final["user_id"].n_unique(),
         model_version=version,
     )
