@@ -62,6 +62,22 @@ class Settings(BaseSettings):
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_audience: str = "godo-app"
     jwt_ttl_seconds: int = Field(default=3600, gt=0)
+    jwks_url: str | None = Field(
+        default=None, description="JWKS URL for RS256/ES256 tokens (e.g. Supabase); unset: HS only."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); empty: none."
+    )
+    rate_limit_per_minute: int = Field(default=100, gt=0, description="Sustained requests/min.")
+    rate_limit_burst: int = Field(default=200, gt=0, description="Requests allowed in a burst.")
+    health_max_run_age_seconds: int = Field(
+        default=36 * 3600, gt=0, description="Older published runs make /health `degraded`."
+    )
+    sentry_dsn: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SENTRY_DSN", "GODO_SENTRY_DSN"),
+        description="Errors go to Sentry when set.",
+    )
     metros: list[str] = Field(
         default=["san-francisco", "oakland", "san-jose"],
         min_length=1,
