@@ -6,10 +6,11 @@ changing what the mobile app receives; pydantic's `from_attributes` does the map
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 Status = Literal["ok", "error"]
 
@@ -47,6 +48,10 @@ class FeedOut(BaseModel):
         description="True when the run had no list for this user and its fallback was served."
     )
     items: list[FeedItemOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page (same run); null on the last page.",
+    )
 
 
 class HealthOut(BaseModel):
@@ -67,4 +72,59 @@ class ProblemOut(BaseModel):
     instance: str
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="Per-field validation errors (422 only)."
+    )
+
+
+MAX_SWIPES_PER_BATCH = 100
+# How far ahead of the server a phone's clock may run before its timestamps are refused.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class SwipeIn(BaseModel):
+    """One swipe the app recorded, possibly while offline."""
+
+    client_id: str = Field(
+        min_length=1,
+        max_length=64,
+        description="The app's own id for this swipe (e.g. a UUID); resending it is a no-op.",
+    )
+    event_id: str = Field(min_length=1, max_length=256)
+    direction: Literal["like", "pass", "superlike"]
+    ts: AwareDatetime = Field(
+        description="When the user swiped, with a timezone; at most 5 minutes in the future."
+    )
+
+    @field_validator("ts")
+    @classmethod
+    def _not_in_the_future(cls, ts: datetime) -> datetime:
+        """A swipe cannot happen later than now; a few minutes of clock skew are tolerated."""
+        if ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError("must not be more than 5 minutes in the future")
+        return ts
+
+
+class SwipeBatchIn(BaseModel):
+    """The body of `POST /v1/swipes`: swipes of the caller (the user comes from the token)."""
+
+    swipes: list[SwipeIn] = Field(min_length=1, max_length=MAX_SWIPES_PER_BATCH)
+
+    @field_validator("swipes")
+    @classmethod
+    def _client_ids_unique(cls, swipes: list[SwipeIn]) -> list[SwipeIn]:
+        """Two swipes with one client id in a batch would silently lose one of them."""
+        counts = Counter(s.client_id for s in swipes)
+        repeated = sorted(client_id for client_id, n in counts.items() if n > 1)
+        if repeated:
+            raise ValueError(f"client_id repeated within the batch: {', '.join(repeated)}")
+        return swipes
+
+
+class SwipeBatchOut(BaseModel):
+    """What a batch did: new swipes, already-stored ones, and whether the feed caught up."""
+
+    stored: int = Field(description="Swipes stored by this request.")
+    duplicates: int = Field(description="Swipes whose client_id was already stored (retries).")
+    feed_updated: bool = Field(
+        description="False when the swipes are stored but the feed may still show their "
+        "events for a while (the cache was unreachable); resending the batch is safe."
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
+from serving import cursors
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep, SettingsDep
 from serving.problems import problem_responses
 from serving.schemas import FeedOut
-from store.feed import read_feed
+from store.feed import Feed, RunGone, read_feed
 
 MAX_LIMIT = 200
 
@@ -20,9 +22,14 @@ router = APIRouter(tags=["feed"])
     "/feed",
     response_model=FeedOut,
     summary="The caller's ranked feed",
-    responses=problem_responses(401, 422, 503),
+    responses={
+        **problem_responses(401, 410, 422, 503),
+        304: {"description": "Not Modified: the `If-None-Match` ETag still holds."},
+    },
 )
 def get_feed(
+    request: Request,
+    response: Response,
     user_id: CurrentUserId,
     engine: EngineDep,
     redis_client: RedisDep,
@@ -34,18 +41,60 @@ def get_feed(
             ge=1, le=MAX_LIMIT, description="Items to return; default: the configured feed size."
         ),
     ] = None,
-) -> FeedOut:
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="`next_cursor` of the previous page, to continue."),
+    ] = None,
+) -> FeedOut | Response:
     """Served from Redis, or from Postgres when Redis is down or the run's keys expired.
 
     Events that have started or that the user swiped since the run was published are left
     out. A user the run has no list for gets the run's cold-start list (`cold_start: true`).
+    A cursor pins the run it came from, so pages stay in one list while a new run is
+    published; 410 when that run is no longer kept (start again without a cursor). The ETag
+    lets the app revalidate cheaply with `If-None-Match`.
     """
+    page = cursors.decode(cursor) if cursor else None
     # A plain `def`: `read_feed` does blocking I/O, so FastAPI runs it in its thread pool.
-    feed = read_feed(
-        engine=engine,
-        redis_client=redis_client,
-        keys=keys,
-        user_id=user_id,
-        limit=limit or min(settings.feed_size, MAX_LIMIT),
-    )
-    return FeedOut.model_validate(feed)
+    try:
+        feed = read_feed(
+            engine=engine,
+            redis_client=redis_client,
+            keys=keys,
+            user_id=user_id,
+            limit=limit or min(settings.feed_size, MAX_LIMIT),
+            run_id=page.run_id if page else None,
+            after_rank=page.after_rank if page else 0,
+        )
+    except RunGone as gone:
+        raise HTTPException(
+            status_code=410,
+            detail=f"The run this cursor pages through ({gone}) has been replaced and dropped; "
+            "request the feed again without a cursor.",
+        ) from None
+    body = _body(feed)
+    etag = _etag(body)
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    if etag in _if_none_match(request):
+        return Response(status_code=304, headers=headers)
+    response.headers.update(headers)
+    return body
+
+
+def _body(feed: Feed) -> FeedOut:
+    body = FeedOut.model_validate(feed)
+    if feed.has_more and feed.items and feed.run_id is not None:
+        last = cursors.Cursor(run_id=feed.run_id, after_rank=feed.items[-1].rank)
+        body.next_cursor = cursors.encode(last)
+    return body
+
+
+def _etag(body: FeedOut) -> str:
+    """A weak validator of exactly what the client would receive."""
+    digest = hashlib.blake2b(body.model_dump_json().encode(), digest_size=12).hexdigest()
+    return f'W/"{digest}"'
+
+
+def _if_none_match(request: Request) -> set[str]:
+    header = request.headers.get("if-none-match", "")
+    return {tag.strip() for tag in header.split(",") if tag.strip()}

@@ -8,6 +8,7 @@ lifespan (so the app opens its own pools, as in production). Outages are real to
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import SecretStr
 from godo import services
 from godo.settings import Settings
 from godo.tokens import issue_token
+from serving import cursors
 from serving.app import create_app
 from store.db import copy_frame
 from store.feed import mark_seen
@@ -358,3 +360,123 @@ def test_health_is_503_when_postgres_is_unreachable(settings: Settings) -> None:
         response = client.get("/health")
     assert response.status_code == 503, response.text
     assert response.json() == {"status": "error", "postgres": "error", "redis": "ok"}
+
+
+# --- paging, pinning and revalidation -------------------------------------------------------
+
+
+def _ids(body: dict[str, object]) -> list[str]:
+    return [item["event_id"] for item in body["items"]]  # type: ignore[attr-defined, index]
+
+
+def test_pages_walk_the_list_once_and_end(
+    client: TestClient, settings: Settings, published: str
+) -> None:
+    first = client.get("/v1/feed", params={"limit": 2}, headers=_auth(settings, 1)).json()
+    assert _ids(first) == USER_LISTS[1][:2] and first["next_cursor"]
+    second = client.get(
+        "/v1/feed",
+        params={"limit": 2, "cursor": first["next_cursor"]},
+        headers=_auth(settings, 1),
+    ).json()
+    assert _ids(second) == USER_LISTS[1][2:] and second["next_cursor"] is None
+
+
+def test_a_cursor_stays_on_its_run_while_a_new_run_is_published(
+    client: TestClient,
+    settings: Settings,
+    published: str,
+    engine: sa.Engine,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+) -> None:
+    first = client.get("/v1/feed", params={"limit": 1}, headers=_auth(settings, 1)).json()
+    publish_run(
+        engine=engine,
+        redis_client=redis_client,
+        keys=redis_keys,
+        run_id="run-api-test-2",
+        model="test-model",
+        recommendations=pl.DataFrame({"user_id": [1, 1], **_ranked(["ev-5", "ev-2"])}),
+        fallback=pl.DataFrame(_ranked(["ev-1"])),
+        ttl_seconds=600,
+    )
+    rest = client.get(
+        "/v1/feed", params={"cursor": first["next_cursor"]}, headers=_auth(settings, 1)
+    ).json()
+    assert rest["run_id"] == published and _ids(rest) == USER_LISTS[1][1:]
+    fresh = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    assert fresh["run_id"] == "run-api-test-2" and _ids(fresh) == ["ev-5", "ev-2"]
+
+    # The same holds on the Postgres path, once Redis's copy of the old run has expired.
+    redis_client.delete(*redis_client.keys(redis_keys.run_pattern(published)))
+    again = client.get(
+        "/v1/feed", params={"cursor": first["next_cursor"]}, headers=_auth(settings, 1)
+    ).json()
+    assert again["source"] == "postgres" and _ids(again) == USER_LISTS[1][1:]
+
+
+def test_swipes_between_pages_do_not_shift_the_next_page(
+    client: TestClient, settings: Settings, published: str, engine: sa.Engine
+) -> None:
+    """On the Postgres path too: swipes after the run was published leave the feed."""
+    first = client.get("/v1/feed", params={"limit": 1}, headers=_auth(settings, 1)).json()
+    with engine.begin() as conn:
+        copy_frame(conn, "users", pl.DataFrame({"id": [1], "display_name": ["A."], "metro": ["x"]}))
+        copy_frame(
+            conn,
+            "swipes",
+            pl.DataFrame(
+                {
+                    "id": [str(uuid.uuid4())],
+                    "user_id": [1],
+                    "event_id": [USER_LISTS[1][0]],
+                    "action": ["like"],
+                }
+            ),
+        )
+    settings_pg = settings.model_copy(update={"redis_url": CLOSED_REDIS})
+    with TestClient(create_app(settings_pg)) as pg_client:
+        rest = pg_client.get(
+            "/v1/feed", params={"cursor": first["next_cursor"]}, headers=_auth(settings, 1)
+        ).json()
+        whole = pg_client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    assert _ids(rest) == USER_LISTS[1][1:]
+    assert USER_LISTS[1][0] not in _ids(whole)
+
+
+def test_a_cursor_for_a_dropped_run_is_410(
+    client: TestClient, settings: Settings, published: str
+) -> None:
+    gone = cursors.encode(cursors.Cursor(run_id="run-long-gone", after_rank=1))
+    response = client.get("/v1/feed", params={"cursor": gone}, headers=_auth(settings, 1))
+    assert response.status_code == 410
+    assert response.headers["content-type"].startswith(PROBLEM)
+
+
+def test_a_made_up_cursor_is_a_422_naming_it(
+    client: TestClient, settings: Settings, published: str
+) -> None:
+    for bad in ("not-base64!", cursors.encode(cursors.Cursor("r", 1))[:-3], "e30"):
+        response = client.get("/v1/feed", params={"cursor": bad}, headers=_auth(settings, 1))
+        assert response.status_code == 422, bad
+        assert "cursor" in response.text
+
+
+def test_etag_revalidates_and_changes_with_the_list(
+    client: TestClient,
+    settings: Settings,
+    published: str,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+) -> None:
+    first = client.get("/v1/feed", headers=_auth(settings, 1))
+    etag = first.headers["etag"]
+    assert first.headers["cache-control"].startswith("private")
+    same = client.get("/v1/feed", headers={**_auth(settings, 1), "If-None-Match": etag})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
+    redis_client.sadd(redis_keys.seen(published, 1), USER_LISTS[1][0])
+    changed = client.get("/v1/feed", headers={**_auth(settings, 1), "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    other = client.get("/v1/feed", headers={**_auth(settings, 2), "If-None-Match": etag})
+    assert other.status_code == 200  # another user's list never matches
