@@ -244,6 +244,7 @@ def test_before_any_run_the_feed_is_empty_not_an_error(
         "source": "none",
         "cold_start": True,
         "items": [],
+        "next_cursor": None,
     }
 
 
