@@ -60,10 +60,12 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET))
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
-    jwt_audience: str = "godo-app"
+    jwt_audience: str = "authenticated"  # what Supabase puts in `aud`
     jwt_ttl_seconds: int = Field(default=3600, gt=0)
     jwks_url: str | None = Field(
-        default=None, description="JWKS URL for RS256/ES256 tokens (e.g. Supabase); unset: HS only."
+        default=None,
+        description="JWKS URL for RS256/ES256 tokens, e.g. "
+        "https://<project>.supabase.co/auth/v1/.well-known/jwks.json; unset: HS256 only.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (JSON list); empty: none."

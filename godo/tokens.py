@@ -1,27 +1,59 @@
-"""Bearer tokens for the API: HMAC-signed JWTs whose subject is the user id.
+"""Bearer tokens for the API: JWTs whose subject is the user id, Supabase-compatible.
 
-The app's identity provider is out of scope here; these tokens are what the CLI hands out in
-development and what a production issuer must produce (same secret, audience and issuer).
-Verification is strict on purpose: `exp` and `sub` are required, the algorithm is pinned to
-the one in settings (so an `alg: none` or RS/HS confusion token is refused), and `sub` must
-be a decimal user id that fits the `users.id` BIGINT column, so a bad token can never turn
-into a database error further down.
+Two kinds of token are accepted, told apart by the `alg` in their header:
+
+- HMAC (`settings.jwt_algorithm`, HS256 by default), signed with `settings.jwt_secret`. These
+  are what `issue_token` hands out in development (and the CLI prints). They must carry
+  `iss: "godo"`: the secret is ours, so a token signed with it that names another issuer was
+  not minted by us and is refused.
+- RS256 / ES256, accepted only when `settings.jwks_url` is set (e.g. Supabase's
+  `https://<project>.supabase.co/auth/v1/.well-known/jwks.json`). The key is picked from that
+  JWKS by the token's `kid`, and the algorithm is pinned by the key's type (RSA -> RS256,
+  EC P-256 -> ES256), never taken from the token: an HS256 token can never be checked against
+  a public key (the classic "public key as HMAC secret" confusion), and an RS256 header cannot
+  select an EC key. `iss` is not checked for these: the issuer is authenticated by its key,
+  which comes from the JWKS we were configured with, and Supabase's issuer URL differs per
+  project, so pinning it would only add a second setting to get wrong.
+
+Both kinds must carry `exp`, `sub` and `aud == settings.jwt_audience` (Supabase access tokens
+say `"authenticated"`). `sub` must be a decimal user id that fits the `users.id` BIGINT column,
+so a bad token can never turn into a database error further down.
+
+A JWKS that cannot be fetched raises `SigningKeysUnavailableError`, not `InvalidTokenError`:
+the token may well be fine, and answering 401 during an identity-provider outage would make
+apps drop their sessions; callers answer 503 instead.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
 
 import jwt
-from jwt.exceptions import InvalidSubjectError
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.exceptions import (
+    InvalidSubjectError,
+    PyJWKClientConnectionError,
+    PyJWKClientError,
+    PyJWKSetError,
+)
 
 from godo.settings import Settings
 
 ISSUER = "godo"
-_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
+_HMAC_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
+_JWKS_REQUIRED_CLAIMS = ["exp", "sub", "aud"]
 _USER_ID = re.compile(r"[0-9]{1,19}")
 _MAX_USER_ID = 2**63 - 1  # Postgres BIGINT
+
+# What a JWKS key may verify; see `_pinned_algorithm`.
+_ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "ES256"})
+# Fetching keys happens inside a request; PyJWT's default 30 s would hold it far too long.
+JWKS_TIMEOUT_SECONDS = 3.0
+# How long a fetched JWKS is trusted before it is fetched again (PyJWT's default).
+JWKS_CACHE_SECONDS = 300.0
 
 
 class InvalidTokenError(Exception):
@@ -32,6 +64,10 @@ class InvalidTokenError(Exception):
         self.reason = reason
 
 
+class SigningKeysUnavailableError(Exception):
+    """The JWKS could not be fetched or holds no usable key: an outage, not a bad token."""
+
+
 def issue_token(
     settings: Settings,
     user_id: int,
@@ -39,7 +75,7 @@ def issue_token(
     ttl_seconds: int | None = None,
     now: datetime | None = None,
 ) -> str:
-    """A signed token for `user_id`, valid for `ttl_seconds` (default: settings) from `now`.
+    """A signed (HMAC) token for `user_id`, valid for `ttl_seconds` (default: settings).
 
     `now` is injectable so tests can mint already-expired tokens without sleeping.
     """
@@ -62,15 +98,101 @@ def issue_token(
 
 
 def verify_token(settings: Settings, token: str) -> int:
-    """The user id carried by `token`, or `InvalidTokenError` saying why it was refused."""
+    """The user id carried by `token`, or `InvalidTokenError` saying why it was refused.
+
+    May block on the network (fetching the JWKS, at most every `JWKS_CACHE_SECONDS` or on an
+    unknown `kid`), so call it from a thread, not the event loop.
+    """
     try:
-        claims = jwt.decode(
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise InvalidTokenError("token is malformed") from error
+    algorithm = header.get("alg")
+    if algorithm == settings.jwt_algorithm:
+        claims = _decode(
             token,
             settings.jwt_secret.get_secret_value(),
-            algorithms=[settings.jwt_algorithm],
+            algorithm=algorithm,
             audience=settings.jwt_audience,
             issuer=ISSUER,
-            options={"require": _REQUIRED_CLAIMS},
+            required=_HMAC_REQUIRED_CLAIMS,
+        )
+    elif algorithm in _ASYMMETRIC_ALGORITHMS and settings.jwks_url:
+        key, pinned = _jwks_key(settings.jwks_url, header.get("kid"))
+        if algorithm != pinned:
+            raise InvalidTokenError("token algorithm does not match its signing key")
+        claims = _decode(
+            token,
+            key,
+            algorithm=pinned,
+            audience=settings.jwt_audience,
+            issuer=None,
+            required=_JWKS_REQUIRED_CLAIMS,
+        )
+    else:
+        raise InvalidTokenError("token is signed with a refused algorithm")
+    return _user_id(claims["sub"])
+
+
+@lru_cache(maxsize=4)
+def jwks_client(url: str) -> jwt.PyJWKClient:
+    """One client per JWKS URL for the whole process, so its key-set cache is shared.
+
+    PyJWT refreshes the set on an unknown `kid` (key rotation) at most once per cooldown
+    (30 s), so tokens with made-up `kid`s cannot turn into a flood of JWKS fetches.
+    """
+    return jwt.PyJWKClient(url, timeout=JWKS_TIMEOUT_SECONDS, lifespan=JWKS_CACHE_SECONDS)
+
+
+def _jwks_key(url: str, kid: object) -> tuple[Any, str]:
+    """The public key named `kid` in the JWKS at `url`, and the one algorithm it may verify."""
+    if not isinstance(kid, str) or not kid:
+        raise InvalidTokenError("token header lacks a 'kid' naming its signing key")
+    client = jwks_client(url)
+    try:
+        client.get_signing_keys()  # cached; fails only when the set itself is unusable
+    except (PyJWKClientError, PyJWKSetError) as error:
+        raise SigningKeysUnavailableError(f"JWKS at {url} is unusable: {error}") from error
+    try:
+        jwk = client.get_signing_key(kid)
+    except (PyJWKClientConnectionError, PyJWKSetError) as error:  # during a rotation refresh
+        raise SigningKeysUnavailableError(f"JWKS at {url} is unusable: {error}") from error
+    except PyJWKClientError as error:
+        raise InvalidTokenError("token signing key is unknown") from error
+    pinned = _pinned_algorithm(jwk.key)
+    if pinned is None or jwk.algorithm_name != pinned:
+        # e.g. a symmetric ("oct") key, another curve, or a key declared for another algorithm
+        raise InvalidTokenError("token signing key is not usable for API tokens")
+    return jwk.key, pinned
+
+
+def _pinned_algorithm(key: object) -> str | None:
+    """The one algorithm a JWKS key may verify, judged by the key object itself."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    return None
+
+
+def _decode(
+    token: str,
+    key: Any,
+    *,
+    algorithm: str,
+    audience: str,
+    issuer: str | None,
+    required: list[str],
+) -> dict[str, Any]:
+    """Verify signature and claims with exactly one algorithm; map failures to safe reasons."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=audience,
+            issuer=issuer,
+            options={"require": required},
         )
     except jwt.ExpiredSignatureError as error:
         raise InvalidTokenError("token has expired") from error
@@ -92,7 +214,7 @@ def verify_token(settings: Settings, token: str) -> int:
         raise InvalidTokenError("token is malformed") from error
     except jwt.PyJWTError as error:  # iat type, key errors, future additions
         raise InvalidTokenError(f"token is invalid: {error}") from error
-    return _user_id(claims["sub"])
+    return claims
 
 
 def _user_id(subject: object) -> int:

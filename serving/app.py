@@ -19,8 +19,11 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from godo.settings import Settings, get_settings
+from serving.observability import install_observability
 from serving.problems import install_problem_handlers
-from serving.routers import feed, health
+from serving.ratelimit import install_rate_limits
+from serving.routers import feed, health, swipes
+from serving.security import install_security
 from store.db import make_engine
 
 # The feed falls back to Postgres when Redis fails, so failing fast beats waiting: redis-py's
@@ -77,4 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(feed.router, prefix="/v1")
+    app.include_router(swipes.router, prefix="/v1")
+    settings = app.state.settings
+    # Order matters: each install wraps what came before. Rate limits inside the security
+    # headers (so a 429 carries CORS and the headers), the timing outermost (so it counts
+    # 429s and CORS refusals too).
+    install_rate_limits(app, settings)
+    install_security(app, settings)
+    install_observability(app)
     return app

@@ -7,6 +7,7 @@ opened by the lifespan are the only connections serving ever uses.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import redis
@@ -15,13 +16,17 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from godo.settings import Settings
-from godo.tokens import InvalidTokenError, verify_token
+from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, verify_token
 from store.keys import RedisKeys
+
+SIGNING_KEYS_RETRY_AFTER_SECONDS = 5
+log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(
     auto_error=False,  # we raise our own 401, with a reason and the WWW-Authenticate header
     bearerFormat="JWT",
-    description="A JWT from `godo.tokens.issue_token`; its `sub` is the user id.",
+    description="A JWT (Supabase access token, or `godo.tokens.issue_token` in development); "
+    "its `sub` is the user id.",
 )
 
 
@@ -66,11 +71,15 @@ async def _keys(settings: SettingsDep) -> RedisKeys:
 KeysDep = Annotated[RedisKeys, Depends(_keys)]
 
 
-async def _current_user_id(
+def _current_user_id(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> int:
-    """The user id of the bearer token, or 401 saying why (RFC 6750 challenge included)."""
+    """The user id of the bearer token, or 401 saying why (RFC 6750 challenge included).
+
+    A plain `def`, so FastAPI runs it in its thread pool: verifying a JWKS-signed token may
+    fetch the key set over the network, which must not block the event loop.
+    """
     if credentials is None:
         # RFC 6750 §3.1: a request without credentials gets a bare challenge, no error code.
         raise HTTPException(
@@ -85,6 +94,14 @@ async def _current_user_id(
             status_code=401,
             detail=f"Invalid bearer token: {error.reason}.",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from error
+    except SigningKeysUnavailableError as error:
+        # The token may be fine: a 401 would make apps drop the session over our outage.
+        log.warning("cannot verify a bearer token: %s", error)
+        raise HTTPException(
+            status_code=503,
+            detail="Token signing keys are temporarily unavailable; retry shortly.",
+            headers={"Retry-After": str(SIGNING_KEYS_RETRY_AFTER_SECONDS)},
         ) from error
 
 

@@ -12,8 +12,6 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-Status = Literal["ok", "error"]
-
 
 class FeedItemOut(BaseModel):
     """One ranked event, with what its card in the app shows."""
@@ -52,14 +50,6 @@ class FeedOut(BaseModel):
         default=None,
         description="Pass as `cursor` for the next page (same run); null on the last page.",
     )
-
-
-class HealthOut(BaseModel):
-    """Health of the API and the stores it reads."""
-
-    status: Status
-    postgres: Status
-    redis: Status
 
 
 class ProblemOut(BaseModel):

@@ -101,16 +101,27 @@ events = sa.Table(
 swipes = sa.Table(
     "swipes",
     metadata,
-    # Client-generated, so a retried POST is stored once.
+    # Server-generated; retries are recognised by `client_id` instead (see below).
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    # The app's own id for the swipe (`POST /v1/swipes`), so a retried batch is stored once.
+    # NULL for rows written before the API and by the synthetic-data writer.
+    sa.Column("client_id", sa.Text, nullable=True),
     sa.Column(
         "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
     ),
     sa.Column("event_id", sa.Text, sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
     sa.Column("action", sa.Text, nullable=False),
     sa.Column("position", sa.Integer, nullable=True),
+    # When the server stored the swipe: the feed drops events swiped since a run's publish.
     sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    # When the user swiped, as the app reported it (capped at created_at); a batch sent after an
+    # offline session is older than its created_at. NULL for rows written before the API.
+    sa.Column("swiped_at", TZ, nullable=True),
     sa.CheckConstraint("action IN ('like', 'pass', 'superlike')", name="action"),
+    # Idempotency key of the API, per user so two apps' ids never collide. A plain unique
+    # constraint, not a partial index: Postgres treats NULLs as distinct, so legacy rows
+    # coexist, and `ON CONFLICT (user_id, client_id)` needs no WHERE clause to match it.
+    sa.UniqueConstraint("user_id", "client_id"),
     # The feed excludes what a user swiped; training reads swipes by time.
     sa.Index(None, "user_id", "event_id"),
     sa.Index(None, "created_at"),

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from serving import cursors
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep, SettingsDep
+from serving.observability import record_feed_source
 from serving.problems import problem_responses
 from serving.schemas import FeedOut
 from store.feed import Feed, RunGone, read_feed
@@ -72,6 +73,7 @@ def get_feed(
             detail=f"The run this cursor pages through ({gone}) has been replaced and dropped; "
             "request the feed again without a cursor.",
         ) from None
+    record_feed_source(request, "cold_start" if feed.cold_start else feed.source)
     body = _body(feed)
     etag = _etag(body)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}

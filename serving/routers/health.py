@@ -1,32 +1,105 @@
-"""`GET /health`: can this instance reach Postgres and Redis?"""
+"""`GET /health`: can this instance serve feeds, and are the feeds it serves fresh?
+
+Three answers, so a load balancer and a human can act differently on them:
+
+- `down` (503): Postgres is unreachable. Without it the feed has no durable source and no
+  fallback, so the instance should be taken out of rotation.
+- `degraded` (200): Redis is unreachable (feeds still come from Postgres, only slower), or
+  there is no published run, or it is older than `health_max_run_age_seconds` (the nightly
+  pipeline has stalled). Taking the instance out would not help, but someone should look.
+- `ok` (200): otherwise.
+
+The body has the same shape for every status (not a problem document) so probes and
+dashboards can read which part failed.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from datetime import datetime
+from typing import Literal
 
-from serving.deps import EngineDep, RedisDep
-from serving.schemas import HealthOut, Status
-from store.health import postgres_ok, redis_ok
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from serving.deps import EngineDep, RedisDep, SettingsDep
+from store.health import StoreProbe, check_postgres, check_redis
+
+HealthStatus = Literal["ok", "degraded", "down"]
 
 router = APIRouter(tags=["health"])
+
+
+class StoreHealthOut(BaseModel):
+    """One store's probe."""
+
+    ok: bool
+    latency_ms: float = Field(description="Duration of the probe, also when it failed.")
+
+
+class PublishedRunOut(BaseModel):
+    """The run being served."""
+
+    run_id: str
+    published_at: datetime
+    age_seconds: float
+
+
+class HealthOut(BaseModel):
+    """Health of this instance, the stores it reads and the run it serves."""
+
+    status: HealthStatus = Field(
+        description="`down` (503): Postgres unreachable; `degraded`: Redis unreachable, or no "
+        "published run, or the run is older than the configured maximum; else `ok`."
+    )
+    postgres: StoreHealthOut
+    redis: StoreHealthOut
+    published_run: PublishedRunOut | None = Field(
+        description="Newest published run; null when there is none or Postgres is down."
+    )
 
 
 @router.get(
     "/health",
     response_model=HealthOut,
-    summary="Store connectivity",
-    responses={503: {"model": HealthOut, "description": "Postgres or Redis is unreachable"}},
+    summary="Store connectivity and feed freshness",
+    responses={503: {"model": HealthOut, "description": "Postgres is unreachable"}},
 )
-def health(engine: EngineDep, redis_client: RedisDep, response: Response) -> HealthOut:
-    """200 when both stores answer, else 503 with the failing one marked `error`.
-
-    The body is the same shape either way (not a problem document) so probes and dashboards
-    can read which store failed.
-    """
+def health(
+    engine: EngineDep, redis_client: RedisDep, settings: SettingsDep, response: Response
+) -> HealthOut:
+    """`ok`, `degraded` (still 200: feeds are served) or `down` (503); see the module docs."""
     # A plain `def`: both probes block on the network, so FastAPI runs this in its thread pool.
-    postgres: Status = "ok" if postgres_ok(engine) else "error"
-    redis: Status = "ok" if redis_ok(redis_client) else "error"
-    healthy = postgres == "ok" and redis == "ok"
-    if not healthy:
+    postgres = check_postgres(engine)
+    redis_probe = check_redis(redis_client)
+    run = postgres.published_run
+    run_out = (
+        None
+        if run is None
+        else PublishedRunOut(
+            run_id=run.run_id,
+            published_at=run.published_at,
+            age_seconds=round(run.age_seconds(), 3),
+        )
+    )
+    status: HealthStatus
+    if not postgres.probe.ok:
+        status = "down"
         response.status_code = 503
-    return HealthOut(status="ok" if healthy else "error", postgres=postgres, redis=redis)
+    elif (
+        not redis_probe.ok
+        or run_out is None
+        or run_out.age_seconds > settings.health_max_run_age_seconds
+    ):
+        status = "degraded"
+    else:
+        status = "ok"
+    return HealthOut(
+        status=status,
+        postgres=_store_out(postgres.probe),
+        redis=_store_out(redis_probe),
+        published_run=run_out,
+    )
+
+
+def _store_out(probe: StoreProbe) -> StoreHealthOut:
+    return StoreHealthOut(ok=probe.ok, latency_ms=probe.latency_ms)

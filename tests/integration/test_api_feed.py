@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from godo import services
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving import cursors
@@ -30,7 +29,6 @@ from store.feed import mark_seen
 from store.keys import RedisKeys
 from store.publish import publish_run
 
-SECRET = "integration-test-secret-0123456789abcdefgh"
 RUN_ID = "run-api-test-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
@@ -110,16 +108,8 @@ def published(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKey
 
 
 @pytest.fixture
-def settings(
-    database_url: str, service_urls: services.ServiceUrls, redis_keys: RedisKeys
-) -> Settings:
-    return Settings(
-        database_url=database_url,
-        redis_url=service_urls.redis_url,
-        redis_prefix=redis_keys.prefix,
-        jwt_secret=SecretStr(SECRET),
-        _env_file=None,  # type: ignore[call-arg]
-    )
+def settings(api_settings: Settings) -> Settings:
+    return api_settings
 
 
 @pytest.fixture
@@ -336,31 +326,6 @@ def test_startup_without_store_urls_fails_clearly() -> None:
     app = create_app(Settings(database_url=None, redis_url=None, _env_file=None))  # type: ignore[call-arg]
     with pytest.raises(RuntimeError, match="DATABASE_URL and REDIS_URL"), TestClient(app):
         pass
-
-
-# --- health --------------------------------------------------------------------------------
-
-
-def test_health_is_ok_when_both_stores_answer(client: TestClient) -> None:
-    response = client.get("/health")
-    assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ok", "postgres": "ok", "redis": "ok"}
-
-
-def test_health_is_503_when_redis_is_unreachable(settings: Settings) -> None:
-    down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(down)) as client:
-        response = client.get("/health")
-    assert response.status_code == 503, response.text
-    assert response.json() == {"status": "error", "postgres": "ok", "redis": "error"}
-
-
-def test_health_is_503_when_postgres_is_unreachable(settings: Settings) -> None:
-    down = settings.model_copy(update={"database_url": CLOSED_POSTGRES})
-    with TestClient(create_app(down)) as client:
-        response = client.get("/health")
-    assert response.status_code == 503, response.text
-    assert response.json() == {"status": "error", "postgres": "error", "redis": "ok"}
 
 
 # --- paging, pinning and revalidation -------------------------------------------------------

@@ -1,0 +1,72 @@
+"""`POST /v1/swipes`: store a batch of the caller's swipes and drop them from their feed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep, SettingsDep
+from serving.problems import problem_responses
+from serving.schemas import SwipeBatchIn, SwipeBatchOut
+from store.swipes import (
+    SwipeRecord,
+    UnknownEventsError,
+    UnknownUserError,
+    hide_swiped_from_feed,
+    record_swipes,
+)
+
+router = APIRouter(tags=["swipes"])
+
+
+@router.post(
+    "/swipes",
+    response_model=SwipeBatchOut,
+    summary="Record a batch of the caller's swipes",
+    responses=problem_responses(401, 404, 422, 503),
+)
+def post_swipes(
+    batch: SwipeBatchIn,
+    user_id: CurrentUserId,
+    engine: EngineDep,
+    redis_client: RedisDep,
+    keys: KeysDep,
+    settings: SettingsDep,
+) -> SwipeBatchOut:
+    """Idempotent by `client_id`: resending a batch stores nothing twice (`duplicates`).
+
+    All or nothing: when any swipe is invalid (including an unknown `event_id`) the answer is
+    a 422 naming it and nothing is stored. The swipes belong to the token's user, whatever the
+    body says. `feed_updated: false` means they are stored but the feed may still show their
+    events for a while.
+    """
+    # A plain `def`: Postgres and Redis calls block, so FastAPI runs this in its thread pool.
+    records = [SwipeRecord(s.client_id, s.event_id, s.direction, s.ts) for s in batch.swipes]
+    try:
+        result = record_swipes(engine, user_id, records)
+    except UnknownEventsError as error:
+        # Raised as a validation error so the 422 has the same shape as any other bad field.
+        unknown = set(error.event_ids)
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("body", "swipes", index, "event_id"),
+                    "msg": f"unknown event {swipe.event_id!r}",
+                    "type": "unknown_event",
+                }
+                for index, swipe in enumerate(batch.swipes)
+                if swipe.event_id in unknown
+            ]
+        ) from error
+    except UnknownUserError as error:
+        raise HTTPException(404, f"User {user_id} does not exist.") from error
+    feed_updated = hide_swiped_from_feed(
+        redis_client=redis_client,
+        keys=keys,
+        user_id=user_id,
+        event_ids={s.event_id for s in batch.swipes},
+        ttl_seconds=settings.feed_run_ttl_seconds,
+    )
+    return SwipeBatchOut(
+        stored=result.stored, duplicates=result.duplicates, feed_updated=feed_updated
+    )
