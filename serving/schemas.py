@@ -13,23 +13,67 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 
-class FeedItemOut(BaseModel):
-    """One ranked event, with what its card in the app shows."""
+class VenueOut(BaseModel):
+    """Where the event takes place."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    address: str | None
+    latitude: float | None = Field(description="Degrees; null when the venue is not geocoded.")
+    longitude: float | None = Field(description="Degrees; null when the venue is not geocoded.")
+
+
+class PriceOut(BaseModel):
+    """What a ticket costs, in minor units of `currency`."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    is_free: bool
+    price_min_cents: int | None
+    price_max_cents: int | None
+    currency: str | None = Field(description="ISO 4217 code; null when unknown or free.")
+
+
+class EventCardOut(BaseModel):
+    """What an event's card in the app shows, read live at request time."""
 
     model_config = ConfigDict(from_attributes=True)
 
     event_id: str
+    name: str = Field(description="The event's title.")
+    category: str
+    metro: str
+    start_utc: datetime
+    start_local: datetime = Field(
+        description="The start in the event's own timezone, with its UTC offset "
+        "(e.g. `2026-01-10T19:00:00-05:00`), so the app shows the time printed on the ticket."
+    )
+    timezone: str = Field(
+        description="IANA zone of `start_local`; `UTC` when the source gave none."
+    )
+    end_utc: datetime | None
+    venue: VenueOut | None = Field(description="Null when the event has no venue (online).")
+    distance_km: float | None = Field(
+        description="Great-circle distance from the `lat`/`lon` of the request to the venue; "
+        "null without them or when the venue is not geocoded."
+    )
+    price: PriceOut
+    image_url: str | None = Field(
+        description="Always null for now: the catalogue has no image column yet."
+    )
+
+
+class FeedItemOut(EventCardOut):
+    """One ranked event: its card, where it was ranked and why."""
+
     rank: int = Field(description="1-based position in the published list.")
     score: float
     reason: str = Field(description="Why the event was recommended (candidate source).")
-    name: str
-    category: str
-    start_utc: datetime
-    end_utc: datetime | None
-    venue_name: str | None
-    metro: str
-    is_free: bool
-    price_min_cents: int | None
+    friends_going: int = Field(
+        description="The caller's friends going who share their RSVP (public or friends-only); "
+        "private RSVPs are never counted."
+    )
 
 
 class FeedOut(BaseModel):
@@ -49,6 +93,30 @@ class FeedOut(BaseModel):
     next_cursor: str | None = Field(
         default=None,
         description="Pass as `cursor` for the next page (same run); null on the last page.",
+    )
+
+
+class FriendOut(BaseModel):
+    """A friend of the caller who is going."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    user_id: int
+    display_name: str
+
+
+class EventOut(EventCardOut):
+    """`GET /v1/events/{event_id}`: the card, its live state and who is going."""
+
+    status: str = Field(description="The catalogue's status, e.g. `live` or `canceled`.")
+    cancelled: bool = Field(description="True when the event is cancelled or withdrawn.")
+    full: bool = Field(description="True when going RSVPs have reached the event's capacity.")
+    going_count: int = Field(
+        description="Everyone going who shares their RSVP (public or friends-only); private "
+        "RSVPs are never counted."
+    )
+    friends_going: list[FriendOut] = Field(
+        description="The caller's friends going, by name; never those whose RSVP is private."
     )
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 import sqlalchemy as sa
 
+from features.geo import haversine_km
 from store.db import read_frame
+
+log = logging.getLogger(__name__)
 
 CARD_SCHEMA: dict[str, pl.DataType] = {
     "event_id": pl.Utf8(),
@@ -31,27 +36,221 @@ FROM events AS e LEFT JOIN venues AS v ON v.id = e.venue_id
 """
 
 
-@dataclass(frozen=True)
-class FeedItem:
-    """One ranked event in a user's feed, with what the app shows on its card."""
-
-    event_id: str
-    rank: int
-    score: float
-    reason: str
-    name: str
-    category: str
-    start_utc: datetime
-    end_utc: datetime | None
-    venue_name: str | None
-    metro: str
-    is_free: bool
-    price_min_cents: int | None
-
-
 def load_cards(conn: sa.Connection, event_ids: Sequence[str]) -> pl.DataFrame:
     """Cards for `event_ids` (unknown ids are simply absent)."""
     if not event_ids:
         return pl.DataFrame(schema=CARD_SCHEMA)
     quoted = ", ".join("'" + event_id.replace("'", "''") + "'" for event_id in set(event_ids))
     return read_frame(conn, f"{_CARD_SELECT} WHERE e.id IN ({quoted})", CARD_SCHEMA)
+
+
+# --- live cards: what the feed and event pages show, read at request time ----------------
+
+# Attendance visible to other users; "private" RSVPs are never counted or listed for anyone
+# but their owner.
+VISIBLE_TO_OTHERS = ("public", "friends")
+CANCELLED_STATUSES = frozenset({"canceled", "cancelled"})
+
+# One statement for a whole page: the card, its live status and its attendance counts.
+# `going` (every visibility) decides fullness, because a private RSVP still takes a seat;
+# `visible_going` and `friends_going` are what other users may see. A friend is a mutual
+# friendship (a row in each direction), so a one-sided row never reveals anyone's plans.
+_LIVE_CARDS = sa.text(
+    """
+SELECT e.id AS event_id, e.name, e.category, e.metro, e.start_utc, e.end_utc, e.timezone,
+       e.is_free, e.price_min_cents, e.price_max_cents, e.currency, e.capacity, e.status,
+       e.is_active, v.name AS venue_name, v.address AS venue_address,
+       v.latitude AS venue_latitude, v.longitude AS venue_longitude,
+       a.going, a.visible_going, a.friends_going
+FROM events AS e
+LEFT JOIN venues AS v ON v.id = e.venue_id
+CROSS JOIN LATERAL (
+    SELECT count(*) AS going,
+           count(*) FILTER (WHERE ea.visibility IN ('public', 'friends')) AS visible_going,
+           count(*) FILTER (
+               WHERE ea.visibility IN ('public', 'friends') AND EXISTS (
+                   SELECT 1 FROM friendships AS mine
+                   JOIN friendships AS theirs
+                     ON theirs.user_id = mine.friend_id AND theirs.friend_id = mine.user_id
+                   WHERE mine.user_id = :viewer_id AND mine.friend_id = ea.user_id
+               )
+           ) AS friends_going
+    FROM event_attendance AS ea
+    WHERE ea.event_id = e.id AND ea.status = 'going'
+) AS a
+WHERE e.id = ANY(:event_ids)
+"""
+)
+
+_FRIENDS_GOING = sa.text(
+    """
+SELECT u.id AS user_id, u.display_name
+FROM event_attendance AS ea
+JOIN users AS u ON u.id = ea.user_id
+JOIN friendships AS mine ON mine.user_id = :viewer_id AND mine.friend_id = ea.user_id
+JOIN friendships AS theirs ON theirs.user_id = ea.user_id AND theirs.friend_id = :viewer_id
+WHERE ea.event_id = :event_id AND ea.status = 'going'
+  AND ea.visibility IN ('public', 'friends')
+ORDER BY u.display_name, u.id
+"""
+)
+
+
+@dataclass(frozen=True)
+class Venue:
+    """Where an event takes place; coordinates are null when the venue was never geocoded."""
+
+    name: str
+    address: str | None
+    latitude: float | None
+    longitude: float | None
+
+
+@dataclass(frozen=True)
+class Price:
+    """What a ticket costs; `currency` is null for free events and unknown prices."""
+
+    is_free: bool
+    price_min_cents: int | None
+    price_max_cents: int | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class EventCard:
+    """An event as the app shows it, read from Postgres at request time for one viewer.
+
+    Read live rather than from the published run, so a cancellation, a sell-out or a friend's
+    RSVP shows up on the next request instead of the next run.
+    """
+
+    event_id: str
+    name: str
+    category: str
+    metro: str
+    start_utc: datetime
+    end_utc: datetime | None
+    timezone: str
+    start_local: datetime
+    venue: Venue | None
+    price: Price
+    status: str
+    is_active: bool
+    capacity: int | None
+    going_count: int
+    visible_going_count: int
+    friends_going: int
+    distance_km: float | None = None
+    # The catalogue has no image column yet; the field is in the contract so the app can
+    # start rendering it the day the catalogue gains one.
+    image_url: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return not self.is_active or self.status.lower() in CANCELLED_STATUSES
+
+    @property
+    def full(self) -> bool:
+        return self.capacity is not None and self.going_count >= self.capacity
+
+    def showable(self, now: datetime) -> bool:
+        """Whether the feed may offer it: not started, not cancelled, not full."""
+        return self.start_utc > now and not self.cancelled and not self.full
+
+
+@dataclass(frozen=True)
+class FriendGoing:
+    user_id: int
+    display_name: str
+
+
+def load_live_cards(
+    conn: sa.Connection,
+    event_ids: Sequence[str],
+    *,
+    viewer_id: int,
+    origin: tuple[float, float] | None = None,
+) -> dict[str, EventCard]:
+    """Cards of `event_ids` by id, in one query however many ids (unknown ids are absent).
+
+    `origin` (lat, lon) fills `distance_km` to each geocoded venue.
+    """
+    if not event_ids:
+        return {}
+    rows = conn.execute(
+        _LIVE_CARDS, {"event_ids": list(set(event_ids)), "viewer_id": viewer_id}
+    ).mappings()
+    cards = (_card(row, origin) for row in rows)
+    return {card.event_id: card for card in cards}
+
+
+def load_friends_going(conn: sa.Connection, event_id: str, *, viewer_id: int) -> list[FriendGoing]:
+    """The viewer's friends going to `event_id` who let friends see it (never private RSVPs)."""
+    rows = conn.execute(_FRIENDS_GOING, {"event_id": event_id, "viewer_id": viewer_id})
+    return [FriendGoing(int(r.user_id), str(r.display_name)) for r in rows]
+
+
+def _card(row: sa.RowMapping, origin: tuple[float, float] | None) -> EventCard:
+    zone_name, zone = _zone(row["timezone"])
+    start_utc: datetime = row["start_utc"].astimezone(UTC)
+    end_utc: datetime | None = row["end_utc"].astimezone(UTC) if row["end_utc"] else None
+    venue = (
+        Venue(
+            name=row["venue_name"],
+            address=row["venue_address"],
+            latitude=row["venue_latitude"],
+            longitude=row["venue_longitude"],
+        )
+        if row["venue_name"] is not None
+        else None
+    )
+    return EventCard(
+        event_id=row["event_id"],
+        name=row["name"],
+        category=row["category"],
+        metro=row["metro"],
+        start_utc=start_utc,
+        end_utc=end_utc,
+        timezone=zone_name,
+        start_local=start_utc.astimezone(zone),
+        venue=venue,
+        price=Price(
+            is_free=bool(row["is_free"]),
+            price_min_cents=row["price_min_cents"],
+            price_max_cents=row["price_max_cents"],
+            currency=row["currency"],
+        ),
+        status=row["status"],
+        is_active=bool(row["is_active"]),
+        capacity=row["capacity"],
+        going_count=int(row["going"]),
+        visible_going_count=int(row["visible_going"]),
+        friends_going=int(row["friends_going"]),
+        distance_km=_distance_km(origin, venue),
+    )
+
+
+def _zone(name: str | None) -> tuple[str, ZoneInfo]:
+    """The event's zone; UTC when the source gave none or one this system does not know."""
+    if name:
+        try:
+            return name, ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning("unknown event timezone %r, showing times in UTC", name)
+    return "UTC", ZoneInfo("UTC")
+
+
+def _distance_km(origin: tuple[float, float] | None, venue: Venue | None) -> float | None:
+    if origin is None or venue is None or venue.latitude is None or venue.longitude is None:
+        return None
+    km = haversine_km(origin[0], origin[1], venue.latitude, venue.longitude)
+    return round(float(km), 3)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedItem(EventCard):
+    """One ranked event in a user's feed: its live card plus where and why it was ranked."""
+
+    rank: int
+    score: float
+    reason: str

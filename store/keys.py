@@ -42,5 +42,13 @@ class RedisKeys:
     def seen(self, run_id: str, user_id: int) -> str:
         return f"{self.prefix}:seen:{run_id}:{user_id}"
 
+    def calendar_version(self, user_id: int) -> str:
+        """A counter bumped on every attendance change: part of each cached page's key."""
+        return f"{self.prefix}:calendar:user:{user_id}:version"
+
+    def calendar_page(self, user_id: int, version: int, tier: str, digest: str) -> str:
+        """One cached calendar page: owner, version, what the viewer may see, query digest."""
+        return f"{self.prefix}:calendar:user:{user_id}:v{version}:{tier}:{digest}"
+
     def namespace_pattern(self) -> str:
         return f"{self.prefix}:*"

@@ -140,12 +140,28 @@ event_attendance = sa.Table(
     sa.Column("visibility", sa.Text, nullable=False, server_default="friends"),
     sa.Column("notes", sa.Text, nullable=True),
     sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
-    sa.CheckConstraint("status IN ('going', 'interested', 'not_going')", name="status"),
+    # `went` marks a past event the user attended (`PUT /v1/events/{id}/attendance`).
+    sa.CheckConstraint("status IN ('going', 'interested', 'not_going', 'went')", name="status"),
     sa.CheckConstraint("visibility IN ('public', 'friends', 'private')", name="visibility"),
     # "Friends going to this event" looks up attendance by event.
     sa.Index(None, "event_id", "status"),
     # A user's calendar reads their attendance by recency.
     sa.Index(None, "user_id", "updated_at"),
+)
+
+calendar_tokens = sa.Table(
+    "calendar_tokens",
+    metadata,
+    # One live token per user: creating a new one rotates (replaces) the old.
+    sa.Column(
+        "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    # sha256 hex of the secret in the feed URL; the plain token is shown to the user once and
+    # never stored, so a leaked table cannot be replayed against `GET /v1/me/calendar.ics`.
+    sa.Column("token_hash", sa.Text, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    # The feed authenticates by looking the hash up.
+    sa.UniqueConstraint("token_hash"),
 )
 
 recommendation_runs = sa.Table(

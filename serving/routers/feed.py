@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 
 from serving import cursors
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep, SettingsDep
@@ -17,6 +18,47 @@ from store.feed import Feed, RunGone, read_feed
 MAX_LIMIT = 200
 
 router = APIRouter(tags=["feed"])
+
+
+def _origin(
+    lat: Annotated[
+        float | None,
+        Query(
+            ge=-90,
+            le=90,
+            allow_inf_nan=False,
+            description="The caller's latitude in degrees, for `distance_km`; needs `lon`.",
+        ),
+    ] = None,
+    lon: Annotated[
+        float | None,
+        Query(
+            ge=-180,
+            le=180,
+            allow_inf_nan=False,
+            description="The caller's longitude in degrees, for `distance_km`; needs `lat`.",
+        ),
+    ] = None,
+) -> tuple[float, float] | None:
+    """Where the caller is, or None; half a position is refused rather than silently ignored."""
+    if lat is None and lon is None:
+        return None
+    if lat is None or lon is None:
+        missing, given = ("lon", "lat") if lon is None else ("lat", "lon")
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", missing),
+                    "msg": f"Field required when `{given}` is given",
+                    "type": "missing",
+                }
+            ]
+        )
+    return lat, lon
+
+
+# Shared with the event page, so both read a position the same way.
+OriginDep = Annotated[tuple[float, float] | None, Depends(_origin)]
 
 
 @router.get(
@@ -36,6 +78,7 @@ def get_feed(
     redis_client: RedisDep,
     keys: KeysDep,
     settings: SettingsDep,
+    origin: OriginDep,
     limit: Annotated[
         int | None,
         Query(
@@ -49,8 +92,10 @@ def get_feed(
 ) -> FeedOut | Response:
     """Served from Redis, or from Postgres when Redis is down or the run's keys expired.
 
-    Events that have started or that the user swiped since the run was published are left
-    out. A user the run has no list for gets the run's cold-start list (`cold_start: true`).
+    Each card is read live: events that have started, were cancelled or are full, or that
+    the user swiped since the run was published, are left out, and `friends_going` counts the
+    caller's friends going right now. With `lat` and `lon`, each card carries `distance_km`.
+    A user the run has no list for gets the run's cold-start list (`cold_start: true`).
     A cursor pins the run it came from, so pages stay in one list while a new run is
     published; 410 when that run is no longer kept (start again without a cursor). The ETag
     lets the app revalidate cheaply with `If-None-Match`.
@@ -66,6 +111,7 @@ def get_feed(
             limit=limit or min(settings.feed_size, MAX_LIMIT),
             run_id=page.run_id if page else None,
             after_rank=page.after_rank if page else 0,
+            origin=origin,
         )
     except RunGone as gone:
         raise HTTPException(

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -151,10 +152,13 @@ def test_feed_is_the_published_ranked_list(
     assert [item["rank"] for item in body["items"]] == [1, 2, 3]
     assert [item["score"] for item in body["items"]] == [1.0, 0.9, 0.8]
     first = body["items"][0]
-    assert first["venue_name"] == "Harbour Hall"
+    assert first["venue"]["name"] == "Harbour Hall"
     assert first["metro"] == "lisbon"
-    assert first["is_free"] is True and first["price_min_cents"] is None
+    assert first["price"]["is_free"] is True and first["price"]["price_min_cents"] is None
     assert datetime.fromisoformat(first["start_utc"]) > datetime.now(UTC)
+    assert first["friends_going"] == 0
+    assert first["distance_km"] is None and first["image_url"] is None
+    assert first["reason"] == "als"
 
 
 def test_limit_cuts_the_list(client: TestClient, settings: Settings, published: str) -> None:
@@ -446,3 +450,209 @@ def test_etag_revalidates_and_changes_with_the_list(
     assert changed.status_code == 200 and changed.headers["etag"] != etag
     other = client.get("/v1/feed", headers={**_auth(settings, 2), "If-None-Match": etag})
     assert other.status_code == 200  # another user's list never matches
+
+
+# --- hydrated cards: local time, distance, live drops, friends ------------------------------
+
+# Harbour Hall's coordinates, and a point about 1.6 km north of it.
+HALL = (38.7223, -9.1393)
+NEARBY = (38.7369, -9.1427)
+
+
+def _execute(engine: sa.Engine, sql: str, **params: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(sql), params)
+
+
+def _add_users(engine: sa.Engine, *user_ids: int) -> None:
+    names = [f"User {user_id}" for user_id in user_ids]
+    frame = pl.DataFrame(
+        {"id": list(user_ids), "display_name": names, "metro": ["lisbon"] * len(user_ids)}
+    )
+    with engine.begin() as conn:
+        copy_frame(conn, "users", frame)
+
+
+def _befriend(engine: sa.Engine, a: int, b: int, *, mutual: bool = True) -> None:
+    """One row per direction, as the app stores a friendship; `mutual=False` writes a's only."""
+    pairs = [(a, b), (b, a)] if mutual else [(a, b)]
+    for user_id, friend_id in pairs:
+        _execute(
+            engine,
+            "INSERT INTO friendships (user_id, friend_id) VALUES (:u, :f)",
+            u=user_id,
+            f=friend_id,
+        )
+
+
+def _rsvp(engine: sa.Engine, user_id: int, event_id: str, status: str, visibility: str) -> None:
+    _execute(
+        engine,
+        "INSERT INTO event_attendance (user_id, event_id, status, visibility) "
+        "VALUES (:u, :e, :s, :v)",
+        u=user_id,
+        e=event_id,
+        s=status,
+        v=visibility,
+    )
+
+
+def _read(settings: Settings, path: str, user_id: int, **params: Any) -> dict[str, Any]:
+    """The feed as `path` ("redis" or "postgres") serves it: Postgres when Redis is down."""
+    if path == "postgres":
+        settings = settings.model_copy(update={"redis_url": CLOSED_REDIS})
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/v1/feed", params=params, headers=_auth(settings, user_id))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert body["source"] == path
+    return body
+
+
+def _by_id(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {item["event_id"]: item for item in body["items"]}
+
+
+@pytest.mark.parametrize("path", ["redis", "postgres"])
+def test_cards_carry_local_time_venue_price_and_distance(
+    settings: Settings, engine: sa.Engine, published: str, path: str
+) -> None:
+    _execute(
+        engine,
+        "UPDATE venues SET address = 'Rua do Cais 1', latitude = :lat, longitude = :lon",
+        lat=HALL[0],
+        lon=HALL[1],
+    )
+    _execute(
+        engine,
+        "UPDATE events SET timezone = 'America/New_York', currency = 'USD', "
+        "price_max_cents = 2500 WHERE id = 'ev-1'",
+    )
+    body = _read(settings, path, 1, lat=NEARBY[0], lon=NEARBY[1])
+    card = _by_id(body)["ev-1"]
+    assert card["name"] == "Jazz on the Roof" and card["category"] == "music"
+    assert card["timezone"] == "America/New_York"
+    start_utc = datetime.fromisoformat(card["start_utc"])
+    start_local = datetime.fromisoformat(card["start_local"])
+    assert start_local == start_utc  # the same instant...
+    offset = start_local.utcoffset()
+    assert offset in (timedelta(hours=-5), timedelta(hours=-4))  # ...shown in New York time
+    assert offset == start_utc.astimezone(ZoneInfo("America/New_York")).utcoffset()
+    assert card["start_local"].endswith(("-05:00", "-04:00"))
+    assert card["venue"] == {
+        "name": "Harbour Hall",
+        "address": "Rua do Cais 1",
+        "latitude": HALL[0],
+        "longitude": HALL[1],
+    }
+    assert card["price"] == {
+        "is_free": False,
+        "price_min_cents": 1500,
+        "price_max_cents": 2500,
+        "currency": "USD",
+    }
+    assert card["image_url"] is None
+    assert 1.4 < card["distance_km"] < 1.8
+    # An event without a timezone is shown in UTC rather than guessed.
+    untimed = _by_id(body)["ev-3"]
+    assert untimed["timezone"] == "UTC" and untimed["start_local"].endswith(("Z", "+00:00"))
+
+
+def test_distance_is_null_without_a_position(
+    client: TestClient, settings: Settings, engine: sa.Engine, published: str
+) -> None:
+    _execute(
+        engine, "UPDATE venues SET latitude = :lat, longitude = :lon", lat=HALL[0], lon=HALL[1]
+    )
+    body = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    assert {item["distance_km"] for item in body["items"]} == {None}
+
+
+@pytest.mark.parametrize(
+    ("params", "missing"),
+    [({"lat": "38.7"}, "lon"), ({"lon": "-9.1"}, "lat")],
+    ids=["lat-without-lon", "lon-without-lat"],
+)
+def test_half_a_position_is_a_422_naming_the_missing_one(
+    client: TestClient, settings: Settings, published: str, params: dict[str, str], missing: str
+) -> None:
+    response = client.get("/v1/feed", params=params, headers=_auth(settings, 1))
+    body = _assert_problem(response, 422)
+    assert [error["field"] for error in body["errors"]] == [f"query.{missing}"]
+    assert body["detail"].startswith(f"query.{missing}: ")
+
+
+@pytest.mark.parametrize(("lat", "lon"), [("91", "0"), ("0", "-181"), ("nan", "0")])
+def test_a_position_off_the_globe_is_a_422(
+    client: TestClient, settings: Settings, published: str, lat: str, lon: str
+) -> None:
+    response = client.get("/v1/feed", params={"lat": lat, "lon": lon}, headers=_auth(settings, 1))
+    _assert_problem(response, 422)
+
+
+@pytest.mark.parametrize("path", ["redis", "postgres"])
+def test_cancelled_and_full_events_leave_the_feed_at_read_time(
+    settings: Settings, engine: sa.Engine, published: str, path: str
+) -> None:
+    """Published before the change, dropped after it: the run itself is never rewritten."""
+    _add_users(engine, 7, 8)
+    # Cancelled upstream but still listed as active (a known source quirk): status decides.
+    _execute(engine, "UPDATE events SET status = 'canceled' WHERE id = 'ev-3'")
+    # Full: a private RSVP is invisible to others but still takes the last seat.
+    _execute(engine, "UPDATE events SET capacity = 1 WHERE id = 'ev-4'")
+    _rsvp(engine, 7, "ev-4", "going", "private")
+    # Room left: one of two seats taken, and an "interested" takes none.
+    _execute(engine, "UPDATE events SET capacity = 2 WHERE id = 'ev-1'")
+    _rsvp(engine, 7, "ev-1", "going", "public")
+    _rsvp(engine, 8, "ev-1", "interested", "public")
+    # Withdrawn: no longer active.
+    _execute(engine, "UPDATE events SET is_active = false WHERE id = 'ev-5'")
+
+    assert _ids(_read(settings, path, 1)) == ["ev-1"]
+    assert _ids(_read(settings, path, 2)) == ["ev-2"]
+
+
+@pytest.mark.parametrize("path", ["redis", "postgres"])
+def test_drops_keep_pages_and_the_cursor_exact(
+    settings: Settings, engine: sa.Engine, published: str, path: str
+) -> None:
+    _execute(engine, "UPDATE events SET status = 'canceled' WHERE id = 'ev-3'")
+    first = _read(settings, path, 1, limit=1)
+    assert _ids(first) == ["ev-1"] and first["next_cursor"]
+    second = _read(settings, path, 1, limit=1, cursor=first["next_cursor"])
+    assert _ids(second) == ["ev-4"] and second["next_cursor"] is None
+
+    # Nothing showable after the page: no cursor pointing at an empty page.
+    _execute(engine, "UPDATE events SET is_active = false WHERE id = 'ev-4'")
+    only = _read(settings, path, 1, limit=1)
+    assert _ids(only) == ["ev-1"] and only["next_cursor"] is None
+
+
+@pytest.mark.parametrize("path", ["redis", "postgres"])
+def test_friends_going_counts_only_friends_who_share_their_rsvp(
+    settings: Settings, engine: sa.Engine, published: str, path: str
+) -> None:
+    _add_users(engine, 1, 2, 3, 4, 5, 6)
+    _befriend(engine, 1, 2)
+    _befriend(engine, 1, 3)
+    _befriend(engine, 1, 4, mutual=False)  # 1 lists 4, 4 never accepted
+    _befriend(engine, 6, 2)
+    _befriend(engine, 6, 3)
+    _rsvp(engine, 2, "ev-1", "going", "friends")  # counted for 1 and 6
+    _rsvp(engine, 3, "ev-1", "going", "private")  # never counted, for anyone
+    _rsvp(engine, 4, "ev-1", "going", "public")  # not a mutual friend of 1
+    _rsvp(engine, 5, "ev-1", "going", "public")  # nobody's friend
+    _rsvp(engine, 2, "ev-4", "interested", "public")  # not going
+    _rsvp(engine, 3, "ev-4", "going", "private")
+
+    mine = _by_id(_read(settings, path, 1))
+    assert mine["ev-1"]["friends_going"] == 1
+    assert mine["ev-4"]["friends_going"] == 0
+    assert mine["ev-3"]["friends_going"] == 0
+    # User 6 has no list of their own (the fallback holds ev-1) and is 3's friend too.
+    theirs = _by_id(_read(settings, path, 6))
+    assert theirs["ev-1"]["friends_going"] == 1
+    # User 3's own private RSVP is theirs; it never makes 2's count either.
+    _befriend(engine, 2, 3)
+    _rsvp(engine, 3, "ev-2", "going", "private")
+    assert _by_id(_read(settings, path, 2))["ev-2"]["friends_going"] == 0

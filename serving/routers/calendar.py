@@ -1,0 +1,388 @@
+"""Attendance and calendars: `PUT/DELETE /v1/events/{id}/attendance`, calendars, iCal feed.
+
+Thin over `store.calendar`: this module parses and validates requests, maps store errors to
+problems and shapes responses; visibility, caching and the feed are decided in the store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal, NoReturn
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
+from serving.observability import record_cache
+from serving.problems import problem_responses
+from store.calendar import (
+    ATTENDANCE_STATUSES,
+    Attendance,
+    CalendarEntry,
+    CalendarPage,
+    CalendarQuery,
+    InvalidCursorError,
+    Tier,
+    UnknownEventError,
+    UnknownUserError,
+    cached_calendar,
+    calendar_ics,
+    decode_cursor,
+    encode_cursor,
+    invalidate_calendar,
+    issue_calendar_token,
+    remove_attendance,
+    revoke_calendar_token,
+    set_attendance,
+    user_for_token,
+    viewer_tier,
+)
+
+router = APIRouter(tags=["calendar"])
+
+MAX_NOTES_CHARS = 1000
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+DEFAULT_LOOKBACK = timedelta(days=1)
+# The default `from` moves with the clock; rounding it down keeps repeated requests on the
+# same cache key for as long as a cached page lives.
+DEFAULT_FROM_GRANULARITY_SECONDS = 300
+ICS_MEDIA_TYPE = "text/calendar; charset=utf-8"
+ICS_PATH = "/v1/me/calendar.ics"
+
+AttendanceStatusIn = Literal["going", "interested", "not_going", "went"]
+VisibilityIn = Literal["public", "friends", "private"]
+
+
+class AttendanceIn(BaseModel):
+    """The caller's answer for an event; a PUT replaces every field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: AttendanceStatusIn
+    visibility: VisibilityIn = Field(
+        default="friends",
+        description="Who sees it on the caller's calendar: everyone, mutual friends, or only "
+        "the caller.",
+    )
+    notes: str | None = Field(
+        default=None,
+        max_length=MAX_NOTES_CHARS,
+        description="Private to the caller, whatever the visibility.",
+    )
+
+
+class AttendanceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    event_id: str
+    status: AttendanceStatusIn
+    visibility: VisibilityIn
+    notes: str | None
+    updated_at: datetime
+
+
+class CalendarEntryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    event_id: str
+    event_name: str
+    event_status: str = Field(description="The event's own status (e.g. cancelled).")
+    status: AttendanceStatusIn
+    visibility: VisibilityIn
+    notes: str | None = Field(description="Only ever shown to the calendar's owner.")
+    start_utc: datetime
+    end_utc: datetime | None
+    start_local: str = Field(description="The start in the event's timezone, ISO 8601 with offset.")
+    timezone: str = Field(description="The IANA zone of `start_local` (UTC when unknown).")
+    venue_name: str | None
+
+
+class CalendarOut(BaseModel):
+    user_id: int
+    items: list[CalendarEntryOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class CalendarTokenOut(BaseModel):
+    token: str = Field(description="Shown once: only its hash is stored.")
+    path: str = Field(description="The feed's URL path (with the token) for a calendar app.")
+
+
+# --- attendance ----------------------------------------------------------------------------
+
+
+EventIdPath = Annotated[str, Path(min_length=1, max_length=256)]
+
+
+@router.put(
+    "/events/{event_id}/attendance",
+    response_model=AttendanceOut,
+    summary="Set the caller's attendance for an event",
+    responses=problem_responses(401, 404, 422, 503),
+)
+def put_attendance(
+    event_id: EventIdPath,
+    body: AttendanceIn,
+    user_id: CurrentUserId,
+    engine: EngineDep,
+    redis_client: RedisDep,
+    keys: KeysDep,
+) -> AttendanceOut:
+    """Insert or replace the caller's row; the caller's cached calendars are dropped at once."""
+    try:
+        stored = set_attendance(
+            engine,
+            user_id=user_id,
+            event_id=event_id,
+            status=body.status,
+            visibility=body.visibility,
+            notes=body.notes,
+        )
+    except UnknownEventError as error:
+        raise HTTPException(404, f"Event {event_id!r} does not exist.") from error
+    except UnknownUserError as error:
+        raise HTTPException(404, f"User {user_id} does not exist.") from error
+    invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
+    return _attendance_out(stored)
+
+
+@router.delete(
+    "/events/{event_id}/attendance",
+    status_code=204,
+    summary="Remove the caller's attendance for an event",
+    responses=problem_responses(401, 422, 503),
+)
+def delete_attendance(
+    event_id: EventIdPath,
+    user_id: CurrentUserId,
+    engine: EngineDep,
+    redis_client: RedisDep,
+    keys: KeysDep,
+) -> Response:
+    """Idempotent: 204 whether or not there was a row (so a retried DELETE is not an error)."""
+    if remove_attendance(engine, user_id=user_id, event_id=event_id):
+        invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
+    return Response(status_code=204)
+
+
+def _attendance_out(stored: Attendance) -> AttendanceOut:
+    return AttendanceOut.model_validate(stored)
+
+
+# --- calendars -----------------------------------------------------------------------------
+
+
+def _calendar_query(
+    start_from: Annotated[
+        AwareDatetime | None,
+        Query(alias="from", description="Earliest start (default: a day ago)."),
+    ] = None,
+    start_before: Annotated[
+        AwareDatetime | None, Query(alias="to", description="Events starting before this.")
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        Query(description="Attendance statuses to include: repeat it or comma-separate them."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+) -> CalendarQuery:
+    """The page a calendar request asks for, or a 422 naming the bad parameter."""
+    if start_from is None:
+        now = datetime.now(UTC)
+        floored = int(now.timestamp()) // DEFAULT_FROM_GRANULARITY_SECONDS
+        start_from = datetime.fromtimestamp(floored * DEFAULT_FROM_GRANULARITY_SECONDS, UTC)
+        start_from -= DEFAULT_LOOKBACK
+    if start_before is not None and start_before <= start_from:
+        _invalid("to", "must be later than `from`", start_before.isoformat())
+    statuses = sorted({s.strip() for value in status or [] for s in value.split(",") if s.strip()})
+    unknown = [s for s in statuses if s not in ATTENDANCE_STATUSES]
+    if unknown:
+        _invalid("status", f"unknown status {unknown[0]!r}; use {', '.join(ATTENDANCE_STATUSES)}")
+    after = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor)
+        except InvalidCursorError:
+            _invalid("cursor", "not a cursor this API issued; start again without one")
+    return CalendarQuery(
+        start_from=start_from,
+        start_before=start_before,
+        statuses=tuple(statuses),
+        limit=limit,
+        after=after,
+    )
+
+
+def _invalid(parameter: str, message: str, value: str | None = None) -> NoReturn:
+    raise RequestValidationError(
+        [{"loc": ("query", parameter), "msg": message, "type": "value_error", "input": value}]
+    )
+
+
+CalendarQueryDep = Annotated[CalendarQuery, Depends(_calendar_query)]
+
+
+@router.get(
+    "/me/calendar",
+    response_model=CalendarOut,
+    summary="The caller's calendar",
+    responses=problem_responses(401, 422, 503),
+)
+def get_my_calendar(
+    request: Request,
+    query: CalendarQueryDep,
+    user_id: CurrentUserId,
+    engine: EngineDep,
+    redis_client: RedisDep,
+    keys: KeysDep,
+) -> CalendarOut:
+    """Every entry of the caller, notes and private ones included, ordered by start.
+
+    Cached for a few minutes; any attendance change by the caller shows on the next request.
+    """
+    return _calendar(
+        request,
+        engine=engine,
+        redis_client=redis_client,
+        keys=keys,
+        owner_id=user_id,
+        query=query,
+        tier="owner",
+    )
+
+
+@router.get(
+    "/users/{user_id}/calendar",
+    response_model=CalendarOut,
+    summary="A user's calendar, as the caller may see it",
+    responses=problem_responses(401, 404, 422, 503),
+)
+def get_user_calendar(
+    request: Request,
+    user_id: Annotated[int, Path(ge=1)],
+    query: CalendarQueryDep,
+    caller_id: CurrentUserId,
+    engine: EngineDep,
+    redis_client: RedisDep,
+    keys: KeysDep,
+) -> CalendarOut:
+    """Mutual friends see public and friends-only entries, anyone else public ones only.
+
+    Private entries and notes are only ever shown to the owner (who sees their whole calendar
+    here too).
+    """
+    try:
+        tier = viewer_tier(engine, owner_id=user_id, viewer_id=caller_id)
+    except UnknownUserError as error:
+        raise HTTPException(404, f"User {user_id} does not exist.") from error
+    return _calendar(
+        request,
+        engine=engine,
+        redis_client=redis_client,
+        keys=keys,
+        owner_id=user_id,
+        query=query,
+        tier=tier,
+    )
+
+
+def _calendar(
+    request: Request,
+    *,
+    engine: EngineDep,
+    redis_client: RedisDep,
+    keys: KeysDep,
+    owner_id: int,
+    query: CalendarQuery,
+    tier: Tier,
+) -> CalendarOut:
+    page, hit = cached_calendar(
+        engine=engine,
+        redis_client=redis_client,
+        keys=keys,
+        owner_id=owner_id,
+        query=query,
+        tier=tier,
+    )
+    record_cache(request, "calendar", hit)
+    return _calendar_out(owner_id, page)
+
+
+def _calendar_out(owner_id: int, page: CalendarPage) -> CalendarOut:
+    return CalendarOut(
+        user_id=owner_id,
+        items=[_entry_out(entry) for entry in page.entries],
+        next_cursor=encode_cursor(page.next_after) if page.next_after else None,
+    )
+
+
+def _entry_out(entry: CalendarEntry) -> CalendarEntryOut:
+    return CalendarEntryOut.model_validate(entry)
+
+
+# --- iCalendar feed ------------------------------------------------------------------------
+
+
+@router.post(
+    "/me/calendar-token",
+    response_model=CalendarTokenOut,
+    status_code=201,
+    summary="Create or rotate the caller's calendar feed token",
+    responses=problem_responses(401, 404, 503),
+)
+def post_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> CalendarTokenOut:
+    """A new secret for `GET /v1/me/calendar.ics`; the previous one stops working at once.
+
+    The token is in the response only: the server keeps its hash, so a lost token is replaced,
+    never recovered.
+    """
+    try:
+        token = issue_calendar_token(engine, user_id)
+    except UnknownUserError as error:
+        raise HTTPException(404, f"User {user_id} does not exist.") from error
+    return CalendarTokenOut(token=token, path=f"{ICS_PATH}?{urlencode({'token': token})}")
+
+
+@router.delete(
+    "/me/calendar-token",
+    status_code=204,
+    summary="Revoke the caller's calendar feed token",
+    responses=problem_responses(401, 503),
+)
+def delete_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> Response:
+    """Idempotent: 204 whether or not a token existed."""
+    revoke_calendar_token(engine, user_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/me/calendar.ics",
+    summary="The caller's calendar as an iCalendar feed (token in the URL, no bearer)",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/calendar": {}}, "description": "An iCalendar document."},
+        **problem_responses(404, 422, 503),
+    },
+)
+def get_calendar_ics(
+    token: Annotated[str, Query(min_length=1, max_length=256)], engine: EngineDep
+) -> Response:
+    """For calendar apps, which cannot send bearer tokens: the secret in the URL is the key.
+
+    An unknown, rotated or revoked token is a plain 404, the same as for a user that does not
+    exist, so the answer tells nothing about accounts.
+    """
+    user_id = user_for_token(engine, token)
+    if user_id is None:
+        raise HTTPException(404, "No calendar feed for this token.")
+    return Response(
+        content=calendar_ics(engine, user_id),
+        media_type=ICS_MEDIA_TYPE,
+        headers={"Cache-Control": "private, max-age=300"},
+    )

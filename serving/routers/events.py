@@ -1,0 +1,50 @@
+"""`GET /v1/events/{event_id}`: one event's card, its live state and which friends are going."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path
+
+from serving.deps import CurrentUserId, EngineDep
+from serving.problems import problem_responses
+from serving.routers.feed import OriginDep
+from serving.schemas import EventCardOut, EventOut, FriendOut
+from store.cards import load_friends_going, load_live_cards
+
+router = APIRouter(tags=["events"])
+
+
+@router.get(
+    "/events/{event_id}",
+    response_model=EventOut,
+    summary="One event, with the caller's friends going",
+    responses=problem_responses(401, 404, 422, 503),
+)
+def get_event(
+    user_id: CurrentUserId,
+    engine: EngineDep,
+    origin: OriginDep,
+    event_id: Annotated[str, Path(min_length=1, max_length=256)],
+) -> EventOut:
+    """The card the feed shows, plus who is going, read live from Postgres.
+
+    Unlike the feed, a cancelled, full or past event is still returned (a shared link must
+    open), with `cancelled` and `full` saying why the app should not offer it. Friends and
+    counts only include RSVPs their owner shares (public or friends-only): a private RSVP is
+    never visible to anyone else. 404 when no such event exists.
+    """
+    # A plain `def`: the reads block, so FastAPI runs this in its thread pool.
+    with engine.connect() as conn:
+        card = load_live_cards(conn, [event_id], viewer_id=user_id, origin=origin).get(event_id)
+        if card is None:
+            raise HTTPException(status_code=404, detail=f"No event with id {event_id!r}.")
+        friends = load_friends_going(conn, event_id, viewer_id=user_id)
+    return EventOut(
+        **dict(EventCardOut.model_validate(card)),
+        status=card.status,
+        cancelled=card.cancelled,
+        full=card.full,
+        going_count=card.visible_going_count,
+        friends_going=[FriendOut.model_validate(f) for f in friends],
+    )
