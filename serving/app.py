@@ -22,7 +22,7 @@ from godo.settings import Settings, get_settings
 from serving.observability import install_observability
 from serving.problems import install_problem_handlers
 from serving.ratelimit import install_rate_limits
-from serving.routers import calendar, events, feed, health, swipes
+from serving.routers import calendar, events, feed, friends, health, swipes
 from serving.security import install_security
 from store.db import make_engine
 
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(swipes.router, prefix="/v1")
     app.include_router(events.router, prefix="/v1")
     app.include_router(calendar.router, prefix="/v1")
+    app.include_router(friends.router, prefix="/v1")
     settings = app.state.settings
     # Order matters: each install wraps what came before. Rate limits inside the security
     # headers (so a 429 carries CORS and the headers), the timing outermost (so it counts

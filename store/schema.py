@@ -55,6 +55,26 @@ friendships = sa.Table(
     sa.Index(None, "friend_id"),
 )
 
+friend_requests = sa.Table(
+    "friend_requests",
+    metadata,
+    # A pending request only: accepting deletes it and writes both `friendships` rows in the
+    # same transaction, so a pair is either requested or friends, never both.
+    sa.Column(
+        "from_user_id",
+        sa.BigInteger,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "to_user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("from_user_id <> to_user_id", name="not_self"),
+    # A user's incoming requests; the primary key already serves the outgoing ones.
+    sa.Index(None, "to_user_id"),
+)
+
 venues = sa.Table(
     "venues",
     metadata,
