@@ -68,16 +68,128 @@ def problem(
     return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` entries documenting problem bodies for `statuses`."""
-    schema = ProblemOut.model_json_schema()
-    return {
-        status: {
-            "description": _phrase(status),
-            "content": {PROBLEM_MEDIA_TYPE: {"schema": schema}},
+def problem_example(
+    status: int,
+    detail: str,
+    *,
+    instance: str,
+    type_: str = "about:blank",
+    **extensions: Any,
+) -> dict[str, Any]:
+    """The body `problem()` would send, for documentation: same fields, same `title`."""
+    body = ProblemOut(
+        type=type_,
+        title=_phrase(status),
+        status=status,
+        detail=detail,
+        instance=instance,
+        **extensions,
+    )
+    return body.model_dump(exclude_none=True)
+
+
+# Headers the problem responses of these statuses carry, as `responses=` documents them.
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "string", "examples": ["5"]},
+}
+_PROBLEM_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": 'The RFC 6750 challenge: `Bearer`, with `error="invalid_token"` '
+            "when a token was sent but refused.",
+            "schema": {"type": "string", "examples": ['Bearer error="invalid_token"']},
         }
-        for status in statuses
-    }
+    },
+    429: {"Retry-After": _RETRY_AFTER},
+    503: {"Retry-After": _RETRY_AFTER},
+}
+
+# Per status: example name (also its summary) -> its body's `detail`, and `type` or any
+# extension when not the default. Routers give their own through `problem_responses(examples=)`.
+_DEFAULT_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
+    400: {"Malformed body": {"detail": "There was an error parsing the body"}},
+    401: {
+        "Missing bearer token": {
+            "detail": "Missing bearer token: send 'Authorization: Bearer <token>'."
+        },
+        "Invalid bearer token": {"detail": "Invalid bearer token: token has expired."},
+    },
+    404: {"Not found": {"detail": "User 42 does not exist."}},
+    410: {"Gone": {"detail": "The resource is no longer available."}},
+    422: {
+        "Invalid query parameter": {
+            "detail": "query.limit: Input should be less than or equal to 200",
+            "errors": [
+                {
+                    "loc": ["query", "limit"],
+                    "field": "query.limit",
+                    "msg": "Input should be less than or equal to 200",
+                    "type": "less_than_equal",
+                }
+            ],
+        }
+    },
+    429: {
+        "Rate limited": {
+            "detail": "Rate limit exceeded for this user (100 requests per minute, bursts of "
+            "200); retry in 1 s."
+        }
+    },
+    503: {
+        "Store unavailable": {
+            "type": STORE_UNAVAILABLE_TYPE,
+            "detail": "A data store is temporarily unreachable; retry shortly.",
+        },
+        "Signing keys unavailable": {
+            "detail": "Token signing keys are temporarily unavailable; retry shortly."
+        },
+    },
+}
+
+
+def problem_responses(
+    *statuses: int,
+    instance: str = "/v1/feed",
+    examples: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries documenting problem bodies for `statuses`.
+
+    Each status gets named examples of its body, as `problem()` would build it for a request
+    to `instance` (the path with example parameters filled in); `examples[status]` replaces
+    the defaults of that status with `{name: {"detail": ..., other fields...}}`. 401, 429 and
+    503 also document the header they carry.
+    """
+    schema = ProblemOut.model_json_schema()
+    overrides = examples or {}
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        named = overrides.get(status) or _DEFAULT_EXAMPLES.get(
+            status, {_phrase(status): {"detail": _phrase(status)}}
+        )
+        entry: dict[str, Any] = {
+            "description": _phrase(status),
+            "content": {
+                PROBLEM_MEDIA_TYPE: {
+                    "schema": schema,
+                    "examples": {
+                        name: {"summary": name, "value": _example_body(status, instance, fields)}
+                        for name, fields in named.items()
+                    },
+                }
+            },
+        }
+        if status in _PROBLEM_HEADERS:
+            entry["headers"] = _PROBLEM_HEADERS[status]
+        responses[status] = entry
+    return responses
+
+
+def _example_body(status: int, instance: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    extra = dict(fields)
+    detail = str(extra.pop("detail", _phrase(status)))
+    type_ = str(extra.pop("type", "about:blank"))
+    return problem_example(status, detail, instance=instance, type_=type_, **extra)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

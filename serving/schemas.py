@@ -10,13 +10,59 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic.json_schema import JsonDict
+
+# Realistic bodies for the OpenAPI document (`examples` of each model's schema), built from
+# one event so the examples agree with each other. Documentation only: never used to validate.
+_VENUE_EXAMPLE: JsonDict = {
+    "name": "The Chapel",
+    "address": "777 Valencia St, San Francisco, CA 94110",
+    "latitude": 37.7609,
+    "longitude": -122.4214,
+}
+_PRICE_EXAMPLE: JsonDict = {
+    "is_free": False,
+    "price_min_cents": 2500,
+    "price_max_cents": 4000,
+    "currency": "USD",
+}
+_CARD_EXAMPLE: JsonDict = {
+    "event_id": "812345678901",
+    "name": "Mission Jazz Night",
+    "category": "music",
+    "metro": "san-francisco",
+    "start_utc": "2026-03-14T03:30:00Z",
+    "start_local": "2026-03-13T20:30:00-07:00",
+    "timezone": "America/Los_Angeles",
+    "end_utc": "2026-03-14T06:00:00Z",
+    "venue": _VENUE_EXAMPLE,
+    "distance_km": 2.4,
+    "price": _PRICE_EXAMPLE,
+    "image_url": None,
+}
+_FEED_ITEM_EXAMPLE: JsonDict = {
+    **_CARD_EXAMPLE,
+    "rank": 1,
+    "score": 0.8731,
+    "reason": "2 friends going",
+    "friends_going": 2,
+}
+_RUN_ID_EXAMPLE = "3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13"
+# What `serving.cursors.encode` gives for that run after rank 1.
+_FEED_CURSOR_EXAMPLE = "eyJyIjoiM2Y5YzFiNTItN2E0ZS00ZDBiLTlhNjEtMmM4ZTVmMGQ3YjEzIiwiayI6MX0"
+_FRIENDS_EXAMPLE: list[JsonValue] = [
+    {"user_id": 7, "display_name": "Maya R."},
+    {"user_id": 19, "display_name": "Jonas K."},
+]
 
 
 class VenueOut(BaseModel):
     """Where the event takes place."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [_VENUE_EXAMPLE]}
+    )
 
     name: str
     address: str | None
@@ -27,7 +73,20 @@ class VenueOut(BaseModel):
 class PriceOut(BaseModel):
     """What a ticket costs, in minor units of `currency`."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                _PRICE_EXAMPLE,
+                {
+                    "is_free": True,
+                    "price_min_cents": None,
+                    "price_max_cents": None,
+                    "currency": None,
+                },
+            ]
+        },
+    )
 
     is_free: bool
     price_min_cents: int | None
@@ -38,7 +97,7 @@ class PriceOut(BaseModel):
 class EventCardOut(BaseModel):
     """What an event's card in the app shows, read live at request time."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [_CARD_EXAMPLE]})
 
     event_id: str
     name: str = Field(description="The event's title.")
@@ -67,6 +126,8 @@ class EventCardOut(BaseModel):
 class FeedItemOut(EventCardOut):
     """One ranked event: its card, where it was ranked and why."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_FEED_ITEM_EXAMPLE]})
+
     rank: int = Field(description="1-based position in the published list.")
     score: float
     reason: str = Field(description="Why the event was recommended (candidate source).")
@@ -79,7 +140,29 @@ class FeedItemOut(EventCardOut):
 class FeedOut(BaseModel):
     """A user's feed from the current published run."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 42,
+                    "run_id": _RUN_ID_EXAMPLE,
+                    "source": "redis",
+                    "cold_start": False,
+                    "items": [_FEED_ITEM_EXAMPLE],
+                    "next_cursor": _FEED_CURSOR_EXAMPLE,
+                },
+                {
+                    "user_id": 42,
+                    "run_id": None,
+                    "source": "none",
+                    "cold_start": False,
+                    "items": [],
+                    "next_cursor": None,
+                },
+            ]
+        },
+    )
 
     user_id: int
     run_id: str | None = Field(description="The published run served; null before any run.")
@@ -99,7 +182,9 @@ class FeedOut(BaseModel):
 class FriendOut(BaseModel):
     """A friend of the caller who is going."""
 
-    model_config = ConfigDict(from_attributes=True)
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [_FRIENDS_EXAMPLE[0]]}
+    )
 
     user_id: int
     display_name: str
@@ -107,6 +192,21 @@ class FriendOut(BaseModel):
 
 class EventOut(EventCardOut):
     """`GET /v1/events/{event_id}`: the card, its live state and who is going."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **_CARD_EXAMPLE,
+                    "status": "live",
+                    "cancelled": False,
+                    "full": False,
+                    "going_count": 37,
+                    "friends_going": _FRIENDS_EXAMPLE,
+                }
+            ]
+        }
+    )
 
     status: str = Field(description="The catalogue's status, e.g. `live` or `canceled`.")
     cancelled: bool = Field(description="True when the event is cancelled or withdrawn.")
@@ -134,12 +234,28 @@ class ProblemOut(BaseModel):
 
 
 MAX_SWIPES_PER_BATCH = 100
+_SWIPE_EXAMPLES: list[JsonValue] = [
+    {
+        "client_id": "6f1c2d3e-8a4b-4c5d-9e6f-7a8b9c0d1e2f",
+        "event_id": "812345678901",
+        "direction": "like",
+        "ts": "2026-03-01T18:42:07Z",
+    },
+    {
+        "client_id": "0b9a8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d",
+        "event_id": "812345678902",
+        "direction": "pass",
+        "ts": "2026-03-01T18:42:11Z",
+    },
+]
 # How far ahead of the server a phone's clock may run before its timestamps are refused.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class SwipeIn(BaseModel):
     """One swipe the app recorded, possibly while offline."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_SWIPE_EXAMPLES[0]]})
 
     client_id: str = Field(
         min_length=1,
@@ -164,6 +280,8 @@ class SwipeIn(BaseModel):
 class SwipeBatchIn(BaseModel):
     """The body of `POST /v1/swipes`: swipes of the caller (the user comes from the token)."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"swipes": _SWIPE_EXAMPLES}]})
+
     swipes: list[SwipeIn] = Field(min_length=1, max_length=MAX_SWIPES_PER_BATCH)
 
     @field_validator("swipes")
@@ -179,6 +297,15 @@ class SwipeBatchIn(BaseModel):
 
 class SwipeBatchOut(BaseModel):
     """What a batch did: new swipes, already-stored ones, and whether the feed caught up."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"stored": 2, "duplicates": 0, "feed_updated": True},
+                {"stored": 0, "duplicates": 2, "feed_updated": True},
+            ]
+        }
+    )
 
     stored: int = Field(description="Swipes stored by this request.")
     duplicates: int = Field(description="Swipes whose client_id was already stored (retries).")

@@ -7,16 +7,17 @@ problems and shapes responses; visibility, caching and the feed are decided in t
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.observability import record_cache
-from serving.problems import problem_responses
+from serving.problems import STORE_UNAVAILABLE_TYPE, problem_responses
 from store.calendar import (
     ATTENDANCE_STATUSES,
     Attendance,
@@ -55,11 +56,51 @@ ICS_PATH = "/v1/me/calendar.ics"
 AttendanceStatusIn = Literal["going", "interested", "not_going", "went"]
 VisibilityIn = Literal["public", "friends", "private"]
 
+# Realistic bodies for the OpenAPI document (documentation only).
+_EVENT_PATH_EXAMPLE = "/v1/events/812345678901/attendance"
+_ENTRY_EXAMPLE: JsonDict = {
+    "event_id": "812345678901",
+    "event_name": "Mission Jazz Night",
+    "event_status": "live",
+    "status": "going",
+    "visibility": "friends",
+    "notes": "Meet Jonas at the bar at 8.",
+    "start_utc": "2026-03-14T03:30:00Z",
+    "end_utc": "2026-03-14T06:00:00Z",
+    "start_local": "2026-03-13T20:30:00-07:00",
+    "timezone": "America/Los_Angeles",
+    "venue_name": "The Chapel",
+}
+# What `store.calendar.encode_cursor` gives after that entry.
+_CALENDAR_CURSOR_EXAMPLE = (
+    "eyJ0IjogIjIwMjYtMDMtMTRUMDM6MzA6MDArMDA6MDAiLCAiZSI6ICI4MTIzNDU2Nzg5MDEifQ"
+)
+_TOKEN_EXAMPLE = "t9OjT-gDvM5A5ExlC1Q4Yisz8yFWqu6Gd5gxsuGvgz8"
+_ICS_EXAMPLE = (
+    "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Godo//Calendar feed//EN\r\n"
+    "CALSCALE:GREGORIAN\r\nX-WR-CALNAME:Godo: Maya R.\r\nBEGIN:VEVENT\r\n"
+    "SUMMARY:Mission Jazz Night\r\nDTSTART:20260314T033000Z\r\nDTEND:20260314T060000Z\r\n"
+    "DTSTAMP:20260302T091527Z\r\nUID:42-812345678901@godo\r\nLOCATION:The Chapel\r\n"
+    "STATUS:CONFIRMED\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+)
+
 
 class AttendanceIn(BaseModel):
     """The caller's answer for an event; a PUT replaces every field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "going",
+                    "visibility": "friends",
+                    "notes": "Meet Jonas at the bar at 8.",
+                },
+                {"status": "interested", "visibility": "private"},
+            ]
+        },
+    )
 
     status: AttendanceStatusIn
     visibility: VisibilityIn = Field(
@@ -75,7 +116,22 @@ class AttendanceIn(BaseModel):
 
 
 class AttendanceOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    """The caller's stored answer for an event."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "812345678901",
+                    "status": "going",
+                    "visibility": "friends",
+                    "notes": "Meet Jonas at the bar at 8.",
+                    "updated_at": "2026-03-02T09:15:27.512000Z",
+                }
+            ]
+        },
+    )
 
     event_id: str
     status: AttendanceStatusIn
@@ -85,7 +141,11 @@ class AttendanceOut(BaseModel):
 
 
 class CalendarEntryOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
+    """One event on a calendar, with its owner's answer."""
+
+    model_config = ConfigDict(
+        from_attributes=True, json_schema_extra={"examples": [_ENTRY_EXAMPLE]}
+    )
 
     event_id: str
     event_name: str
@@ -101,6 +161,25 @@ class CalendarEntryOut(BaseModel):
 
 
 class CalendarOut(BaseModel):
+    """A page of a user's calendar, ordered by start."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 42,
+                    "items": [_ENTRY_EXAMPLE],
+                    "next_cursor": _CALENDAR_CURSOR_EXAMPLE,
+                },
+                {
+                    "user_id": 19,
+                    "items": [{**_ENTRY_EXAMPLE, "notes": None}],
+                    "next_cursor": None,
+                },
+            ]
+        }
+    )
+
     user_id: int
     items: list[CalendarEntryOut]
     next_cursor: str | None = Field(
@@ -109,6 +188,19 @@ class CalendarOut(BaseModel):
 
 
 class CalendarTokenOut(BaseModel):
+    """The caller's new calendar feed secret, and the feed's path with it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": _TOKEN_EXAMPLE,
+                    "path": f"{ICS_PATH}?token={_TOKEN_EXAMPLE}",
+                }
+            ]
+        }
+    )
+
     token: str = Field(description="Shown once: only its hash is stored.")
     path: str = Field(description="The feed's URL path (with the token) for a calendar app.")
 
@@ -117,13 +209,55 @@ class CalendarTokenOut(BaseModel):
 
 
 EventIdPath = Annotated[str, Path(min_length=1, max_length=256)]
+_EVENT_ID_TOO_LONG: dict[str, dict[str, Any]] = {
+    "Event id too long": {
+        "detail": "path.event_id: String should have at most 256 characters",
+        "errors": [
+            {
+                "loc": ["path", "event_id"],
+                "field": "path.event_id",
+                "msg": "String should have at most 256 characters",
+                "type": "string_too_long",
+            }
+        ],
+    }
+}
 
 
 @router.put(
     "/events/{event_id}/attendance",
     response_model=AttendanceOut,
     summary="Set the caller's attendance for an event",
-    responses=problem_responses(401, 404, 422, 503),
+    response_description="The caller's stored answer.",
+    responses=problem_responses(
+        400,
+        401,
+        404,
+        422,
+        429,
+        503,
+        instance=_EVENT_PATH_EXAMPLE,
+        examples={
+            404: {
+                "Unknown event": {"detail": "Event '812345678901' does not exist."},
+                "Unknown user": {"detail": "User 42 does not exist."},
+            },
+            422: {
+                "Unknown status": {
+                    "detail": "body.status: Input should be 'going', 'interested', 'not_going' "
+                    "or 'went'",
+                    "errors": [
+                        {
+                            "loc": ["body", "status"],
+                            "field": "body.status",
+                            "msg": "Input should be 'going', 'interested', 'not_going' or 'went'",
+                            "type": "literal_error",
+                        }
+                    ],
+                }
+            },
+        },
+    ),
 )
 def put_attendance(
     event_id: EventIdPath,
@@ -155,7 +289,15 @@ def put_attendance(
     "/events/{event_id}/attendance",
     status_code=204,
     summary="Remove the caller's attendance for an event",
-    responses=problem_responses(401, 422, 503),
+    response_description="No Content: the caller has no answer for the event (any more).",
+    responses=problem_responses(
+        401,
+        422,
+        429,
+        503,
+        instance=_EVENT_PATH_EXAMPLE,
+        examples={422: _EVENT_ID_TOO_LONG},
+    ),
 )
 def delete_attendance(
     event_id: EventIdPath,
@@ -227,12 +369,40 @@ def _invalid(parameter: str, message: str, value: str | None = None) -> NoReturn
 
 CalendarQueryDep = Annotated[CalendarQuery, Depends(_calendar_query)]
 
+_CALENDAR_QUERY_ERRORS: dict[str, dict[str, Any]] = {
+    "Empty range": {
+        "detail": "query.to: must be later than `from`",
+        "errors": [
+            {
+                "loc": ["query", "to"],
+                "field": "query.to",
+                "msg": "must be later than `from`",
+                "type": "value_error",
+            }
+        ],
+    },
+    "Unknown status": {
+        "detail": "query.status: unknown status 'maybe'; use going, interested, not_going, went",
+        "errors": [
+            {
+                "loc": ["query", "status"],
+                "field": "query.status",
+                "msg": "unknown status 'maybe'; use going, interested, not_going, went",
+                "type": "value_error",
+            }
+        ],
+    },
+}
+
 
 @router.get(
     "/me/calendar",
     response_model=CalendarOut,
     summary="The caller's calendar",
-    responses=problem_responses(401, 422, 503),
+    response_description="A page of the caller's calendar, notes and private entries included.",
+    responses=problem_responses(
+        401, 422, 429, 503, instance="/v1/me/calendar", examples={422: _CALENDAR_QUERY_ERRORS}
+    ),
 )
 def get_my_calendar(
     request: Request,
@@ -261,7 +431,19 @@ def get_my_calendar(
     "/users/{user_id}/calendar",
     response_model=CalendarOut,
     summary="A user's calendar, as the caller may see it",
-    responses=problem_responses(401, 404, 422, 503),
+    response_description="A page of the entries of the user the caller may see.",
+    responses=problem_responses(
+        401,
+        404,
+        422,
+        429,
+        503,
+        instance="/v1/users/19/calendar",
+        examples={
+            404: {"Unknown user": {"detail": "User 19 does not exist."}},
+            422: _CALENDAR_QUERY_ERRORS,
+        },
+    ),
 )
 def get_user_calendar(
     request: Request,
@@ -334,7 +516,15 @@ def _entry_out(entry: CalendarEntry) -> CalendarEntryOut:
     response_model=CalendarTokenOut,
     status_code=201,
     summary="Create or rotate the caller's calendar feed token",
-    responses=problem_responses(401, 404, 503),
+    response_description="Created: the new token (shown once) and the feed's path with it.",
+    responses=problem_responses(
+        401,
+        404,
+        429,
+        503,
+        instance="/v1/me/calendar-token",
+        examples={404: {"Unknown user": {"detail": "User 42 does not exist."}}},
+    ),
 )
 def post_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> CalendarTokenOut:
     """A new secret for `GET /v1/me/calendar.ics`; the previous one stops working at once.
@@ -353,7 +543,8 @@ def post_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> CalendarTo
     "/me/calendar-token",
     status_code=204,
     summary="Revoke the caller's calendar feed token",
-    responses=problem_responses(401, 503),
+    response_description="No Content: the caller has no feed token (any more).",
+    responses=problem_responses(401, 429, 503, instance="/v1/me/calendar-token"),
 )
 def delete_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> Response:
     """Idempotent: 204 whether or not a token existed."""
@@ -366,8 +557,51 @@ def delete_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> Response
     summary="The caller's calendar as an iCalendar feed (token in the URL, no bearer)",
     response_class=Response,
     responses={
-        200: {"content": {"text/calendar": {}}, "description": "An iCalendar document."},
-        **problem_responses(404, 422, 503),
+        200: {
+            "content": {"text/calendar": {"example": _ICS_EXAMPLE}},
+            "description": "An iCalendar document (RFC 5545), times in UTC.",
+            "headers": {
+                "Cache-Control": {
+                    "description": "Calendar apps may reuse the feed for 5 minutes.",
+                    "schema": {"type": "string", "examples": ["private, max-age=300"]},
+                }
+            },
+        },
+        **problem_responses(
+            404,
+            422,
+            429,
+            503,
+            instance="/v1/me/calendar.ics",
+            examples={
+                404: {"Unknown token": {"detail": "No calendar feed for this token."}},
+                422: {
+                    "Missing token": {
+                        "detail": "query.token: Field required",
+                        "errors": [
+                            {
+                                "loc": ["query", "token"],
+                                "field": "query.token",
+                                "msg": "Field required",
+                                "type": "missing",
+                            }
+                        ],
+                    }
+                },
+                429: {
+                    "Rate limited": {
+                        "detail": "Rate limit exceeded for this client IP (100 requests per "
+                        "minute, bursts of 200); retry in 1 s."
+                    }
+                },
+                503: {
+                    "Store unavailable": {
+                        "type": STORE_UNAVAILABLE_TYPE,
+                        "detail": "A data store is temporarily unreachable; retry shortly.",
+                    }
+                },
+            },
+        ),
     },
 )
 def get_calendar_ics(

@@ -19,7 +19,31 @@ router = APIRouter(tags=["events"])
     "/events/{event_id}",
     response_model=EventOut,
     summary="One event, with the caller's friends going",
-    responses=problem_responses(401, 404, 422, 503),
+    response_description="The event's card, its live state and the caller's friends going.",
+    responses=problem_responses(
+        401,
+        404,
+        422,
+        429,
+        503,
+        instance="/v1/events/812345678901",
+        examples={
+            404: {"Unknown event": {"detail": "No event with id '812345678901'."}},
+            422: {
+                "Half a position": {
+                    "detail": "query.lon: Field required when `lat` is given",
+                    "errors": [
+                        {
+                            "loc": ["query", "lon"],
+                            "field": "query.lon",
+                            "msg": "Field required when `lat` is given",
+                            "type": "missing",
+                        }
+                    ],
+                }
+            },
+        },
+    ),
 )
 def get_event(
     user_id: CurrentUserId,

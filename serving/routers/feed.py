@@ -60,14 +60,72 @@ def _origin(
 # Shared with the event page, so both read a position the same way.
 OriginDep = Annotated[tuple[float, float] | None, Depends(_origin)]
 
+# Documentation of the caching headers of a feed response (200 and 304).
+_ETAG_HEADER = {
+    "description": "Weak validator of the body; send it back as `If-None-Match`.",
+    "schema": {"type": "string", "examples": ['W/"5d41402abc4b2a76b9719d91"']},
+}
+_CACHE_CONTROL_HEADER = {
+    "description": "Always revalidate: the feed changes with every swipe and published run.",
+    "schema": {"type": "string", "examples": ["private, max-age=0, must-revalidate"]},
+}
+
 
 @router.get(
     "/feed",
     response_model=FeedOut,
     summary="The caller's ranked feed",
     responses={
-        **problem_responses(401, 410, 422, 503),
-        304: {"description": "Not Modified: the `If-None-Match` ETag still holds."},
+        200: {
+            "description": "A page of the caller's feed.",
+            "headers": {"ETag": _ETAG_HEADER, "Cache-Control": _CACHE_CONTROL_HEADER},
+        },
+        304: {
+            "description": "Not Modified: the `If-None-Match` ETag still holds (no body).",
+            "headers": {"ETag": _ETAG_HEADER, "Cache-Control": _CACHE_CONTROL_HEADER},
+        },
+        **problem_responses(
+            401,
+            410,
+            422,
+            429,
+            503,
+            instance="/v1/feed",
+            examples={
+                410: {
+                    "Cursor's run dropped": {
+                        "detail": "The run this cursor pages through "
+                        "(3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13) has been replaced and dropped; "
+                        "request the feed again without a cursor."
+                    }
+                },
+                422: {
+                    "Half a position": {
+                        "detail": "query.lon: Field required when `lat` is given",
+                        "errors": [
+                            {
+                                "loc": ["query", "lon"],
+                                "field": "query.lon",
+                                "msg": "Field required when `lat` is given",
+                                "type": "missing",
+                            }
+                        ],
+                    },
+                    "Cursor not issued by the API": {
+                        "detail": "query.cursor: not a cursor this API issued; start again "
+                        "without one",
+                        "errors": [
+                            {
+                                "loc": ["query", "cursor"],
+                                "field": "query.cursor",
+                                "msg": "not a cursor this API issued; start again without one",
+                                "type": "value_error",
+                            }
+                        ],
+                    },
+                },
+            },
+        ),
     },
 )
 def get_feed(

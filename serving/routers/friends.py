@@ -104,7 +104,7 @@ class FriendStateOut(BaseModel):
     "/me/friends",
     response_model=FriendsOut,
     summary="The caller's friends and pending friend requests",
-    responses=problem_responses(401, 503),
+    responses=problem_responses(401, 429, 503, instance="/v1/me/friends"),
 )
 def get_my_friends(user_id: CurrentUserId, engine: EngineDep) -> FriendsOut:
     """Everything the friends screen shows, from one database snapshot."""
@@ -122,7 +122,7 @@ def get_my_friends(user_id: CurrentUserId, engine: EngineDep) -> FriendsOut:
             "request was already pending.",
             "model": FriendStateOut,
         },
-        **problem_responses(401, 404, 422, 503),
+        **problem_responses(401, 404, 422, 429, 503, instance="/v1/friends/42"),
     },
 )
 def post_friend(
@@ -152,7 +152,7 @@ def post_friend(
     "/friends/{user_id}/accept",
     response_model=FriendStateOut,
     summary="Accept a user's friend request",
-    responses=problem_responses(401, 404, 422, 503),
+    responses=problem_responses(401, 404, 422, 429, 503, instance="/v1/friends/42/accept"),
 )
 def post_accept(
     user_id: UserIdPath,
@@ -177,7 +177,7 @@ def post_accept(
     "/friends/{user_id}",
     status_code=204,
     summary="Remove a friend, or cancel or decline a pending request",
-    responses=problem_responses(401, 422, 503),
+    responses=problem_responses(401, 422, 429, 503, instance="/v1/friends/42"),
 )
 def delete_friend(
     user_id: UserIdPath,

@@ -19,7 +19,8 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import JsonDict
 
 from serving.deps import EngineDep, RedisDep, SettingsDep
 from store.health import StoreProbe, check_postgres, check_redis
@@ -28,9 +29,36 @@ HealthStatus = Literal["ok", "degraded", "down"]
 
 router = APIRouter(tags=["health"])
 
+# Realistic bodies for the OpenAPI document (documentation only).
+_RUN_EXAMPLE: JsonDict = {
+    "run_id": "3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13",
+    "published_at": "2026-03-02T06:12:44.081000Z",
+    "age_seconds": 3721.204,
+}
+_OK_EXAMPLE: JsonDict = {
+    "status": "ok",
+    "postgres": {"ok": True, "latency_ms": 1.84},
+    "redis": {"ok": True, "latency_ms": 0.62},
+    "published_run": _RUN_EXAMPLE,
+}
+_DEGRADED_EXAMPLE: JsonDict = {
+    "status": "degraded",
+    "postgres": {"ok": True, "latency_ms": 2.11},
+    "redis": {"ok": False, "latency_ms": 1001.37},
+    "published_run": _RUN_EXAMPLE,
+}
+_DOWN_EXAMPLE: JsonDict = {
+    "status": "down",
+    "postgres": {"ok": False, "latency_ms": 1003.52},
+    "redis": {"ok": True, "latency_ms": 0.71},
+    "published_run": None,
+}
+
 
 class StoreHealthOut(BaseModel):
     """One store's probe."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ok": True, "latency_ms": 1.84}]})
 
     ok: bool
     latency_ms: float = Field(description="Duration of the probe, also when it failed.")
@@ -39,6 +67,8 @@ class StoreHealthOut(BaseModel):
 class PublishedRunOut(BaseModel):
     """The run being served."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [_RUN_EXAMPLE]})
+
     run_id: str
     published_at: datetime
     age_seconds: float
@@ -46,6 +76,10 @@ class PublishedRunOut(BaseModel):
 
 class HealthOut(BaseModel):
     """Health of this instance, the stores it reads and the run it serves."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [_OK_EXAMPLE, _DEGRADED_EXAMPLE, _DOWN_EXAMPLE]}
+    )
 
     status: HealthStatus = Field(
         description="`down` (503): Postgres unreachable; `degraded`: Redis unreachable, or no "
@@ -62,7 +96,33 @@ class HealthOut(BaseModel):
     "/health",
     response_model=HealthOut,
     summary="Store connectivity and feed freshness",
-    responses={503: {"model": HealthOut, "description": "Postgres is unreachable"}},
+    responses={
+        200: {
+            "description": "`ok`, or `degraded`: feeds are still served.",
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "ok": {"summary": "Everything reachable, run fresh", "value": _OK_EXAMPLE},
+                        "degraded": {
+                            "summary": "Redis unreachable (feeds come from Postgres)",
+                            "value": _DEGRADED_EXAMPLE,
+                        },
+                    }
+                }
+            },
+        },
+        503: {
+            "model": HealthOut,
+            "description": "Postgres is unreachable (`down`): same body, not a problem document.",
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "down": {"summary": "Postgres unreachable", "value": _DOWN_EXAMPLE}
+                    }
+                }
+            },
+        },
+    },
 )
 def health(
     engine: EngineDep, redis_client: RedisDep, settings: SettingsDep, response: Response

@@ -23,7 +23,45 @@ router = APIRouter(tags=["swipes"])
     "/swipes",
     response_model=SwipeBatchOut,
     summary="Record a batch of the caller's swipes",
-    responses=problem_responses(401, 404, 422, 503),
+    response_description="What the batch stored, and whether the feed caught up.",
+    responses=problem_responses(
+        400,
+        401,
+        404,
+        422,
+        429,
+        503,
+        instance="/v1/swipes",
+        examples={
+            404: {"Unknown user": {"detail": "User 42 does not exist."}},
+            422: {
+                "Unknown event": {
+                    "detail": "body.swipes.1.event_id: unknown event '812345678902'",
+                    "errors": [
+                        {
+                            "loc": ["body", "swipes", 1, "event_id"],
+                            "field": "body.swipes.1.event_id",
+                            "msg": "unknown event '812345678902'",
+                            "type": "unknown_event",
+                        }
+                    ],
+                },
+                "Repeated client_id": {
+                    "detail": "body.swipes: Value error, client_id repeated within the batch: "
+                    "6f1c2d3e-8a4b-4c5d-9e6f-7a8b9c0d1e2f",
+                    "errors": [
+                        {
+                            "loc": ["body", "swipes"],
+                            "field": "body.swipes",
+                            "msg": "Value error, client_id repeated within the batch: "
+                            "6f1c2d3e-8a4b-4c5d-9e6f-7a8b9c0d1e2f",
+                            "type": "value_error",
+                        }
+                    ],
+                },
+            },
+        },
+    ),
 )
 def post_swipes(
     batch: SwipeBatchIn,
