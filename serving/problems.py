@@ -15,6 +15,7 @@ which layer failed. Handlers cover:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -207,7 +208,29 @@ async def _http_exception(request: Request, exc: StarletteHTTPException) -> Resp
     if exc.status_code in (204, 304):  # these statuses must not carry a body
         return Response(status_code=exc.status_code, headers=exc.headers)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return problem(request, exc.status_code, detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), **_allow(request)}
+    return problem(request, exc.status_code, detail, headers=headers)
+
+
+def _allow(request: Request) -> dict[str, str]:
+    """Every method the API documents for this path (RFC 9110 asks `Allow` to list them all).
+
+    Starlette names only the methods of the first route whose path matches, so a path served
+    by two handlers (PUT and DELETE of one resource) would advertise one of them.
+    """
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods.update(m.upper() for m in operations if m.upper() in _HTTP_METHODS)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return {"Allow": ", ".join(sorted(methods))} if methods else {}
+
+
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> ProblemResponse:

@@ -6,13 +6,14 @@ problems and shapes responses; visibility, caching and the feed are decided in t
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
@@ -319,13 +320,25 @@ def _attendance_out(stored: Attendance) -> AttendanceOut:
 # --- calendars -----------------------------------------------------------------------------
 
 
+def _iso_only(value: object) -> object:
+    """Refuse bare numbers: pydantic would read `from=0.5` as a Unix time, which the schema
+    (`format: date-time`) does not allow and no client means."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        raise ValueError("expected an ISO 8601 date-time with a timezone, not a number")
+    return value
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+
+
 def _calendar_query(
     start_from: Annotated[
-        AwareDatetime | None,
+        IsoDateTime | None,
         Query(alias="from", description="Earliest start (default: a day ago)."),
     ] = None,
     start_before: Annotated[
-        AwareDatetime | None, Query(alias="to", description="Events starting before this.")
+        IsoDateTime | None, Query(alias="to", description="Events starting before this.")
     ] = None,
     status: Annotated[
         list[str] | None,
@@ -406,8 +419,8 @@ _CALENDAR_QUERY_ERRORS: dict[str, dict[str, Any]] = {
 )
 def get_my_calendar(
     request: Request,
+    user_id: CurrentUserId,  # before the query: a caller without a token learns nothing else
     query: CalendarQueryDep,
-    user_id: CurrentUserId,
     engine: EngineDep,
     redis_client: RedisDep,
     keys: KeysDep,
@@ -447,9 +460,9 @@ def get_my_calendar(
 )
 def get_user_calendar(
     request: Request,
+    caller_id: CurrentUserId,  # before the query: a caller without a token learns nothing else
     user_id: Annotated[int, Path(ge=1)],
     query: CalendarQueryDep,
-    caller_id: CurrentUserId,
     engine: EngineDep,
     redis_client: RedisDep,
     keys: KeysDep,

@@ -524,3 +524,10 @@ def test_feed_tokens_are_per_user(client: TestClient, settings: Settings) -> Non
 def test_feed_needs_a_token(client: TestClient, settings: Settings) -> None:
     assert _fields(_assert_problem(client.get("/v1/me/calendar.ics"), 422)) == ["query.token"]
     _assert_problem(client.post("/v1/me/calendar-token"), 401)
+
+
+def test_numbers_are_not_dates(client: TestClient, settings: Settings) -> None:
+    """`from=0.5` is not an ISO date-time, whatever pydantic would make of it."""
+    for path in ("/v1/me/calendar", f"/v1/users/{OWNER}/calendar"):
+        response = client.get(path, params={"from": "0.5"}, headers=_auth(settings, OWNER))
+        assert response.status_code == 422 and "from" in response.text

@@ -656,3 +656,10 @@ def test_friends_going_counts_only_friends_who_share_their_rsvp(
     _befriend(engine, 2, 3)
     _rsvp(engine, 3, "ev-2", "going", "private")
     assert _by_id(_read(settings, path, 2))["ev-2"]["friends_going"] == 0
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient, settings: Settings) -> None:
+    """Two handlers serve one resource (PUT and DELETE): `Allow` must name both."""
+    response = client.post("/v1/events/ev-1/attendance", headers=_auth(settings, 1))
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["allow"].split(",")} == {"PUT", "DELETE"}
