@@ -79,6 +79,7 @@ def demo(
 
     _quiet_mlflow()
     settings, urls = connect()
+    _fresh_warehouse(settings)
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     city = SyntheticCityResource(
         seed=seed,
@@ -128,6 +129,18 @@ def demo(
     _print_sample_feed(settings, urls)
     if serve:
         _serve(settings, host, port)
+
+
+def _fresh_warehouse(settings: Settings) -> None:
+    """Start the demo from an empty warehouse.
+
+    The synthetic city is regenerated for the current hour, so the raw Eventbrite log and the
+    caches of an earlier run describe another city (the same event id can sit in another
+    metro). Postgres, MLflow and the Dagster history are kept: the champion of the last run
+    is what the new model has to beat.
+    """
+    for path in (settings.warehouse_path, settings.warehouse_path.with_suffix(".duckdb.wal")):
+        path.unlink(missing_ok=True)
 
 
 def _quiet_mlflow() -> None:

@@ -214,6 +214,9 @@ def demo_resources(
             calls_per_hour=1_000_000,
             time_filter="all",
             status_checks_per_run=100_000,
+            # Each demo regenerates the city for the current hour and starts from an empty
+            # warehouse (`godo demo`), so an earlier run's high-water mark does not apply.
+            full_refresh=True,
         ),
         "maps": GoogleMapsResource(
             api_key=DEFAULT_MAPS_KEY,
