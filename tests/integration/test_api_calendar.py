@@ -17,14 +17,12 @@ import polars as pl
 import pytest
 import redis
 import sqlalchemy as sa
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
-from serving.routers import calendar as calendar_router
 from store.db import copy_frame
 from store.keys import RedisKeys
 
@@ -96,17 +94,9 @@ def settings(api_settings: Settings) -> Settings:
     return api_settings
 
 
-def _app(settings: Settings) -> FastAPI:
-    """The app with the calendar router mounted (until `create_app` mounts it itself)."""
-    app = create_app(settings)
-    if not any(getattr(route, "path", None) == "/v1/me/calendar" for route in app.routes):
-        app.include_router(calendar_router.router, prefix="/v1")
-    return app
-
-
 @pytest.fixture
 def client(settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(_app(settings)) as test_client:
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -432,7 +422,7 @@ def test_attendance_changes_show_at_once(
 @pytest.mark.usefixtures("owner_calendar")
 def test_redis_down_still_serves_calendars(settings: Settings) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(_app(down)) as client:
+    with TestClient(create_app(down)) as client:
         headers = _auth(settings, OWNER)
         changed = client.put(
             "/v1/events/ev-6/attendance", json={"status": "going"}, headers=headers

@@ -18,7 +18,6 @@ from fastapi.testclient import TestClient
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
-from serving.routers import events
 from store.db import copy_frame
 
 PROBLEM = "application/problem+json"
@@ -107,10 +106,7 @@ def _rsvp(engine: sa.Engine, user_id: int, status: str, visibility: str) -> None
 
 @pytest.fixture
 def client(api_settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    app = create_app(api_settings)
-    if not any(getattr(r, "path", None) == "/v1/events/{event_id}" for r in app.routes):
-        app.include_router(events.router, prefix="/v1")  # until create_app mounts it
-    with TestClient(app) as test_client:
+    with TestClient(create_app(api_settings)) as test_client:
         yield test_client
 
 

@@ -17,14 +17,11 @@ from typing import Any, TypeVar
 import pytest
 import redis
 import sqlalchemy as sa
-from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
-from serving.routers import calendar as calendar_router
-from serving.routers import friends as friends_router
 from store import friends as friends_store
 from store.keys import RedisKeys
 from store.schema import events, friendships, users
@@ -70,33 +67,9 @@ def settings(api_settings: Settings) -> Settings:
     return api_settings
 
 
-def _mounted(app: FastAPI, router: APIRouter, path: str) -> bool:
-    """Whether `create_app` included `router` already.
-
-    FastAPI 0.137+ keeps an included router as one entry (its `original_router`) instead of
-    copying its routes with their prefix; older versions list the prefixed routes.
-    """
-    return any(
-        getattr(route, "original_router", None) is router or getattr(route, "path", None) == path
-        for route in app.routes
-    )
-
-
-def _app(settings: Settings) -> FastAPI:
-    """The app with the friends and calendar routers (until `create_app` mounts them itself)."""
-    app = create_app(settings)
-    for router, path in (
-        (friends_router.router, "/v1/me/friends"),
-        (calendar_router.router, "/v1/me/calendar"),
-    ):
-        if not _mounted(app, router, path):
-            app.include_router(router, prefix="/v1")
-    return app
-
-
 @pytest.fixture
 def client(settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(_app(settings)) as test_client:
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -373,7 +346,7 @@ def test_only_an_accepted_friendship_opens_friends_only_entries(
 
 def test_redis_down_still_changes_friendships(settings: Settings, seeded: sa.Engine) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(_app(down)) as client:
+    with TestClient(create_app(down)) as client:
         assert _ask(client, settings, ANA, BEN).status_code == 201
         assert _accept(client, settings, BEN, ANA).status_code == 200
         assert _rows(seeded) == ({(ANA, BEN), (BEN, ANA)}, set())
@@ -429,7 +402,7 @@ def test_crossing_requests_make_friends(seeded: sa.Engine) -> None:
 
 
 def test_openapi_documents_the_models_with_examples(settings: Settings) -> None:
-    schema = _app(settings).openapi()
+    schema = create_app(settings).openapi()
     components = schema["components"]["schemas"]
     assert components["FriendsOut"]["examples"][0]["friends"][0]["display_name"] == "Ana"
     assert {"state": "friends"} in components["FriendStateOut"]["examples"]

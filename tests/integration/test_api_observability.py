@@ -100,16 +100,10 @@ def published(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKey
     return RUN_ID
 
 
-def _app(settings: Settings) -> FastAPI:
-    app = create_app(settings)
-    install_observability(app)
-    return app
-
-
 @pytest.fixture
 def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
     """An observed app over this test's (emptied) database and Redis namespace."""
-    with TestClient(_app(settings)) as test_client:
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -186,7 +180,7 @@ def test_health_is_degraded_when_the_run_is_older_than_the_threshold(
             {"id": published},
         )
     strict = settings.model_copy(update={"health_max_run_age_seconds": 3600})
-    with TestClient(_app(strict)) as client:
+    with TestClient(create_app(strict)) as client:
         response = client.get("/health")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -196,7 +190,7 @@ def test_health_is_degraded_when_the_run_is_older_than_the_threshold(
     _assert_probe(body["redis"], ok=True)
 
     lenient = settings.model_copy(update={"health_max_run_age_seconds": 3 * 3600})
-    with TestClient(_app(lenient)) as client:
+    with TestClient(create_app(lenient)) as client:
         assert client.get("/health").json()["status"] == "ok"
 
 
@@ -204,7 +198,7 @@ def test_health_is_degraded_not_down_when_redis_is_unreachable(
     settings: Settings, engine: sa.Engine, published: str
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(_app(down)) as client:
+    with TestClient(create_app(down)) as client:
         response = client.get("/health")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -217,7 +211,7 @@ def test_health_is_degraded_not_down_when_redis_is_unreachable(
 def test_health_is_503_down_when_postgres_is_unreachable(settings: Settings) -> None:
     # The lifespan starts anyway: the engine and the Redis client connect lazily.
     down = settings.model_copy(update={"database_url": CLOSED_POSTGRES})
-    with TestClient(_app(down)) as client:
+    with TestClient(create_app(down)) as client:
         response = client.get("/health")
     assert response.status_code == 503, response.text
     body = response.json()
@@ -263,7 +257,7 @@ def test_request_durations_are_labelled_by_route_template_and_status_class(
 
 
 def test_an_unhandled_error_is_counted_as_5xx_on_its_route(settings: Settings) -> None:
-    app = _app(settings)
+    app = create_app(settings)
 
     def boom() -> None:
         raise RuntimeError("boom")
@@ -276,7 +270,7 @@ def test_an_unhandled_error_is_counted_as_5xx_on_its_route(settings: Settings) -
 
 
 def test_feed_cache_and_rate_limit_counters(settings: Settings) -> None:
-    app = _app(settings)
+    app = create_app(settings)
 
     def observed(request: Request) -> dict[str, bool]:
         record_feed_source(request, "redis")
@@ -304,7 +298,7 @@ def test_feed_cache_and_rate_limit_counters(settings: Settings) -> None:
 
 
 def test_label_values_outside_the_documented_sets_are_refused(settings: Settings) -> None:
-    app = _app(settings)
+    app = create_app(settings)
     with pytest.raises(ValueError, match="feed source"):
         record_feed_source(app, "none")
     with pytest.raises(ValueError, match="rate limit scope"):
@@ -321,7 +315,7 @@ def test_helpers_do_nothing_on_an_app_without_observability(settings: Settings) 
 def test_two_apps_in_one_process_do_not_share_metrics(
     settings: Settings, engine: sa.Engine
 ) -> None:
-    first, second = _app(settings), _app(settings)
+    first, second = create_app(settings), create_app(settings)
     assert first.state.metrics.registry is not second.state.metrics.registry
     with TestClient(first) as one, TestClient(second) as two:
         one.get("/health")
@@ -337,7 +331,7 @@ def test_two_apps_in_one_process_do_not_share_metrics(
 
 
 def test_installing_twice_is_a_no_op(settings: Settings, engine: sa.Engine) -> None:
-    app = _app(settings)
+    app = create_app(settings)
     metrics = app.state.metrics
     install_observability(app)
     assert app.state.metrics is metrics
@@ -356,7 +350,7 @@ def test_sentry_stays_off_without_a_dsn(
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(sentry_sdk, "init", lambda **kwargs: calls.append(kwargs))
     assert init_sentry(settings) is False
-    _app(settings)
+    create_app(settings)
     assert calls == []
 
 
@@ -371,7 +365,7 @@ def test_sentry_starts_with_the_dsn_environment_and_no_pii(
     configured = settings.model_copy(
         update={"sentry_dsn": SecretStr(dsn), "environment": "staging"}
     )
-    _app(configured)
+    create_app(configured)
     assert calls == [
         {
             "dsn": dsn,

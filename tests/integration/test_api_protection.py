@@ -1,6 +1,6 @@
 """Security headers, CORS, compression and rate limits, through the real app.
 
-The app is `create_app(settings)` plus `install_rate_limits` and `install_security`, over the
+The app is `create_app(settings)`, which installs the rate limits and the security headers, over the
 session's real Postgres and this test's own Redis key prefix (so buckets never leak between
 tests, and the `redis_keys` fixture deletes them afterwards). Redis "down" is a URL to a
 closed port, never a mock.
@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import redis
 import sqlalchemy as sa
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -46,14 +45,9 @@ def settings(api_settings: Settings) -> Settings:
     )
 
 
-def _protected_app(settings: Settings) -> FastAPI:
-    """The app as production builds it: `create_app` installs limits, headers and metrics."""
-    return create_app(settings)
-
-
 @pytest.fixture
 def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(_protected_app(settings)) as test_client:
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -105,7 +99,7 @@ def test_every_response_carries_the_security_headers(
 
 def test_hsts_outside_development(settings: Settings, engine: sa.Engine) -> None:
     staging = settings.model_copy(update={"environment": "staging"})
-    with TestClient(_protected_app(staging)) as client:
+    with TestClient(create_app(staging)) as client:
         response = client.get("/health")
     assert response.headers["strict-transport-security"] == HSTS
     _assert_security_headers(response)
@@ -248,7 +242,7 @@ def test_health_and_metrics_are_never_rate_limited(client: TestClient) -> None:
 
 
 def test_refusals_are_counted_in_the_metrics(settings: Settings, engine: sa.Engine) -> None:
-    with TestClient(_protected_app(settings)) as client:
+    with TestClient(create_app(settings)) as client:
         for _ in range(BURST + 1):
             client.get("/v1/feed", headers=_auth(settings, 1))
         for _ in range(BURST + 1):
@@ -269,7 +263,7 @@ def test_redis_down_fails_open_with_one_warning(
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     with (
         caplog.at_level(logging.WARNING, logger="serving.ratelimit"),
-        TestClient(_protected_app(down)) as client,
+        TestClient(create_app(down)) as client,
     ):
         statuses = [
             client.get("/v1/feed", headers=_auth(settings, 1)).status_code for _ in range(BURST * 2)

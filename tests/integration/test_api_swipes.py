@@ -16,13 +16,11 @@ import polars as pl
 import pytest
 import redis
 import sqlalchemy as sa
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
-from serving.routers import swipes as swipes_router
 from store.db import copy_frame
 from store.keys import RedisKeys
 from store.publish import publish_run
@@ -100,18 +98,10 @@ def settings(api_settings: Settings) -> Settings:
     return api_settings
 
 
-def _app(settings: Settings) -> FastAPI:
-    """The app with the swipes router mounted (until `create_app` mounts it itself)."""
-    app = create_app(settings)
-    if not any(getattr(route, "path", None) == "/v1/swipes" for route in app.routes):
-        app.include_router(swipes_router.router, prefix="/v1")
-    return app
-
-
 @pytest.fixture
 def client(settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
     """The app over this test's seeded database and Redis namespace, lifespan running."""
-    with TestClient(_app(settings)) as test_client:
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -242,7 +232,7 @@ def test_redis_down_still_stores_the_swipes(
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     batch = [_swipe("ev-3")]
-    with TestClient(_app(down)) as client:
+    with TestClient(create_app(down)) as client:
         response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
         feed = client.get("/v1/feed", headers=_auth(settings, 1)).json()
     assert response.status_code == 200, response.text
@@ -253,7 +243,7 @@ def test_redis_down_still_stores_the_swipes(
     assert [item["event_id"] for item in feed["items"]] == ["ev-1", "ev-4"]
 
     # Resending once Redis is back stores nothing new but does catch the feed up.
-    with TestClient(_app(settings)) as client:
+    with TestClient(create_app(settings)) as client:
         again = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
         feed = client.get("/v1/feed", headers=_auth(settings, 1)).json()
     assert again.json() == {"stored": 0, "duplicates": 1, "feed_updated": True}
