@@ -52,6 +52,7 @@ from serving.app import create_app
 from store import migrate
 from store.db import copy_frame, make_engine, sqlalchemy_url
 from store.keys import RedisKeys
+from store.live_cache import warm_friend_ids
 from store.publish import publish_run
 
 BARE_PATH = "/bench/bare"
@@ -431,6 +432,8 @@ def main() -> None:
             fallback=recommendations.filter(pl.col("user_id") == 1).drop("user_id"),
             ttl_seconds=3600,
         )
+        # As the `published_feed` asset does after publishing.
+        warm_friend_ids(store.engine, store.redis_client, store.keys, range(1, args.users + 1))
         del recommendations
         setup_seconds = time.perf_counter() - started
         env = {

@@ -229,8 +229,8 @@ def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:
     for item in feed.items:
         table.add_row(
             str(item.rank),
-            item.name,
-            item.start_utc.strftime("%a %d %b %H:%M"),
+            item.card.name,
+            item.card.start_utc.strftime("%a %d %b %H:%M"),
             item.reason,
         )
     console.print(table)

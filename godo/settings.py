@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     feed_run_ttl_seconds: int = Field(
         default=3 * 24 * 3600, gt=0, description="How long a published run's Redis keys live."
     )
+    card_cache_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="The most an API process trusts a cached event card or friend set; Redis "
+        "counters invalidate them at once on writes, this only bounds a missed invalidation.",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

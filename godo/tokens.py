@@ -27,6 +27,8 @@ apps drop their sessions; callers answer 503 instead.
 from __future__ import annotations
 
 import re
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -103,6 +105,11 @@ def verify_token(settings: Settings, token: str) -> int:
     May block on the network (fetching the JWKS, at most every `JWKS_CACHE_SECONDS` or on an
     unknown `kid`), so call it from a thread, not the event loop.
     """
+    return _user_id(_verified_claims(settings, token)["sub"])
+
+
+def _verified_claims(settings: Settings, token: str) -> dict[str, Any]:
+    """The claims of `token` once its signature and claims are verified (see `verify_token`)."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError as error:
@@ -131,7 +138,57 @@ def verify_token(settings: Settings, token: str) -> int:
         )
     else:
         raise InvalidTokenError("token is signed with a refused algorithm")
-    return _user_id(claims["sub"])
+    return claims
+
+
+class TokenVerifier:
+    """`verify_token` that remembers the tokens it accepted, until they expire.
+
+    Why: an app sends the same access token with every request for up to an hour, and both
+    the rate limiter and the route need its user. Verifying a JWT costs more than the rest of
+    a cached feed read, so each accepted token is verified once per process and then looked
+    up by its exact string. Only acceptances are remembered; a refused token is checked again
+    every time (it costs the caller's rate-limit budget, not ours).
+
+    An entry lives until the token's `exp`, and at most `max_age_seconds` (default: as long
+    as a fetched JWKS is trusted), so a signing key withdrawn from the JWKS stops working
+    here no later than it would without the cache. One verifier per settings object: tokens
+    accepted under one secret are never looked up under another.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_entries: int = 50_000,
+        max_age_seconds: float = JWKS_CACHE_SECONDS,
+    ) -> None:
+        self.settings = settings
+        self.max_entries = max_entries
+        self.max_age_seconds = max_age_seconds
+        self._accepted: dict[str, tuple[int, float]] = {}  # token -> (user id, valid until)
+        self._lock = threading.Lock()
+
+    def user_id(self, token: str) -> int:
+        """The token's user id, or `InvalidTokenError` / `SigningKeysUnavailableError`."""
+        now = time.time()
+        hit = self._accepted.get(token)
+        if hit is not None and now < hit[1]:
+            return hit[0]
+        claims = _verified_claims(self.settings, token)
+        user_id = _user_id(claims["sub"])
+        until = min(float(claims["exp"]), now + self.max_age_seconds)
+        with self._lock:
+            if len(self._accepted) >= self.max_entries:
+                self._evict(now)
+            self._accepted[token] = (user_id, until)
+        return user_id
+
+    def _evict(self, now: float) -> None:
+        """Drop expired entries, or the oldest half when none has expired (under the lock)."""
+        expired = [token for token, (_, until) in self._accepted.items() if until <= now]
+        for token in expired or list(self._accepted)[: self.max_entries // 2]:
+            del self._accepted[token]
 
 
 @lru_cache(maxsize=4)

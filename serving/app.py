@@ -19,18 +19,22 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from godo.settings import Settings, get_settings
+from godo.tokens import TokenVerifier
 from serving.observability import install_observability
 from serving.problems import install_problem_handlers
 from serving.ratelimit import install_rate_limits
 from serving.routers import calendar, events, feed, friends, health, swipes
 from serving.security import install_security
 from store.db import make_engine
+from store.live_cache import LiveCache
 
 # The feed falls back to Postgres when Redis fails, so failing fast beats waiting: redis-py's
 # default (10 retries, backoff up to 1 s) would stall each request for seconds during an
 # outage. One quick retry still rides over a connection the server closed while idle.
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
 REDIS_HEALTH_CHECK_INTERVAL_SECONDS = 30
+API_POOL_SIZE = 20
+API_POOL_OVERFLOW = 20
 REDIS_RETRY = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
 
 
@@ -51,7 +55,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             f"serving needs {' and '.join(missing)}: set them, or start the API with "
             "`godo serve`, which starts embedded servers and passes their URLs in"
         )
-    engine = make_engine(settings.database_url)
+    # Sized to FastAPI's thread pool (40 threads run the blocking routes): connections beyond
+    # `pool_size` are opened and closed per use, which under load costs more than the query.
+    engine = make_engine(
+        settings.database_url, pool_size=API_POOL_SIZE, max_overflow=API_POOL_OVERFLOW
+    )
     redis_client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
@@ -85,10 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(calendar.router, prefix="/v1")
     app.include_router(friends.router, prefix="/v1")
     settings = app.state.settings
+    # One verifier for the limiter and the routes: each token is verified once per process.
+    app.state.token_verifier = TokenVerifier(settings)
+    app.state.live_cache = LiveCache(max_age_seconds=settings.card_cache_seconds)
     # Order matters: each install wraps what came before. Rate limits inside the security
     # headers (so a 429 carries CORS and the headers), the timing outermost (so it counts
     # 429s and CORS refusals too).
-    install_rate_limits(app, settings)
+    install_rate_limits(app, settings, verifier=app.state.token_verifier)
     install_security(app, settings)
     install_observability(app)
     return app

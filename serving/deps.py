@@ -16,8 +16,9 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from godo.settings import Settings
-from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, verify_token
+from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVerifier
 from store.keys import RedisKeys
+from store.live_cache import LiveCache
 
 SIGNING_KEYS_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ async def _redis(request: Request) -> redis.Redis:
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
 
 
+async def _live_cache(request: Request) -> LiveCache:
+    cache: LiveCache = _state(request, "live_cache")
+    return cache
+
+
+LiveCacheDep = Annotated[LiveCache, Depends(_live_cache)]
+
+
 async def _keys(settings: SettingsDep) -> RedisKeys:
     return RedisKeys(prefix=settings.redis_prefix)
 
@@ -71,8 +80,16 @@ async def _keys(settings: SettingsDep) -> RedisKeys:
 KeysDep = Annotated[RedisKeys, Depends(_keys)]
 
 
+async def _token_verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier = _state(request, "token_verifier")
+    return verifier
+
+
+TokenVerifierDep = Annotated[TokenVerifier, Depends(_token_verifier)]
+
+
 def _current_user_id(
-    settings: SettingsDep,
+    verifier: TokenVerifierDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> int:
     """The user id of the bearer token, or 401 saying why (RFC 6750 challenge included).
@@ -88,7 +105,7 @@ def _current_user_id(
             headers={"WWW-Authenticate": "Bearer"},
         )
     try:
-        return verify_token(settings, credentials.credentials)
+        return verifier.user_id(credentials.credentials)
     except InvalidTokenError as error:
         raise HTTPException(
             status_code=401,

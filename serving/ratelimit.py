@@ -46,7 +46,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from godo.settings import Settings
-from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, verify_token
+from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVerifier
 from serving.observability import record_rate_limited
 from serving.problems import problem
 from serving.security import route_path
@@ -100,8 +100,9 @@ class Refusal:
 class TokenBucketLimiter:
     """The Redis side: which bucket a request draws from, and whether it had a token."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, verifier: TokenVerifier | None = None) -> None:
         self.settings = settings
+        self.verifier = verifier or TokenVerifier(settings)
         self.rate = settings.rate_limit_per_minute / 60
         self.capacity = settings.rate_limit_burst
         self._script: Script | None = None
@@ -131,7 +132,7 @@ class TokenBucketLimiter:
     def _bucket(self, token: str | None, client_ip: str | None) -> tuple[RateLimitScope, str]:
         if token:
             try:
-                return "user", str(verify_token(self.settings, token))
+                return "user", str(self.verifier.user_id(token))
             except (InvalidTokenError, SigningKeysUnavailableError):
                 pass  # not a user we know: the route answers 401/503, the IP pays for it
         return "ip", _ip_identity(client_ip)
@@ -206,16 +207,21 @@ class RateLimitMiddleware:
 
 
 def install_rate_limits(
-    app: FastAPI, settings: Settings, *, on_limited: OnLimited | None = None
+    app: FastAPI,
+    settings: Settings,
+    *,
+    verifier: TokenVerifier | None = None,
+    on_limited: OnLimited | None = None,
 ) -> None:
     """Rate-limit `app` (before it starts serving).
 
-    `on_limited(request, scope)` is called for each refused request; by default it counts
-    the refusal in the app's Prometheus metrics.
+    `verifier` should be the app's own, so a token checked here is not checked again by the
+    route. `on_limited(request, scope)` is called for each refused request; by default it
+    counts the refusal in the app's Prometheus metrics.
     """
     app.add_middleware(
         RateLimitMiddleware,
-        limiter=TokenBucketLimiter(settings),
+        limiter=TokenBucketLimiter(settings, verifier),
         state=app.state,
         on_limited=on_limited or record_rate_limited,
     )

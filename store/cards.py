@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -51,34 +51,48 @@ def load_cards(conn: sa.Connection, event_ids: Sequence[str]) -> pl.DataFrame:
 VISIBLE_TO_OTHERS = ("public", "friends")
 CANCELLED_STATUSES = frozenset({"canceled", "cancelled"})
 
-# One statement for a whole page: the card, its live status and its attendance counts.
-# `going` (every visibility) decides fullness, because a private RSVP still takes a seat;
-# `visible_going` and `friends_going` are what other users may see. A friend is a mutual
-# friendship (a row in each direction), so a one-sided row never reveals anyone's plans.
+# One statement for a whole page: the card, its live status and who is going. `going` (every
+# visibility) decides fullness, because a private RSVP still takes a seat; `visible_goers`
+# (public and friends-only RSVPs) is all any other user may learn from, so a private RSVP
+# never reaches a count another user sees.
 _LIVE_CARDS = sa.text(
     """
 SELECT e.id AS event_id, e.name, e.category, e.metro, e.start_utc, e.end_utc, e.timezone,
        e.is_free, e.price_min_cents, e.price_max_cents, e.currency, e.capacity, e.status,
        e.is_active, v.name AS venue_name, v.address AS venue_address,
        v.latitude AS venue_latitude, v.longitude AS venue_longitude,
-       a.going, a.visible_going, a.friends_going
+       a.going, a.visible_goers
 FROM events AS e
 LEFT JOIN venues AS v ON v.id = e.venue_id
 CROSS JOIN LATERAL (
     SELECT count(*) AS going,
-           count(*) FILTER (WHERE ea.visibility IN ('public', 'friends')) AS visible_going,
-           count(*) FILTER (
-               WHERE ea.visibility IN ('public', 'friends') AND EXISTS (
-                   SELECT 1 FROM friendships AS mine
-                   JOIN friendships AS theirs
-                     ON theirs.user_id = mine.friend_id AND theirs.friend_id = mine.user_id
-                   WHERE mine.user_id = :viewer_id AND mine.friend_id = ea.user_id
-               )
-           ) AS friends_going
+           coalesce(
+               array_agg(ea.user_id) FILTER (WHERE ea.visibility IN ('public', 'friends')),
+               '{}'
+           ) AS visible_goers
     FROM event_attendance AS ea
     WHERE ea.event_id = e.id AND ea.status = 'going'
 ) AS a
 WHERE e.id = ANY(:event_ids)
+"""
+)
+
+# A friend is a mutual friendship (a row in each direction), so a one-sided row never
+# reveals anyone's plans.
+_MUTUAL_FRIENDS = sa.text(
+    """
+SELECT mine.friend_id
+FROM friendships AS mine
+JOIN friendships AS theirs ON theirs.user_id = mine.friend_id AND theirs.friend_id = mine.user_id
+WHERE mine.user_id = :user_id
+"""
+)
+_MUTUAL_FRIENDS_OF_MANY = sa.text(
+    """
+SELECT mine.user_id, mine.friend_id
+FROM friendships AS mine
+JOIN friendships AS theirs ON theirs.user_id = mine.friend_id AND theirs.friend_id = mine.user_id
+WHERE mine.user_id = ANY(:user_ids)
 """
 )
 
@@ -118,10 +132,12 @@ class Price:
 
 @dataclass(frozen=True)
 class EventCard:
-    """An event as the app shows it, read from Postgres at request time for one viewer.
+    """An event as the app shows it, the same for every viewer.
 
     Read live rather than from the published run, so a cancellation, a sell-out or a friend's
-    RSVP shows up on the next request instead of the next run.
+    RSVP shows up on the next request instead of the next run. What differs per viewer (the
+    friends among `visible_goers`, the distance from where they are) is derived by the
+    methods below, so one card can be cached and shared by every request.
     """
 
     event_id: str
@@ -138,9 +154,7 @@ class EventCard:
     is_active: bool
     capacity: int | None
     going_count: int
-    visible_going_count: int
-    friends_going: int
-    distance_km: float | None = None
+    visible_goers: frozenset[int]
     # The catalogue has no image column yet; the field is in the contract so the app can
     # start rendering it the day the catalogue gains one.
     image_url: str | None = None
@@ -153,9 +167,26 @@ class EventCard:
     def full(self) -> bool:
         return self.capacity is not None and self.going_count >= self.capacity
 
+    @property
+    def visible_going_count(self) -> int:
+        """Everyone going who shares their RSVP: what other users may be told."""
+        return len(self.visible_goers)
+
     def showable(self, now: datetime) -> bool:
         """Whether the feed may offer it: not started, not cancelled, not full."""
         return self.start_utc > now and not self.cancelled and not self.full
+
+    def friends_going(self, friends: frozenset[int]) -> int:
+        """How many of `friends` (the viewer's mutual friends) are going, as they allow."""
+        return len(self.visible_goers & friends)
+
+    def distance_km(self, origin: tuple[float, float] | None) -> float | None:
+        """Kilometres from `origin` (lat, lon) to the venue; None without either position."""
+        venue = self.venue
+        if origin is None or venue is None or venue.latitude is None or venue.longitude is None:
+            return None
+        km = haversine_km(origin[0], origin[1], venue.latitude, venue.longitude)
+        return round(float(km), 3)
 
 
 @dataclass(frozen=True)
@@ -164,24 +195,29 @@ class FriendGoing:
     display_name: str
 
 
-def load_live_cards(
-    conn: sa.Connection,
-    event_ids: Sequence[str],
-    *,
-    viewer_id: int,
-    origin: tuple[float, float] | None = None,
-) -> dict[str, EventCard]:
-    """Cards of `event_ids` by id, in one query however many ids (unknown ids are absent).
-
-    `origin` (lat, lon) fills `distance_km` to each geocoded venue.
-    """
-    if not event_ids:
+def load_live_cards(conn: sa.Connection, event_ids: Iterable[str]) -> dict[str, EventCard]:
+    """Cards of `event_ids` by id, in one query however many ids (unknown ids are absent)."""
+    ids = list(set(event_ids))
+    if not ids:
         return {}
-    rows = conn.execute(
-        _LIVE_CARDS, {"event_ids": list(set(event_ids)), "viewer_id": viewer_id}
-    ).mappings()
-    cards = (_card(row, origin) for row in rows)
+    rows = conn.execute(_LIVE_CARDS, {"event_ids": ids}).mappings()
+    cards = (_card(row) for row in rows)
     return {card.event_id: card for card in cards}
+
+
+def load_mutual_friends(conn: sa.Connection, user_id: int) -> frozenset[int]:
+    """The user's friends: those with a friendship row in both directions."""
+    return frozenset(int(r.friend_id) for r in conn.execute(_MUTUAL_FRIENDS, {"user_id": user_id}))
+
+
+def load_mutual_friends_of(
+    conn: sa.Connection, user_ids: Sequence[int]
+) -> dict[int, frozenset[int]]:
+    """`load_mutual_friends` for many users in one query; every user gets an entry."""
+    found: dict[int, set[int]] = {user_id: set() for user_id in user_ids}
+    for row in conn.execute(_MUTUAL_FRIENDS_OF_MANY, {"user_ids": list(user_ids)}):
+        found[int(row.user_id)].add(int(row.friend_id))
+    return {user_id: frozenset(friends) for user_id, friends in found.items()}
 
 
 def load_friends_going(conn: sa.Connection, event_id: str, *, viewer_id: int) -> list[FriendGoing]:
@@ -190,7 +226,7 @@ def load_friends_going(conn: sa.Connection, event_id: str, *, viewer_id: int) ->
     return [FriendGoing(int(r.user_id), str(r.display_name)) for r in rows]
 
 
-def _card(row: sa.RowMapping, origin: tuple[float, float] | None) -> EventCard:
+def _card(row: sa.RowMapping) -> EventCard:
     zone_name, zone = _zone(row["timezone"])
     start_utc: datetime = row["start_utc"].astimezone(UTC)
     end_utc: datetime | None = row["end_utc"].astimezone(UTC) if row["end_utc"] else None
@@ -224,9 +260,7 @@ def _card(row: sa.RowMapping, origin: tuple[float, float] | None) -> EventCard:
         is_active=bool(row["is_active"]),
         capacity=row["capacity"],
         going_count=int(row["going"]),
-        visible_going_count=int(row["visible_going"]),
-        friends_going=int(row["friends_going"]),
-        distance_km=_distance_km(origin, venue),
+        visible_goers=frozenset(int(user_id) for user_id in row["visible_goers"]),
     )
 
 
@@ -238,19 +272,3 @@ def _zone(name: str | None) -> tuple[str, ZoneInfo]:
         except (ZoneInfoNotFoundError, ValueError):
             log.warning("unknown event timezone %r, showing times in UTC", name)
     return "UTC", ZoneInfo("UTC")
-
-
-def _distance_km(origin: tuple[float, float] | None, venue: Venue | None) -> float | None:
-    if origin is None or venue is None or venue.latitude is None or venue.longitude is None:
-        return None
-    km = haversine_km(origin[0], origin[1], venue.latitude, venue.longitude)
-    return round(float(km), 3)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FeedItem(EventCard):
-    """One ranked event in a user's feed: its live card plus where and why it was ranked."""
-
-    rank: int
-    score: float
-    reason: str

@@ -27,11 +27,12 @@ def sqlalchemy_url(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def make_engine(database_url: str, *, pool_size: int = 5) -> sa.Engine:
+def make_engine(database_url: str, *, pool_size: int = 5, max_overflow: int = 10) -> sa.Engine:
     """An engine with a small pool; `pool_pre_ping` survives a restarted server."""
     return sa.create_engine(
         sqlalchemy_url(database_url),
         pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 5},
     )

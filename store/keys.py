@@ -7,6 +7,12 @@ Layout (with the default prefix `godo`):
 - `godo:feed:run:{run_id}:fallback` -> JSON list of the cold-start items of that run
 - `godo:feed:run:{run_id}:meta` -> hash: user count, row count, published_at
 - `godo:seen:{run_id}:{user_id}` -> set of event ids the user swiped since the run was published
+- `godo:cards:epoch` -> counter bumped whenever the catalogue or activity is bulk-loaded
+- `godo:cards:event:{event_id}:version` -> counter bumped when one event's card changes
+- `godo:cards:user:{user_id}:friends` -> counter bumped when the user's friendships change
+- `godo:cards:user:{user_id}:friend-ids` -> JSON {epoch, version, ids}: the user's mutual
+  friends as of that epoch and counter, shared by every API process
+  (the counters validate the API's cached cards and friend lists: `store.live_cache`)
 
 Run keys are versioned by run id and expire on their own, so a half-written run is never
 reachable (the pointer still names the old one) and old runs need no clean-up job.
@@ -49,6 +55,18 @@ class RedisKeys:
     def calendar_page(self, user_id: int, version: int, tier: str, digest: str) -> str:
         """One cached calendar page: owner, version, what the viewer may see, query digest."""
         return f"{self.prefix}:calendar:user:{user_id}:v{version}:{tier}:{digest}"
+
+    def card_epoch(self) -> str:
+        return f"{self.prefix}:cards:epoch"
+
+    def card_version(self, event_id: str) -> str:
+        return f"{self.prefix}:cards:event:{event_id}:version"
+
+    def friends_version(self, user_id: int) -> str:
+        return f"{self.prefix}:cards:user:{user_id}:friends"
+
+    def friend_ids(self, user_id: int) -> str:
+        return f"{self.prefix}:cards:user:{user_id}:friend-ids"
 
     def namespace_pattern(self) -> str:
         return f"{self.prefix}:*"

@@ -14,13 +14,19 @@ from dagster_duckdb import DuckDBResource
 
 from features.geo import flag_coordinates
 from pipelines.partitions import metro_partitions
-from pipelines.resources import EventbriteResource, GoogleMapsResource, PostgresResource
+from pipelines.resources import (
+    EventbriteResource,
+    GoogleMapsResource,
+    PostgresResource,
+    RedisResource,
+)
 from pipelines.venues import geocode_venues, metro_bounds
 from pipelines.warehouse import RAW_EVENTS_SCHEMA, append, latest_raw_events
 from sources.eventbrite.client import parse_utc
 from sources.eventbrite.fetch import fetch_listings
 from sources.eventbrite.parse import parse_events
 from store.app_data import upsert_catalogue
+from store.live_cache import touch_catalogue
 
 HIGH_WATER_MARK = "high_water_mark"
 QUARANTINE_SHARE_LIMIT = 0.05
@@ -205,11 +211,23 @@ def geocoded_venues(
 
 @dg.asset(group_name="ingest", kinds={"postgres"})
 def app_catalogue(
-    events: pl.DataFrame, geocoded_venues: pl.DataFrame, postgres: PostgresResource
+    events: pl.DataFrame,
+    geocoded_venues: pl.DataFrame,
+    postgres: PostgresResource,
+    redis: RedisResource,
 ) -> dg.MaterializeResult:
-    """Events and venues upserted into the app's Postgres, where the API and swipes meet them."""
+    """Events and venues upserted into the app's Postgres, where the API and swipes meet them.
+
+    Then the API processes' cached cards are invalidated, so an event cancelled upstream
+    leaves every feed on the next request.
+    """
     with postgres.engine().begin() as conn:
         upsert_catalogue(conn, events=events, venues=geocoded_venues)
+    invalidated = touch_catalogue(redis.client(), redis.key_layout())
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": events.height, "venues": geocoded_venues.height}
+        metadata={
+            "dagster/row_count": events.height,
+            "venues": geocoded_venues.height,
+            "api_caches_invalidated": invalidated,
+        }
     )

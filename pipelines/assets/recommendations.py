@@ -6,6 +6,7 @@ import polars as pl
 from models.popularity import PopularityModel
 from pipelines.assets.models import FeedConfig
 from pipelines.resources import PostgresResource, RedisResource
+from store.live_cache import warm_friend_ids
 from store.publish import publish_run
 
 
@@ -31,6 +32,10 @@ def published_feed(
         fallback=fallback.with_columns(reason=pl.lit("popular")),
         ttl_seconds=redis.feed_ttl_seconds,
     )
+    # The API reads each viewer's friends from Redis; storing them now spares Postgres the
+    # first feed read of every user in the run.
+    users = ranked_feed.get_column("user_id").unique().sort().to_list()
+    warmed = warm_friend_ids(postgres.engine(), redis.client(), redis.key_layout(), users)
     return dg.MaterializeResult(
         metadata={
             "run_id": result.run_id,
@@ -38,5 +43,6 @@ def published_feed(
             "users": result.n_users,
             "fallback_items": result.n_fallback,
             "publish_seconds": round(result.seconds, 3),
+            "friend_lists_stored": warmed,
         }
     )

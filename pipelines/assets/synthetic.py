@@ -12,9 +12,10 @@ import polars as pl
 
 from pipelines.assets.common import frame_output, in_utc
 from pipelines.assets.training import cutoff_of
-from pipelines.resources import PostgresResource, SyntheticCityResource
+from pipelines.resources import PostgresResource, RedisResource, SyntheticCityResource
 from sources.synthetic.behaviour import Activity, oracle_top_n, simulate
 from store.app_data import replace_activity
+from store.live_cache import touch_catalogue
 
 ORACLE_LENGTH = 20
 ORACLE_SCHEMA = {
@@ -27,9 +28,12 @@ ORACLE_SCHEMA = {
 
 @dg.asset(group_name="synthetic", deps=["app_catalogue"], kinds={"python", "postgres"})
 def synthetic_activity(
-    city: SyntheticCityResource, postgres: PostgresResource
+    city: SyntheticCityResource, postgres: PostgresResource, redis: RedisResource
 ) -> dg.MaterializeResult:
-    """Users, friendships, swipes and RSVPs simulated from hidden tastes, written to Postgres."""
+    """Users, friendships, swipes and RSVPs simulated from hidden tastes, written to Postgres.
+
+    Replacing RSVPs and friendships changes every card's counts: the API caches are dropped.
+    """
     world = city.world()
     activity = simulate(world, city.behaviour_config())
     with postgres.engine().begin() as conn:
@@ -40,10 +44,12 @@ def synthetic_activity(
             swipes=activity.swipes,
             attendance=activity.attendance,
         )
+    invalidated = touch_catalogue(redis.client(), redis.key_layout())
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": counts["swipes"],
             "city_now": world.config.now.isoformat(),
+            "api_caches_invalidated": invalidated,
             **counts,
         }
     )

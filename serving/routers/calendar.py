@@ -41,6 +41,7 @@ from store.calendar import (
     user_for_token,
     viewer_tier,
 )
+from store.live_cache import touch_events
 
 router = APIRouter(tags=["calendar"])
 
@@ -283,6 +284,7 @@ def put_attendance(
     except UnknownUserError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
     invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
+    touch_events(redis_client, keys, [event_id])  # its going count and goers changed
     return _attendance_out(stored)
 
 
@@ -310,6 +312,7 @@ def delete_attendance(
     """Idempotent: 204 whether or not there was a row (so a retried DELETE is not an error)."""
     if remove_attendance(engine, user_id=user_id, event_id=event_id):
         invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
+        touch_events(redis_client, keys, [event_id])
     return Response(status_code=204)
 
 

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path
 
 from serving.deps import CurrentUserId, EngineDep
+from serving.feed_body import card_document
 from serving.problems import problem_responses
 from serving.routers.feed import OriginDep
-from serving.schemas import EventCardOut, EventOut, FriendOut
+from serving.schemas import EventOut, FriendOut
 from store.cards import load_friends_going, load_live_cards
 
 router = APIRouter(tags=["events"])
@@ -60,12 +61,13 @@ def get_event(
     """
     # A plain `def`: the reads block, so FastAPI runs this in its thread pool.
     with engine.connect() as conn:
-        card = load_live_cards(conn, [event_id], viewer_id=user_id, origin=origin).get(event_id)
+        card = load_live_cards(conn, [event_id]).get(event_id)
         if card is None:
             raise HTTPException(status_code=404, detail=f"No event with id {event_id!r}.")
         friends = load_friends_going(conn, event_id, viewer_id=user_id)
     return EventOut(
-        **dict(EventCardOut.model_validate(card)),
+        **card_document(card),
+        distance_km=card.distance_km(origin),
         status=card.status,
         cancelled=card.cancelled,
         full=card.full,

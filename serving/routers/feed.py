@@ -9,7 +9,15 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
 from serving import cursors
-from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep, SettingsDep
+from serving.deps import (
+    CurrentUserId,
+    EngineDep,
+    KeysDep,
+    LiveCacheDep,
+    RedisDep,
+    SettingsDep,
+)
+from serving.feed_body import feed_body
 from serving.observability import record_feed_source
 from serving.problems import problem_responses
 from serving.schemas import FeedOut
@@ -130,12 +138,12 @@ _CACHE_CONTROL_HEADER = {
 )
 def get_feed(
     request: Request,
-    response: Response,
     user_id: CurrentUserId,
     engine: EngineDep,
     redis_client: RedisDep,
     keys: KeysDep,
     settings: SettingsDep,
+    cache: LiveCacheDep,
     origin: OriginDep,
     limit: Annotated[
         int | None,
@@ -147,7 +155,7 @@ def get_feed(
         str | None,
         Query(max_length=512, description="`next_cursor` of the previous page, to continue."),
     ] = None,
-) -> FeedOut | Response:
+) -> Response:
     """Served from Redis, or from Postgres when Redis is down or the run's keys expired.
 
     Each card is read live: events that have started, were cancelled or are full, or that
@@ -160,6 +168,7 @@ def get_feed(
     """
     page = cursors.decode(cursor) if cursor else None
     # A plain `def`: `read_feed` does blocking I/O, so FastAPI runs it in its thread pool.
+    # The body is built here (`feed_body`), not by FastAPI from `FeedOut`: see that module.
     try:
         feed = read_feed(
             engine=engine,
@@ -170,6 +179,7 @@ def get_feed(
             run_id=page.run_id if page else None,
             after_rank=page.after_rank if page else 0,
             origin=origin,
+            cache=cache,
         )
     except RunGone as gone:
         raise HTTPException(
@@ -178,27 +188,23 @@ def get_feed(
             "request the feed again without a cursor.",
         ) from None
     record_feed_source(request, "cold_start" if feed.cold_start else feed.source)
-    body = _body(feed)
+    body = feed_body(feed, _next_cursor(feed))
     etag = _etag(body)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if etag in _if_none_match(request):
         return Response(status_code=304, headers=headers)
-    response.headers.update(headers)
-    return body
+    return Response(content=body, media_type="application/json", headers=headers)
 
 
-def _body(feed: Feed) -> FeedOut:
-    body = FeedOut.model_validate(feed)
-    if feed.has_more and feed.items and feed.run_id is not None:
-        last = cursors.Cursor(run_id=feed.run_id, after_rank=feed.items[-1].rank)
-        body.next_cursor = cursors.encode(last)
-    return body
+def _next_cursor(feed: Feed) -> str | None:
+    if not (feed.has_more and feed.items and feed.run_id is not None):
+        return None
+    return cursors.encode(cursors.Cursor(run_id=feed.run_id, after_rank=feed.items[-1].rank))
 
 
-def _etag(body: FeedOut) -> str:
+def _etag(body: bytes) -> str:
     """A weak validator of exactly what the client would receive."""
-    digest = hashlib.blake2b(body.model_dump_json().encode(), digest_size=12).hexdigest()
-    return f'W/"{digest}"'
+    return f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
 
 
 def _if_none_match(request: Request) -> set[str]:

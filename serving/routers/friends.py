@@ -27,6 +27,7 @@ from store.friends import (
     send_request,
 )
 from store.keys import RedisKeys
+from store.live_cache import touch_friends
 
 router = APIRouter(tags=["friends"])
 
@@ -222,13 +223,14 @@ def _state_out(
 
 
 def _invalidate(redis_client: RedisDep, keys: RedisKeys, *user_ids: int) -> None:
-    """Each user's cached calendar pages were cached for the old relationship.
+    """Each user's cached calendar pages and friend set were cached for the old relationship.
 
-    Best effort after the commit: `invalidate_calendar` logs a Redis failure, and pages cached
-    before it expire within minutes.
+    Best effort after the commit: both helpers log a Redis failure, and what was cached
+    before expires within minutes (calendar pages) or `card_cache_seconds` (friend sets).
     """
     for user_id in user_ids:
         invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
+    touch_friends(redis_client, keys, user_ids)
 
 
 def _friends_out(lists: FriendLists) -> FriendsOut:

@@ -25,11 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
 
+from godo import tokens as tokens_module
 from godo.settings import DEV_JWT_SECRET, Settings
 from godo.tokens import (
     ISSUER,
     InvalidTokenError,
     SigningKeysUnavailableError,
+    TokenVerifier,
     issue_token,
     jwks_client,
     verify_token,
@@ -419,3 +421,59 @@ def test_unreachable_jwks_is_an_outage_not_a_bad_token(rsa_key: rsa.RSAPrivateKe
     settings = _settings(jwks_url="http://127.0.0.1:1/auth/v1/.well-known/jwks.json")
     with pytest.raises(SigningKeysUnavailableError):
         verify_token(settings, _signed(rsa_key, "RS256", RSA_KID))
+
+
+# --- TokenVerifier: each accepted token verified once per process ------------------------
+
+
+def test_verifier_remembers_an_accepted_token_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = _settings()
+    verifier = TokenVerifier(settings)
+    token = issue_token(settings, 7, ttl_seconds=60)
+    calls: list[str] = []
+    real = tokens_module._verified_claims
+
+    def counting(settings: Settings, token: str) -> dict[str, Any]:
+        calls.append(token)
+        return real(settings, token)
+
+    monkeypatch.setattr(tokens_module, "_verified_claims", counting)
+    assert verifier.user_id(token) == 7
+    assert verifier.user_id(token) == 7
+    assert len(calls) == 1
+
+    # Once the cache's clock passes `exp`, the entry is not trusted: the token is verified
+    # again (PyJWT keeps its own clock, which still finds it valid here).
+    later = tokens_module.time.time() + 61
+    monkeypatch.setattr(tokens_module.time, "time", lambda: later)
+    assert verifier.user_id(token) == 7
+    assert len(calls) == 2
+
+
+def test_verifier_never_remembers_a_refusal() -> None:
+    settings = _settings()
+    verifier = TokenVerifier(settings)
+    forged = issue_token(_settings(jwt_secret="another-secret-0123456789abcdefghijkl"), 7)
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError, match="signature"):
+            verifier.user_id(forged)
+
+
+def test_a_verifier_only_knows_tokens_valid_under_its_own_settings() -> None:
+    mine, theirs = _settings(), _settings(jwt_secret="another-secret-0123456789abcdefghijkl")
+    token = issue_token(mine, 7)
+    assert TokenVerifier(mine).user_id(token) == 7
+    with pytest.raises(InvalidTokenError):
+        TokenVerifier(theirs).user_id(token)
+
+
+def test_a_full_verifier_evicts_and_keeps_working() -> None:
+    settings = _settings()
+    verifier = TokenVerifier(settings, max_entries=4)
+    tokens = {user_id: issue_token(settings, user_id) for user_id in range(1, 11)}
+    for user_id, token in tokens.items():
+        assert verifier.user_id(token) == user_id
+    assert len(verifier._accepted) <= 4
+    assert all(verifier.user_id(token) == user_id for user_id, token in tokens.items())

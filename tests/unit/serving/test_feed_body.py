@@ -1,0 +1,115 @@
+"""The hand-built feed body against the documented `FeedOut` model, field by field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from serving.feed_body import feed_body
+from serving.schemas import EventCardOut, FeedItemOut, FeedOut, PriceOut, VenueOut
+from store.cards import EventCard, Price, Venue
+from store.feed import Feed, FeedItem
+
+START = datetime(2026, 12, 5, 0, 30, 0, 120, tzinfo=UTC)
+
+
+def _card(event_id: str, *, venue: Venue | None, zone: str) -> EventCard:
+    return EventCard(
+        event_id=event_id,
+        name='Jazz "on" the Roof — ünïcode',
+        category="music",
+        metro="new-york",
+        start_utc=START,
+        end_utc=None if venue is None else START.replace(hour=3),
+        timezone=zone,
+        start_local=START.astimezone(ZoneInfo(zone)),
+        venue=venue,
+        price=Price(is_free=False, price_min_cents=1500, price_max_cents=2500, currency="USD"),
+        status="live",
+        is_active=True,
+        capacity=100,
+        going_count=3,
+        visible_goers=frozenset({5, 6}),
+    )
+
+
+def _feed(next_items: bool) -> Feed:
+    venue = Venue(name="Harbour Hall", address="1 Pier", latitude=40.7, longitude=-74.0)
+    cards = [
+        _card("ev-1", venue=venue, zone="America/New_York"),
+        _card("ev-2", venue=None, zone="UTC"),
+    ]
+    items = [
+        FeedItem(card, rank=i + 1, score=1 / 3 + i, reason="als", friends_going=i, distance_km=d)
+        for i, (card, d) in enumerate(zip(cards, [1.234, None], strict=True))
+    ]
+    return Feed(7, "run-1", "redis", False, items if next_items else [], has_more=next_items)
+
+
+def _expected(feed: Feed, cursor: str | None) -> FeedOut:
+    """What the response model would have produced from the same feed."""
+    items = []
+    for item in feed.items:
+        card = item.card
+        items.append(
+            FeedItemOut(
+                **EventCardOut(
+                    event_id=card.event_id,
+                    name=card.name,
+                    category=card.category,
+                    metro=card.metro,
+                    start_utc=card.start_utc,
+                    start_local=card.start_local,
+                    timezone=card.timezone,
+                    end_utc=card.end_utc,
+                    venue=None if card.venue is None else VenueOut.model_validate(card.venue),
+                    distance_km=item.distance_km,
+                    price=PriceOut.model_validate(card.price),
+                    image_url=card.image_url,
+                ).model_dump(),
+                rank=item.rank,
+                score=item.score,
+                reason=item.reason,
+                friends_going=item.friends_going,
+            )
+        )
+    return FeedOut(
+        user_id=feed.user_id,
+        run_id=feed.run_id,
+        source=feed.source,
+        cold_start=feed.cold_start,
+        items=items,
+        next_cursor=cursor,
+    )
+
+
+@pytest.mark.parametrize(("full", "cursor"), [(True, "abc"), (False, None)])
+def test_body_equals_the_response_model_serialization(full: bool, cursor: str | None) -> None:
+    feed = _feed(full)
+    body = feed_body(feed, cursor)
+    expected = _expected(feed, cursor).model_dump_json()
+    # Datetimes stay strings when parsed, so this compares their spelling too (`Z`, offsets,
+    # microseconds); only the order of keys may differ.
+    assert json.loads(body) == json.loads(expected)
+
+
+def test_body_validates_against_the_model_and_has_no_extra_fields() -> None:
+    body = feed_body(_feed(True), "abc")
+    parsed = FeedOut.model_validate_json(body)
+    assert len(parsed.items) == 2
+    document = json.loads(body)
+    assert set(document) == set(FeedOut.model_fields)
+    for item in document["items"]:
+        assert set(item) == set(FeedItemOut.model_fields)
+
+
+def test_a_replaced_card_is_never_served_from_the_shared_documents() -> None:
+    feed = _feed(True)
+    first = json.loads(feed_body(feed, None))
+    renamed = feed.items[0].card.__class__(**{**feed.items[0].card.__dict__, "name": "Renamed"})
+    again = Feed(7, "run-1", "redis", False, [FeedItem(renamed, 1, 0.5, "als", 0, None)])
+    assert first["items"][0]["name"] != "Renamed"
+    assert json.loads(feed_body(again, None))["items"][0]["name"] == "Renamed"
