@@ -169,12 +169,22 @@ class TokenVerifier:
         self._accepted: dict[str, tuple[int, float]] = {}  # token -> (user id, valid until)
         self._lock = threading.Lock()
 
-    def user_id(self, token: str) -> int:
-        """The token's user id, or `InvalidTokenError` / `SigningKeysUnavailableError`."""
-        now = time.time()
+    def remembered_user_id(self, token: str) -> int | None:
+        """The user id if `token` was accepted and is still valid; never verifies (no I/O)."""
         hit = self._accepted.get(token)
-        if hit is not None and now < hit[1]:
+        if hit is not None and time.time() < hit[1]:
             return hit[0]
+        return None
+
+    def user_id(self, token: str) -> int:
+        """The token's user id, or `InvalidTokenError` / `SigningKeysUnavailableError`.
+
+        May block on a JWKS fetch when the token is not remembered: call from a thread.
+        """
+        remembered = self.remembered_user_id(token)
+        if remembered is not None:
+            return remembered
+        now = time.time()
         claims = _verified_claims(self.settings, token)
         user_id = _user_id(claims["sub"])
         until = min(float(claims["exp"]), now + self.max_age_seconds)

@@ -5,7 +5,8 @@ after it has resolved (or started) Postgres and Redis, and tests call `create_ap
 with their own servers. Importing this module therefore needs no environment.
 
 Connections are opened once per process in `lifespan` and shared by every request: a SQLAlchemy
-pool (thread-safe, used from FastAPI's thread pool) and a Redis client (its own pool).
+pool (thread-safe, used from FastAPI's thread pool), a Redis client (its own pool) and an
+asyncio Redis client for the routes that stay on the event loop.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
+import redis.asyncio
 from fastapi import FastAPI
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -36,6 +39,7 @@ REDIS_HEALTH_CHECK_INTERVAL_SECONDS = 30
 API_POOL_SIZE = 20
 API_POOL_OVERFLOW = 20
 REDIS_RETRY = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+ASYNC_REDIS_RETRY = AsyncRetry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
 
 
 @asynccontextmanager
@@ -67,11 +71,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
         retry=REDIS_RETRY,
     )
+    # The feed's hot path runs on the event loop (`store.steps`), so it has an asyncio client.
+    async_redis = redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
+        retry=ASYNC_REDIS_RETRY,
+    )
     app.state.engine = engine
     app.state.redis = redis_client
+    app.state.async_redis = async_redis
     try:
         yield
     finally:
+        await async_redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
         redis_client.close()
         engine.dispose()
 

@@ -11,8 +11,10 @@ import logging
 from typing import Annotated, Any
 
 import redis
+import redis.asyncio
 import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from godo.settings import Settings
@@ -65,6 +67,14 @@ async def _redis(request: Request) -> redis.Redis:
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
 
 
+async def _async_redis(request: Request) -> redis.asyncio.Redis:
+    client: redis.asyncio.Redis = _state(request, "async_redis")
+    return client
+
+
+AsyncRedisDep = Annotated[redis.asyncio.Redis, Depends(_async_redis)]
+
+
 async def _live_cache(request: Request) -> LiveCache:
     cache: LiveCache = _state(request, "live_cache")
     return cache
@@ -88,14 +98,15 @@ async def _token_verifier(request: Request) -> TokenVerifier:
 TokenVerifierDep = Annotated[TokenVerifier, Depends(_token_verifier)]
 
 
-def _current_user_id(
+async def _current_user_id(
     verifier: TokenVerifierDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> int:
     """The user id of the bearer token, or 401 saying why (RFC 6750 challenge included).
 
-    A plain `def`, so FastAPI runs it in its thread pool: verifying a JWKS-signed token may
-    fetch the key set over the network, which must not block the event loop.
+    A token accepted before (by the rate limiter, moments ago) is answered from the
+    verifier's memory on the event loop; a real verification runs in the thread pool, since
+    a JWKS-signed token may need the key set fetched over the network.
     """
     if credentials is None:
         # RFC 6750 §3.1: a request without credentials gets a bare challenge, no error code.
@@ -104,8 +115,11 @@ def _current_user_id(
             detail="Missing bearer token: send 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    remembered = verifier.remembered_user_id(credentials.credentials)
+    if remembered is not None:
+        return remembered
     try:
-        return verifier.user_id(credentials.credentials)
+        return await run_in_threadpool(verifier.user_id, credentials.credentials)
     except InvalidTokenError as error:
         raise HTTPException(
             status_code=401,

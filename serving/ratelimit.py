@@ -39,8 +39,9 @@ from typing import Literal
 
 import anyio.to_thread
 import redis
+import redis.asyncio
 from fastapi import FastAPI
-from redis.commands.core import Script
+from redis.commands.core import AsyncScript
 from starlette.datastructures import State
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -105,7 +106,7 @@ class TokenBucketLimiter:
         self.verifier = verifier or TokenVerifier(settings)
         self.rate = settings.rate_limit_per_minute / 60
         self.capacity = settings.rate_limit_burst
-        self._script: Script | None = None
+        self._script: AsyncScript | None = None
         self._lock = threading.Lock()
         self._skip_redis_until = 0.0
         self._last_warning = -math.inf
@@ -113,15 +114,20 @@ class TokenBucketLimiter:
     def key(self, scope: RateLimitScope, identity: str) -> str:
         return f"{self.settings.redis_prefix}:ratelimit:{scope}:{identity}"
 
-    def check(
-        self, redis_client: redis.Redis, token: str | None, client_ip: str | None
+    async def check(
+        self, redis_client: redis.asyncio.Redis, token: str | None, client_ip: str | None
     ) -> Refusal | None:
-        """None to serve the request, else the refusal. Blocking: run it in a thread."""
+        """None to serve the request, else the refusal.
+
+        On the event loop: the bucket is one awaited script call, and a token seen before is
+        recognised from memory; only a token never seen is verified in a worker thread (its
+        key set may have to be fetched).
+        """
         if time.monotonic() < self._skip_redis_until:
             return None  # Redis failed moments ago: failing open, don't wait on it again
-        scope, identity = self._bucket(token, client_ip)
+        scope, identity = await self._bucket(token, client_ip)
         try:
-            allowed, wait = self._take(redis_client, self.key(scope, identity))
+            allowed, wait = await self._take(redis_client, self.key(scope, identity))
         except redis.RedisError as error:
             self._fail_open(error)
             return None
@@ -129,18 +135,21 @@ class TokenBucketLimiter:
             return None
         return Refusal(scope=scope, retry_after_seconds=max(1, math.ceil(wait)))
 
-    def _bucket(self, token: str | None, client_ip: str | None) -> tuple[RateLimitScope, str]:
+    async def _bucket(self, token: str | None, client_ip: str | None) -> tuple[RateLimitScope, str]:
         if token:
+            user_id = self.verifier.remembered_user_id(token)
+            if user_id is not None:
+                return "user", str(user_id)
             try:
-                return "user", str(self.verifier.user_id(token))
+                return "user", str(await anyio.to_thread.run_sync(self.verifier.user_id, token))
             except (InvalidTokenError, SigningKeysUnavailableError):
                 pass  # not a user we know: the route answers 401/503, the IP pays for it
         return "ip", _ip_identity(client_ip)
 
-    def _take(self, redis_client: redis.Redis, key: str) -> tuple[bool, float]:
+    async def _take(self, redis_client: redis.asyncio.Redis, key: str) -> tuple[bool, float]:
         if self._script is None:
             self._script = redis_client.register_script(TOKEN_BUCKET_LUA)
-        allowed, wait = self._script(
+        allowed, wait = await self._script(
             keys=[key], args=[self.rate, self.capacity], client=redis_client
         )
         return int(allowed) == 1, float(wait)
@@ -173,7 +182,7 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         self.limiter = limiter
-        self.state = state  # the app's: `redis` is put there by the lifespan
+        self.state = state  # the app's: `async_redis` is put there by the lifespan
         self.on_limited = on_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,9 +191,8 @@ class RateLimitMiddleware:
             return
         connection = HTTPConnection(scope)
         client_ip = scope["client"][0] if scope.get("client") else None
-        # Token verification (maybe a JWKS fetch) and the Redis round trip both block.
-        refusal = await anyio.to_thread.run_sync(
-            self.limiter.check, self.state.redis, _bearer_token(connection), client_ip
+        refusal = await self.limiter.check(
+            self.state.async_redis, _bearer_token(connection), client_ip
         )
         if refusal is None:
             await self.app(scope, receive, send)

@@ -178,6 +178,8 @@ class EventCard:
 
     def friends_going(self, friends: frozenset[int]) -> int:
         """How many of `friends` (the viewer's mutual friends) are going, as they allow."""
+        if not friends or not self.visible_goers:
+            return 0  # the usual case, fifty times per feed page
         return len(self.visible_goers & friends)
 
     def distance_km(self, origin: tuple[float, float] | None) -> float | None:

@@ -10,19 +10,22 @@ are dropped at read time; the published list itself is immutable.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import ExitStack
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 import orjson
 import redis
+import redis.asyncio
 import sqlalchemy as sa
 
 from store.cards import EventCard, load_live_cards, load_mutual_friends
 from store.keys import RedisKeys
-from store.live_cache import FriendIds, LiveCache, read_card_stamps
+from store.live_cache import FriendIds, LiveCache, card_stamps, card_stamps_command
+from store.publish import PUBLISHED_TIME_FORMAT
+from store.steps import PostgresStep, RedisStep, Steps, run_async, run_blocking
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +73,60 @@ def read_feed(
 
     The run only says which events, in what order; cards are read live for the page's ids,
     so events cancelled or sold out since the run was published leave the feed at once, on
-    both paths. With a `cache` (the API's), cards and the viewer's friends are reused while
-    their Redis counters say they are unchanged (`store.live_cache`); without one, or when
-    Redis is down, they come from Postgres. `origin` (lat, lon) fills each `distance_km`.
+    both paths. With a `cache` (the API's), cards are reused while their Redis counters say
+    they are unchanged (`store.live_cache`); without one, or when Redis is down, they come
+    from Postgres. The viewer's friends come from Redis's shared copy when it is current.
+    `origin` (lat, lon) fills each `distance_km`. Blocking; `read_feed_async` is the same
+    read for the event loop.
     """
-    now = now or datetime.now(UTC)
     page = _Page(limit=limit, after_rank=after_rank, run_id=run_id)
-    with _Reads(engine, redis_client, keys, cache) as reads:
-        try:
-            ranked = _from_redis(redis_client, keys, user_id, now, page, cache)
-        except redis.RedisError:
-            log.warning(
-                "redis unavailable, reading feed of user %s from postgres", user_id, exc_info=True
-            )
-            reads.redis_ok = False
-            ranked = None
-        if ranked is None:
-            ranked = _from_postgres(reads.connection(), user_id, page)
-        friends = reads.friends(user_id, ranked.friend_ids)
-        kept, more = _hydrate(ranked.rows, page, now, reads.cards)
+    steps = _feed_steps(keys, user_id, page, now or datetime.now(UTC), origin, cache)
+    return run_blocking(steps, engine=engine, redis_client=redis_client)
+
+
+async def read_feed_async(
+    *,
+    engine: sa.Engine,
+    redis_client: redis.asyncio.Redis,
+    keys: RedisKeys,
+    user_id: int,
+    limit: int = 50,
+    now: datetime | None = None,
+    run_id: str | None = None,
+    after_rank: int = 0,
+    origin: tuple[float, float] | None = None,
+    cache: LiveCache | None = None,
+) -> Feed:
+    """`read_feed` on the event loop: Redis through the asyncio client, Postgres in a thread."""
+    page = _Page(limit=limit, after_rank=after_rank, run_id=run_id)
+    steps = _feed_steps(keys, user_id, page, now or datetime.now(UTC), origin, cache)
+    return await run_async(steps, engine=engine, redis_client=redis_client)
+
+
+def _feed_steps(
+    keys: RedisKeys,
+    user_id: int,
+    page: _Page,
+    now: datetime,
+    origin: tuple[float, float] | None,
+    cache: LiveCache | None,
+) -> Steps[Feed]:
+    """The feed read as steps (`store.steps`): the list, the viewer's friends, the cards."""
+    redis_up = True
+    ranked: _Ranked | None
+    try:
+        ranked = yield from _from_redis(keys, user_id, now, page, cache)
+    except redis.RedisError:
+        log.warning(
+            "redis unavailable, reading feed of user %s from postgres", user_id, exc_info=True
+        )
+        redis_up = False
+        ranked = None
+    if ranked is None:
+        ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page))
+    friends = yield from _friends(keys, user_id, ranked.friend_ids if redis_up else None)
+    cards = _Cards(keys, cache if redis_up else None)
+    kept, more = yield from _hydrate(ranked.rows, page, now, cards)
     items = [
         FeedItem(
             card=card,
@@ -120,15 +158,13 @@ class FeedItem:
         return self.card.event_id
 
 
-@dataclass(frozen=True)
-class _Row:
-    """A ranked event as the run holds it; `start_utc` only when the Redis copy carries it."""
+class _Row(NamedTuple):
+    """A ranked event as the run holds it (a tuple: fifty are built per request)."""
 
     event_id: str
     rank: int
     score: float
     reason: str
-    start_utc: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -153,72 +189,50 @@ class _Page:
     run_id: str | None
 
 
-class _Reads:
-    """Where cards and friends come from for one feed read: the cache, or Postgres.
+def _friends(keys: RedisKeys, user_id: int, stored: FriendIds | None) -> Steps[frozenset[int]]:
+    """The viewer's mutual friends: Redis's shared copy when current, else Postgres (and the
+    copy is stored again for the next read, by any process)."""
+    cached = stored.cached() if stored is not None else None
+    if cached is not None:
+        return cached
+    friends: frozenset[int] = yield PostgresStep(partial(load_mutual_friends, user_id=user_id))
+    if stored is not None:
+        try:
+            yield RedisStep([stored.set_command(keys, user_id, friends)])
+        except redis.RedisError:
+            log.warning("could not store the friend list of user %s", user_id, exc_info=True)
+    return friends
 
-    The Postgres connection is opened only if something has to be read from it, so a read
-    served entirely from Redis and the cache never touches the pool.
-    """
 
-    def __init__(
-        self,
-        engine: sa.Engine,
-        redis_client: redis.Redis,
-        keys: RedisKeys,
-        cache: LiveCache | None,
-    ) -> None:
-        self.engine = engine
-        self.redis_client = redis_client
+class _Cards:
+    """Where a page's cards come from: the API's cache checked against Redis, or Postgres."""
+
+    def __init__(self, keys: RedisKeys, cache: LiveCache | None) -> None:
         self.keys = keys
         self.cache = cache
-        self.redis_ok = True
-        self._stack = ExitStack()
-        self._conn: sa.Connection | None = None
 
-    def __enter__(self) -> _Reads:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stack.close()
-
-    def connection(self) -> sa.Connection:
-        if self._conn is None:
-            # Autocommit: these are single reads, so no BEGIN and no ROLLBACK round trips.
-            conn = self._stack.enter_context(self.engine.connect())
-            self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        return self._conn
-
-    def friends(self, user_id: int, stored: FriendIds | None) -> frozenset[int]:
-        """The viewer's mutual friends: Redis's shared copy when current, else Postgres."""
-        cached = stored.cached() if stored is not None and self.redis_ok else None
-        if cached is not None:
-            return cached
-        friends = load_mutual_friends(self.connection(), user_id)
-        if stored is not None and self.redis_ok:
-            stored.store(self.redis_client, self.keys, user_id, friends)
-        return friends
-
-    def cards(self, event_ids: list[str]) -> dict[str, EventCard]:
-        def load(ids: list[str]) -> dict[str, EventCard]:
-            return load_live_cards(self.connection(), ids)
-
-        if self.cache is None or not self.redis_ok:
-            return load(event_ids)
+    def of(self, event_ids: list[str]) -> Steps[dict[str, EventCard]]:
+        cache = self.cache
+        if cache is None:
+            return (yield PostgresStep(partial(load_live_cards, event_ids=event_ids)))
         try:
-            stamps = read_card_stamps(self.redis_client, self.keys, set(event_ids))
+            (versions,) = yield RedisStep([card_stamps_command(self.keys, event_ids)])
         except redis.RedisError:
             log.warning("redis unavailable, reading cards from postgres", exc_info=True)
-            self.redis_ok = False
-            return load(event_ids)
-        return self.cache.cards_for(stamps, load)
+            self.cache = None
+            return (yield PostgresStep(partial(load_live_cards, event_ids=event_ids)))
+        stamps = card_stamps(event_ids, versions)
+        found, missing = cache.lookup(stamps)
+        if missing:
+            loaded = yield PostgresStep(partial(load_live_cards, event_ids=missing))
+            cache.keep(loaded, stamps)
+            found.update(loaded)
+        return found
 
 
 def _hydrate(
-    rows: list[_Row],
-    page: _Page,
-    now: datetime,
-    cards_of: Callable[[list[str]], Mapping[str, EventCard]],
-) -> tuple[list[tuple[_Row, EventCard]], bool]:
+    rows: list[_Row], page: _Page, now: datetime, cards: _Cards
+) -> Steps[tuple[list[tuple[_Row, EventCard]], bool]]:
     """Live cards for the rows after the cursor, dropping unshowable events, `limit` at most.
 
     Dropping happens before the page is cut, so `has_more` and the cursor stay exact. Cards
@@ -233,9 +247,9 @@ def _hydrate(
         batch = rest[start : start + chunk]
         start += len(batch)
         chunk *= 2
-        cards = cards_of([r.event_id for r in batch])
+        found = yield from cards.of(list(dict.fromkeys(r.event_id for r in batch)))
         for row in batch:
-            card = cards.get(row.event_id)
+            card = found.get(row.event_id)
             if card is not None and card.showable(now):
                 kept.append((row, card))
     return kept[: page.limit], len(kept) > page.limit
@@ -262,36 +276,34 @@ def mark_seen(
 
 
 def _from_redis(
-    client: redis.Redis,
-    keys: RedisKeys,
-    user_id: int,
-    now: datetime,
-    page: _Page,
-    cache: LiveCache | None,
-) -> _Ranked | None:
+    keys: RedisKeys, user_id: int, now: datetime, page: _Page, cache: LiveCache | None
+) -> Steps[_Ranked | None]:
     """The list from Redis, or None when Redis holds no run (or the run's keys expired).
 
     Unpinned reads guess the current run (the one seen last time) and check the guess in the
     same round trip, so the steady state costs one round trip; a wrong guess (a publish since)
-    costs a second.
+    costs a second. The viewer's stored friend list rides along.
     """
     run_id = page.run_id or (cache.current_run_hint if cache else None)
     if run_id is None:
-        raw_run = client.get(keys.current_run())
+        (raw_run,) = yield RedisStep([("GET", keys.current_run())])
         if raw_run is None:
             return None
         run_id = _text(raw_run)
     for _ in range(2):
-        pipe = client.pipeline(transaction=False)
-        pipe.get(keys.run_user_feed(run_id, user_id))
-        pipe.get(keys.run_fallback(run_id))
-        pipe.smembers(keys.seen(run_id, user_id))
-        pipe.get(keys.card_epoch())
-        pipe.get(keys.friends_version(user_id))
-        pipe.get(keys.friend_ids(user_id))
+        commands: list[tuple[Any, ...]] = [
+            ("GET", keys.run_user_feed(run_id, user_id)),
+            ("GET", keys.run_fallback(run_id)),
+            ("SMEMBERS", keys.seen(run_id, user_id)),
+            ("GET", keys.card_epoch()),
+            ("GET", keys.friends_version(user_id)),
+            ("GET", keys.friend_ids(user_id)),
+        ]
         if page.run_id is None:
-            pipe.get(keys.current_run())
-        own, fallback, seen, epoch, friends_version, friend_ids, *current = pipe.execute()
+            commands.append(("GET", keys.current_run()))
+        own, fallback, seen, epoch, friends_version, friend_ids, *current = yield RedisStep(
+            commands
+        )
         if page.run_id is None:
             if current[0] is None:
                 return None
@@ -305,10 +317,14 @@ def _from_redis(
     if blob is None:
         return None  # the run's keys expired: let Postgres answer
     seen_ids = {_text(s) for s in seen}
-    rows = [_row_from_json(item) for item in orjson.loads(blob)]
     # The published start time spares the card reads the events that have started already.
+    # Published times are all `YYYY-MM-DDTHH:MM:SSZ`, so comparing the text compares the times
+    # (and skips parsing fifty datetimes per request).
+    now_text = now.astimezone(UTC).strftime(PUBLISHED_TIME_FORMAT)
     kept = [
-        r for r in rows if r.event_id not in seen_ids and (r.start_utc is None or r.start_utc > now)
+        _row_from_json(item)
+        for item in orjson.loads(blob)
+        if item["event_id"] not in seen_ids and (item.get("start_utc") or "9") > now_text
     ]
     stored_friends = FriendIds(epoch, friends_version, friend_ids)
     return _Ranked(run_id, "redis", own is None, kept, stored_friends)
@@ -333,7 +349,7 @@ _USER_ROWS = sa.text(
 )
 
 
-def _from_postgres(conn: sa.Connection, user_id: int, page: _Page) -> _Ranked:
+def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page) -> _Ranked:
     if page.run_id is None:
         run = conn.execute(_LATEST_RUN).first()
     else:
@@ -360,18 +376,8 @@ def _from_postgres(conn: sa.Connection, user_id: int, page: _Page) -> _Ranked:
 
 
 def _row_from_json(item: dict[str, Any]) -> _Row:
-    start = item.get("start_utc")
-    return _Row(
-        event_id=item["event_id"],
-        rank=int(item["rank"]),
-        score=float(item["score"]),
-        reason=str(item["reason"]),
-        start_utc=_parse_time(start) if start else None,
-    )
-
-
-def _parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    # Typed already: the publisher wrote them from typed columns, and orjson keeps the types.
+    return _Row(item["event_id"], item["rank"], item["score"], item["reason"])
 
 
 def _text(value: bytes | str) -> str:

@@ -29,13 +29,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 import orjson
 import redis
 import sqlalchemy as sa
-from redis.client import Pipeline
 
 from store.cards import EventCard, load_mutual_friends_of
 from store.keys import RedisKeys
@@ -103,12 +102,8 @@ class LiveCache:
         # trip is right on every request but the first after a publish.
         self.current_run_hint: str | None = None
 
-    def cards_for(
-        self,
-        stamps: Mapping[str, Stamp],
-        load: Callable[[list[str]], Mapping[str, EventCard]],
-    ) -> dict[str, EventCard]:
-        """The cards of `stamps`' ids: cached where the stamp matches, else `load`ed and kept."""
+    def lookup(self, stamps: Mapping[str, Stamp]) -> tuple[dict[str, EventCard], list[str]]:
+        """The cached cards whose stamp matches, and the ids to load (missing or stale)."""
         found: dict[str, EventCard] = {}
         missing: list[str] = []
         for event_id, stamp in stamps.items():
@@ -117,11 +112,12 @@ class LiveCache:
                 missing.append(event_id)
             else:
                 found[event_id] = card
-        if missing:
-            for event_id, card in load(missing).items():
-                self.cards.put(event_id, stamps[event_id], card)
-                found[event_id] = card
-        return found
+        return found, missing
+
+    def keep(self, cards: Mapping[str, EventCard], stamps: Mapping[str, Stamp]) -> None:
+        """Cache `cards` just loaded, under the stamps read before loading them."""
+        for event_id, card in cards.items():
+            self.cards.put(event_id, stamps[event_id], card)
 
 
 class FriendIds:
@@ -150,21 +146,18 @@ class FriendIds:
             log.warning("ignoring a malformed stored friend list")
             return None
 
-    def store(
-        self, client: redis.Redis, keys: RedisKeys, user_id: int, ids: frozenset[int]
-    ) -> None:
-        """Keep `ids` (just read from Postgres) under the stamp read before them; best effort."""
-        try:
-            self.queue_store(client, keys, user_id, ids)
-        except redis.RedisError:
-            log.warning("could not store the friend list of user %s", user_id, exc_info=True)
-
-    def queue_store(
-        self, client: redis.Redis | Pipeline, keys: RedisKeys, user_id: int, ids: frozenset[int]
-    ) -> None:
-        """The SET that `store` sends, on a client or queued on a pipeline."""
+    def set_command(
+        self, keys: RedisKeys, user_id: int, ids: frozenset[int]
+    ) -> tuple[str, str, bytes, str, int]:
+        """The SET that keeps `ids` (just read from Postgres) under the stamp read before."""
         document = {"epoch": self.stamp[0], "version": self.stamp[1], "ids": sorted(ids)}
-        client.set(keys.friend_ids(user_id), orjson.dumps(document), ex=FRIEND_IDS_TTL_SECONDS)
+        return (
+            "SET",
+            keys.friend_ids(user_id),
+            orjson.dumps(document),
+            "EX",
+            FRIEND_IDS_TTL_SECONDS,
+        )
 
 
 def warm_friend_ids(
@@ -190,22 +183,22 @@ def warm_friend_ids(
             friends = load_mutual_friends_of(conn, batch)
         pipe = client.pipeline(transaction=False)
         for user_id, version in zip(batch, values[1:], strict=True):
-            FriendIds(values[0], version, None).queue_store(pipe, keys, user_id, friends[user_id])
+            friend_ids = FriendIds(values[0], version, None)
+            pipe.execute_command(*friend_ids.set_command(keys, user_id, friends[user_id]))
         pipe.execute()
         stored += len(batch)
     return stored
 
 
-def read_card_stamps(
-    client: redis.Redis, keys: RedisKeys, event_ids: Collection[str]
-) -> dict[str, Stamp]:
-    """The current stamp of each event, in one round trip (raises `redis.RedisError`)."""
-    ids = list(event_ids)
-    if not ids:
-        return {}
-    values = client.mget([keys.card_epoch(), *(keys.card_version(e) for e in ids)])
-    epoch = _count(values[0])
-    return {event_id: (epoch, _count(v)) for event_id, v in zip(ids, values[1:], strict=True)}
+def card_stamps_command(keys: RedisKeys, event_ids: Collection[str]) -> tuple[str, ...]:
+    """The MGET whose reply `card_stamps` reads: the epoch, then each event's counter."""
+    return ("MGET", keys.card_epoch(), *(keys.card_version(e) for e in event_ids))
+
+
+def card_stamps(event_ids: Collection[str], reply: list[bytes | str | None]) -> dict[str, Stamp]:
+    """Each event's current stamp from the reply to `card_stamps_command`."""
+    epoch = _count(reply[0])
+    return {event_id: (epoch, _count(v)) for event_id, v in zip(event_ids, reply[1:], strict=True)}
 
 
 def touch_events(client: redis.Redis, keys: RedisKeys, event_ids: Iterable[str]) -> bool:

@@ -47,6 +47,9 @@ _ITEM_FIELDS = (
     "price_min_cents",
 )
 
+# How the Redis copy writes times: fixed width and UTC, so readers may compare them as text.
+PUBLISHED_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
 
 class PublishError(RuntimeError):
     """A run could not be published; readers stay on the previous run."""
@@ -155,8 +158,8 @@ def _items(frame: pl.DataFrame, cards: pl.DataFrame) -> pl.DataFrame:
     if lost:
         raise PublishError(f"{lost} recommended events are missing from the events table")
     return joined.with_columns(
-        pl.col("start_utc").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        pl.col("end_utc").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        pl.col("start_utc").dt.strftime(PUBLISHED_TIME_FORMAT),
+        pl.col("end_utc").dt.strftime(PUBLISHED_TIME_FORMAT),
     ).with_columns(item=pl.struct(_ITEM_FIELDS).struct.json_encode())
 
 

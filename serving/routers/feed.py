@@ -10,18 +10,18 @@ from fastapi.exceptions import RequestValidationError
 
 from serving import cursors
 from serving.deps import (
+    AsyncRedisDep,
     CurrentUserId,
     EngineDep,
     KeysDep,
     LiveCacheDep,
-    RedisDep,
     SettingsDep,
 )
 from serving.feed_body import feed_body
 from serving.observability import record_feed_source
 from serving.problems import problem_responses
 from serving.schemas import FeedOut
-from store.feed import Feed, RunGone, read_feed
+from store.feed import Feed, RunGone, read_feed_async
 
 MAX_LIMIT = 200
 
@@ -136,11 +136,11 @@ _CACHE_CONTROL_HEADER = {
         ),
     },
 )
-def get_feed(
+async def get_feed(
     request: Request,
     user_id: CurrentUserId,
     engine: EngineDep,
-    redis_client: RedisDep,
+    redis_client: AsyncRedisDep,
     keys: KeysDep,
     settings: SettingsDep,
     cache: LiveCacheDep,
@@ -167,10 +167,11 @@ def get_feed(
     lets the app revalidate cheaply with `If-None-Match`.
     """
     page = cursors.decode(cursor) if cursor else None
-    # A plain `def`: `read_feed` does blocking I/O, so FastAPI runs it in its thread pool.
-    # The body is built here (`feed_body`), not by FastAPI from `FeedOut`: see that module.
+    # On the event loop: Redis is awaited, and Postgres (only on a cache miss or outage) runs
+    # in the thread pool (`store.steps`). The body is built here, not by FastAPI from
+    # `FeedOut`: see `serving.feed_body`.
     try:
-        feed = read_feed(
+        feed = await read_feed_async(
             engine=engine,
             redis_client=redis_client,
             keys=keys,

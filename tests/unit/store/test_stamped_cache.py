@@ -37,19 +37,15 @@ def test_a_full_cache_evicts_the_oldest_and_stays_bounded() -> None:
     assert cache.get(0, (0, 0)) is None
 
 
-def test_cards_for_loads_only_what_is_missing_or_stale() -> None:
+def test_lookup_returns_only_what_matches_and_keep_stores_under_the_read_stamps() -> None:
     cache = LiveCache()
-    loads: list[list[str]] = []
-
-    def load(ids: list[str]) -> dict[str, str]:
-        loads.append(sorted(ids))
-        return {event_id: f"card of {event_id}" for event_id in ids if event_id != "gone"}
-
+    card_a, card_b = object(), object()
     stamps = {"a": (0, 1), "b": (0, 1), "gone": (0, 0)}
-    first = cache.cards_for(stamps, load)  # type: ignore[arg-type]
-    assert first == {"a": "card of a", "b": "card of b"}
-    second = cache.cards_for({**stamps, "b": (0, 2)}, load)  # type: ignore[arg-type]
-    assert second == first
-    # The first read loads all three; the second only `b` (its counter moved) and the id that
-    # does not exist (absence is not cached, so an event created later shows up).
-    assert loads == [["a", "b", "gone"], ["b", "gone"]]
+    found, missing = cache.lookup(stamps)
+    assert found == {} and sorted(missing) == ["a", "b", "gone"]
+
+    cache.keep({"a": card_a, "b": card_b}, stamps)  # type: ignore[dict-item]
+    found, missing = cache.lookup({**stamps, "b": (0, 2)})
+    # `b`'s counter moved; an id that does not exist is never cached, so an event created
+    # later shows up.
+    assert found == {"a": card_a} and sorted(missing) == ["b", "gone"]
