@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.schemas import ProblemOut
 
@@ -200,8 +201,45 @@ def install_problem_handlers(app: FastAPI) -> None:
     for outage in _STORE_OUTAGES:
         app.add_exception_handler(outage, _store_unavailable)
     # `Exception` is routed to Starlette's outermost ServerErrorMiddleware, which sends this
-    # response and then re-raises so the server also sees the failure.
+    # response and then re-raises so the server also sees the failure. It only sees what
+    # `UnhandledErrorMiddleware` (installed inside CORS by `serving.security`) did not catch:
+    # failures in the outer middleware themselves.
     app.add_exception_handler(Exception, _unhandled)
+
+
+class UnhandledErrorMiddleware:
+    """Turns an unexpected exception into the generic 500 problem inside the middleware stack.
+
+    Why: Starlette answers unhandled exceptions in its outermost layer, outside every user
+    middleware, so those 500s lacked the security headers and CORS (a browser app could not
+    even read them). Installed inside CORS, the problem passes through CORS, gzip and the
+    security headers like any other response. The exception is logged with its traceback
+    and not re-raised once answered; if the response had already started, nothing can be
+    sent any more and it propagates as before.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unhandled(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 async def _http_exception(request: Request, exc: StarletteHTTPException) -> Response:

@@ -36,6 +36,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from godo.settings import Settings
+from serving.problems import UnhandledErrorMiddleware
 
 GZIP_MINIMUM_BYTES = 1024
 CORS_MAX_AGE_SECONDS = 600
@@ -116,7 +117,12 @@ def route_path(scope: Scope) -> str:
 
 
 def install_security(app: FastAPI, settings: Settings) -> None:
-    """Add CORS, GZip and the security headers to `app` (before it starts serving)."""
+    """Add CORS, GZip and the security headers to `app` (before it starts serving).
+
+    Innermost of them, `UnhandledErrorMiddleware` answers unexpected errors with the 500
+    problem here, so those responses get CORS and the headers too.
+    """
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

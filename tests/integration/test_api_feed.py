@@ -313,17 +313,22 @@ def test_unknown_route_is_a_404_problem(client: TestClient) -> None:
 
 
 def test_unexpected_error_is_a_500_problem_without_internals(settings: Settings) -> None:
-    app = create_app(settings)
+    origin = "https://app.godo.example"
+    app = create_app(settings.model_copy(update={"cors_origins": [origin]}))
 
     def boom() -> None:
         raise RuntimeError("connection string postgresql://secret@db leaked")
 
     app.add_api_route("/boom", boom)
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/boom")
+        response = client.get("/boom", headers={"Origin": origin})
     body = _assert_problem(response, 500)
     assert "secret" not in response.text
     assert body["detail"] == "An unexpected error occurred."
+    # Answered inside the middleware stack: hardened and readable by the browser app.
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert response.headers["access-control-allow-origin"] == origin
 
 
 def test_startup_without_store_urls_fails_clearly() -> None:
