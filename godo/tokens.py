@@ -16,8 +16,10 @@ Two kinds of token are accepted, told apart by the `alg` in their header:
   project, so pinning it would only add a second setting to get wrong.
 
 Both kinds must carry `exp`, `sub` and `aud == settings.jwt_audience` (Supabase access tokens
-say `"authenticated"`). `sub` must be a decimal user id that fits the `users.id` BIGINT column,
-so a bad token can never turn into a database error further down.
+say `"authenticated"`). `sub` is either a decimal user id that fits the `users.id` BIGINT column
+(tokens minted here) or a UUID (Supabase's account id), which serving maps to the user whose
+`users.auth_id` it is. Anything else is refused here, so a bad token can never turn into a
+database error further down.
 
 A JWKS that cannot be fetched raises `SigningKeysUnavailableError`, not `InvalidTokenError`:
 the token may well be fine, and answering 401 during an identity-provider outage would make
@@ -29,6 +31,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -48,6 +51,12 @@ ISSUER = "godo"
 _HMAC_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]
 _JWKS_REQUIRED_CLAIMS = ["exp", "sub", "aud"]
 _USER_ID = re.compile(r"[0-9]{1,19}")
+# The canonical 8-4-4-4-12 hex form only: `uuid.UUID` alone would also take braces, a `urn:`
+# prefix or bare hex, spellings no identity provider issues.
+_AUTH_ID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+# Who a token speaks for: a Godo user id, or an identity provider's account UUID.
+Subject = int | uuid.UUID
 _MAX_USER_ID = 2**63 - 1  # Postgres BIGINT
 
 # What a JWKS key may verify; see `_pinned_algorithm`.
@@ -99,13 +108,13 @@ def issue_token(
     )
 
 
-def verify_token(settings: Settings, token: str) -> int:
-    """The user id carried by `token`, or `InvalidTokenError` saying why it was refused.
+def verify_token(settings: Settings, token: str) -> Subject:
+    """Who `token` speaks for, or `InvalidTokenError` saying why it was refused.
 
     May block on the network (fetching the JWKS, at most every `JWKS_CACHE_SECONDS` or on an
     unknown `kid`), so call it from a thread, not the event loop.
     """
-    return _user_id(_verified_claims(settings, token)["sub"])
+    return _subject(_verified_claims(settings, token)["sub"])
 
 
 def _verified_claims(settings: Settings, token: str) -> dict[str, Any]:
@@ -166,33 +175,33 @@ class TokenVerifier:
         self.settings = settings
         self.max_entries = max_entries
         self.max_age_seconds = max_age_seconds
-        self._accepted: dict[str, tuple[int, float]] = {}  # token -> (user id, valid until)
+        self._accepted: dict[str, tuple[Subject, float]] = {}  # token -> (subject, valid until)
         self._lock = threading.Lock()
 
-    def remembered_user_id(self, token: str) -> int | None:
-        """The user id if `token` was accepted and is still valid; never verifies (no I/O)."""
+    def remembered_subject(self, token: str) -> Subject | None:
+        """The subject if `token` was accepted and is still valid; never verifies (no I/O)."""
         hit = self._accepted.get(token)
         if hit is not None and time.time() < hit[1]:
             return hit[0]
         return None
 
-    def user_id(self, token: str) -> int:
-        """The token's user id, or `InvalidTokenError` / `SigningKeysUnavailableError`.
+    def subject(self, token: str) -> Subject:
+        """The token's subject, or `InvalidTokenError` / `SigningKeysUnavailableError`.
 
         May block on a JWKS fetch when the token is not remembered: call from a thread.
         """
-        remembered = self.remembered_user_id(token)
+        remembered = self.remembered_subject(token)
         if remembered is not None:
             return remembered
         now = time.time()
         claims = _verified_claims(self.settings, token)
-        user_id = _user_id(claims["sub"])
+        subject = _subject(claims["sub"])
         until = min(float(claims["exp"]), now + self.max_age_seconds)
         with self._lock:
             if len(self._accepted) >= self.max_entries:
                 self._evict(now)
-            self._accepted[token] = (user_id, until)
-        return user_id
+            self._accepted[token] = (subject, until)
+        return subject
 
     def _evict(self, now: float) -> None:
         """Drop expired entries, or the oldest half when none has expired (under the lock)."""
@@ -276,7 +285,7 @@ def _decode(
     except jwt.ImmatureSignatureError as error:
         raise InvalidTokenError("token is not valid yet") from error
     except InvalidSubjectError as error:  # RFC 7519: `sub` is a string, never a JSON number
-        raise InvalidTokenError("token subject is not an integer user id") from error
+        raise InvalidTokenError("token subject is not a string") from error
     except jwt.DecodeError as error:
         raise InvalidTokenError("token is malformed") from error
     except jwt.PyJWTError as error:  # iat type, key errors, future additions
@@ -284,10 +293,13 @@ def _decode(
     return claims
 
 
-def _user_id(subject: object) -> int:
-    """Parse `sub` strictly: ASCII digits only (no sign, spaces or underscores `int()` allows)."""
+def _subject(subject: object) -> Subject:
+    """Parse `sub` strictly: a user id in ASCII digits only (no sign, spaces or underscores
+    `int()` allows), or a UUID in its canonical form."""
+    if isinstance(subject, str) and _AUTH_ID.fullmatch(subject):
+        return uuid.UUID(subject)
     if not isinstance(subject, str) or not _USER_ID.fullmatch(subject):
-        raise InvalidTokenError("token subject is not an integer user id")
+        raise InvalidTokenError("token subject is neither a user id nor an account UUID")
     user_id = int(subject)
     if not 0 < user_id <= _MAX_USER_ID:
         raise InvalidTokenError("token subject is out of the user id range")

@@ -28,6 +28,7 @@ from serving.problems import install_problem_handlers
 from serving.ratelimit import install_rate_limits
 from serving.routers import calendar, events, feed, friends, health, swipes
 from serving.security import install_security
+from store.accounts import AccountDirectory
 from store.db import make_engine
 from store.live_cache import LiveCache
 
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One verifier for the limiter and the routes: each token is verified once per process.
     app.state.token_verifier = TokenVerifier(settings)
     app.state.live_cache = LiveCache(max_age_seconds=settings.card_cache_seconds)
+    app.state.accounts = AccountDirectory()
     # Order matters: each install wraps what came before. Rate limits inside the security
     # headers (so a 429 carries CORS and the headers), the timing outermost (so it counts
     # 429s and CORS refusals too).

@@ -19,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from godo.settings import Settings
 from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVerifier
+from store.accounts import AccountDirectory
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
 
@@ -98,15 +99,24 @@ async def _token_verifier(request: Request) -> TokenVerifier:
 TokenVerifierDep = Annotated[TokenVerifier, Depends(_token_verifier)]
 
 
+async def _accounts(request: Request) -> AccountDirectory:
+    accounts: AccountDirectory = _state(request, "accounts")
+    return accounts
+
+
 async def _current_user_id(
     verifier: TokenVerifierDep,
+    accounts: Annotated[AccountDirectory, Depends(_accounts)],
+    engine: EngineDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> int:
     """The user id of the bearer token, or 401 saying why (RFC 6750 challenge included).
 
     A token accepted before (by the rate limiter, moments ago) is answered from the
     verifier's memory on the event loop; a real verification runs in the thread pool, since
-    a JWKS-signed token may need the key set fetched over the network.
+    a JWKS-signed token may need the key set fetched over the network. A token whose `sub`
+    is an account UUID (Supabase) is mapped to the user linked to that account
+    (`store.accounts`); an account no user is linked to gets a 401.
     """
     if credentials is None:
         # RFC 6750 §3.1: a request without credentials gets a bare challenge, no error code.
@@ -115,17 +125,12 @@ async def _current_user_id(
             detail="Missing bearer token: send 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    remembered = verifier.remembered_user_id(credentials.credentials)
-    if remembered is not None:
-        return remembered
+    subject = verifier.remembered_subject(credentials.credentials)
     try:
-        return await run_in_threadpool(verifier.user_id, credentials.credentials)
+        if subject is None:
+            subject = await run_in_threadpool(verifier.subject, credentials.credentials)
     except InvalidTokenError as error:
-        raise HTTPException(
-            status_code=401,
-            detail=f"Invalid bearer token: {error.reason}.",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        ) from error
+        raise _invalid_token(error.reason) from error
     except SigningKeysUnavailableError as error:
         # The token may be fine: a 401 would make apps drop the session over our outage.
         log.warning("cannot verify a bearer token: %s", error)
@@ -134,6 +139,22 @@ async def _current_user_id(
             detail="Token signing keys are temporarily unavailable; retry shortly.",
             headers={"Retry-After": str(SIGNING_KEYS_RETRY_AFTER_SECONDS)},
         ) from error
+    if isinstance(subject, int):
+        return subject
+    user_id = accounts.remembered(subject)
+    if user_id is None:
+        user_id = await run_in_threadpool(accounts.user_id, engine, subject)
+    if user_id is None:
+        raise _invalid_token("no Godo user is linked to the token's account")
+    return user_id
+
+
+def _invalid_token(reason: str) -> HTTPException:
+    return HTTPException(
+        status_code=401,
+        detail=f"Invalid bearer token: {reason}.",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 CurrentUserId = Annotated[int, Depends(_current_user_id)]

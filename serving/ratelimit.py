@@ -137,11 +137,13 @@ class TokenBucketLimiter:
 
     async def _bucket(self, token: str | None, client_ip: str | None) -> tuple[RateLimitScope, str]:
         if token:
-            user_id = self.verifier.remembered_user_id(token)
-            if user_id is not None:
-                return "user", str(user_id)
+            # The token's subject (a user id or an account UUID) names the bucket: no
+            # database lookup, and the two spellings can never collide.
+            subject = self.verifier.remembered_subject(token)
+            if subject is not None:
+                return "user", str(subject)
             try:
-                return "user", str(await anyio.to_thread.run_sync(self.verifier.user_id, token))
+                return "user", str(await anyio.to_thread.run_sync(self.verifier.subject, token))
             except (InvalidTokenError, SigningKeysUnavailableError):
                 pass  # not a user we know: the route answers 401/503, the IP pays for it
         return "ip", _ip_identity(client_ip)

@@ -38,6 +38,9 @@ users = sa.Table(
         nullable=False,
         server_default=sa.text("'{}'::text[]"),
     ),
+    # The identity provider's account UUID (a Supabase token's `sub`); null for users who
+    # never signed in through it. Serving maps a UUID `sub` to `id` through this.
+    sa.Column("auth_id", UUID(as_uuid=True), nullable=True, unique=True),
 )
 
 friendships = sa.Table(

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import re
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 import pytest
 import redis
 import sqlalchemy as sa
@@ -21,7 +24,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from godo.settings import Settings
-from godo.tokens import issue_token
+from godo.tokens import ISSUER, issue_token
 from serving.app import create_app
 from serving.security import API_CSP, DOCS_CSP, HSTS
 from store.keys import RedisKeys
@@ -274,3 +277,50 @@ def test_redis_down_fails_open_with_one_warning(
     warnings = [r for r in caplog.records if r.name == "serving.ratelimit"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert "unlimited" in warnings[0].getMessage()
+
+
+# --- Supabase-style account UUIDs ----------------------------------------------------------
+
+ACCOUNT = uuid.UUID("0b5c8a6e-3f0e-4c1e-9a53-2f8f4b7d6e10")
+
+
+def _account_token(settings: Settings, account: uuid.UUID) -> dict[str, str]:
+    """What Supabase issues: `sub` is the account's UUID, not a Godo user id."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(account),
+        "aud": "authenticated",
+        "iss": ISSUER,
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+    }
+    token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_account_uuid_acts_as_the_user_linked_to_it(
+    client: TestClient, settings: Settings, engine: sa.Engine
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO users (id, display_name, metro, auth_id) VALUES "
+                "(41, 'Ana', 'lisbon', :account), (42, 'Ben', 'lisbon', NULL)"
+            ),
+            {"account": ACCOUNT},
+        )
+    # Ben asks Ana (by user id); Ana, signed in with her account UUID, sees the request.
+    assert client.post("/v1/friends/41", headers=_auth(settings, 42)).status_code == 201
+    response = client.get("/v1/me/friends", headers=_account_token(settings, ACCOUNT))
+    assert response.status_code == 200, response.text
+    assert [r["user_id"] for r in response.json()["incoming"]] == [42]
+
+
+def test_an_account_no_user_is_linked_to_is_a_401_saying_so(
+    client: TestClient, settings: Settings
+) -> None:
+    response = client.get("/v1/me/friends", headers=_account_token(settings, uuid.uuid4()))
+    assert response.status_code == 401
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert "no Godo user is linked" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'

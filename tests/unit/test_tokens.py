@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -410,10 +411,26 @@ def test_asymmetric_token_without_a_jwks_is_refused(rsa_key: rsa.RSAPrivateKey) 
     assert "algorithm" in _reason(_settings(), _signed(rsa_key, "RS256", RSA_KID))
 
 
-def test_supabase_uuid_subject_is_refused(jwks: JwksServer, rsa_key: rsa.RSAPrivateKey) -> None:
-    # Supabase's own `sub` is the auth user's UUID; this API keys users by BIGINT id.
-    token = _signed(rsa_key, "RS256", RSA_KID, sub="0b5c8a6e-3f0e-4c1e-9a53-2f8f4b7d6e10")
-    assert "subject" in _reason(_settings(jwks_url=jwks.url), token)
+def test_supabase_uuid_subject_is_an_account_id(
+    jwks: JwksServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Supabase's own `sub` is the auth user's UUID; serving maps it to a user id.
+    account = "0b5c8a6e-3f0e-4c1e-9a53-2f8f4b7d6e10"
+    token = _signed(rsa_key, "RS256", RSA_KID, sub=account)
+    assert verify_token(_settings(jwks_url=jwks.url), token) == uuid.UUID(account)
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [
+        "{0b5c8a6e-3f0e-4c1e-9a53-2f8f4b7d6e10}",
+        "urn:uuid:0b5c8a6e-3f0e-4c1e-9a53-2f8f4b7d6e10",
+        "0b5c8a6e3f0e4c1e9a532f8f4b7d6e10",
+        "0b5c8a6e-3f0e-4c1e-9a53-2f8f4b7d6e1",
+    ],
+)
+def test_only_the_canonical_uuid_spelling_is_an_account_id(sub: str) -> None:
+    assert "subject" in _reason(_settings(), _raw_token({"sub": sub}))
 
 
 def test_unreachable_jwks_is_an_outage_not_a_bad_token(rsa_key: rsa.RSAPrivateKey) -> None:
@@ -440,15 +457,15 @@ def test_verifier_remembers_an_accepted_token_until_it_expires(
         return real(settings, token)
 
     monkeypatch.setattr(tokens_module, "_verified_claims", counting)
-    assert verifier.user_id(token) == 7
-    assert verifier.user_id(token) == 7
+    assert verifier.subject(token) == 7
+    assert verifier.subject(token) == 7
     assert len(calls) == 1
 
     # Once the cache's clock passes `exp`, the entry is not trusted: the token is verified
     # again (PyJWT keeps its own clock, which still finds it valid here).
     later = tokens_module.time.time() + 61
     monkeypatch.setattr(tokens_module.time, "time", lambda: later)
-    assert verifier.user_id(token) == 7
+    assert verifier.subject(token) == 7
     assert len(calls) == 2
 
 
@@ -458,15 +475,15 @@ def test_verifier_never_remembers_a_refusal() -> None:
     forged = issue_token(_settings(jwt_secret="another-secret-0123456789abcdefghijkl"), 7)
     for _ in range(2):
         with pytest.raises(InvalidTokenError, match="signature"):
-            verifier.user_id(forged)
+            verifier.subject(forged)
 
 
 def test_a_verifier_only_knows_tokens_valid_under_its_own_settings() -> None:
     mine, theirs = _settings(), _settings(jwt_secret="another-secret-0123456789abcdefghijkl")
     token = issue_token(mine, 7)
-    assert TokenVerifier(mine).user_id(token) == 7
+    assert TokenVerifier(mine).subject(token) == 7
     with pytest.raises(InvalidTokenError):
-        TokenVerifier(theirs).user_id(token)
+        TokenVerifier(theirs).subject(token)
 
 
 def test_a_full_verifier_evicts_and_keeps_working() -> None:
@@ -474,6 +491,6 @@ def test_a_full_verifier_evicts_and_keeps_working() -> None:
     verifier = TokenVerifier(settings, max_entries=4)
     tokens = {user_id: issue_token(settings, user_id) for user_id in range(1, 11)}
     for user_id, token in tokens.items():
-        assert verifier.user_id(token) == user_id
+        assert verifier.subject(token) == user_id
     assert len(verifier._accepted) <= 4
-    assert all(verifier.user_id(token) == user_id for user_id, token in tokens.items())
+    assert all(verifier.subject(token) == user_id for user_id, token in tokens.items())
