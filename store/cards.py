@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
@@ -172,9 +173,14 @@ class EventCard:
         """Everyone going who shares their RSVP: what other users may be told."""
         return len(self.visible_goers)
 
+    @cached_property
+    def available(self) -> bool:
+        """Neither cancelled nor full (worked out once per card: cards are cached)."""
+        return not self.cancelled and not self.full
+
     def showable(self, now: datetime) -> bool:
         """Whether the feed may offer it: not started, not cancelled, not full."""
-        return self.start_utc > now and not self.cancelled and not self.full
+        return self.start_utc > now and self.available
 
     def friends_going(self, friends: frozenset[int]) -> int:
         """How many of `friends` (the viewer's mutual friends) are going, as they allow."""

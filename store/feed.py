@@ -23,7 +23,15 @@ import sqlalchemy as sa
 
 from store.cards import EventCard, load_live_cards, load_mutual_friends
 from store.keys import RedisKeys
-from store.live_cache import FriendIds, LiveCache, card_stamps, card_stamps_command
+from store.live_cache import (
+    FriendIds,
+    LiveCache,
+    LogHead,
+    LogId,
+    changes_command,
+    head_commands,
+    parse_changes,
+)
 from store.publish import PUBLISHED_TIME_FORMAT
 from store.steps import PostgresStep, RedisStep, Steps, run_async, run_blocking
 
@@ -125,7 +133,8 @@ def _feed_steps(
     if ranked is None:
         ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page))
     friends = yield from _friends(keys, user_id, ranked.friend_ids if redis_up else None)
-    cards = _Cards(keys, cache if redis_up else None)
+    position = (yield from _catch_up(keys, cache, ranked)) if redis_up else None
+    cards = _Cards(cache, position)
     kept, more = yield from _hydrate(ranked.rows, page, now, cards)
     items = [
         FeedItem(
@@ -141,10 +150,11 @@ def _feed_steps(
     return Feed(user_id, ranked.run_id, ranked.source, ranked.cold_start, items, more)
 
 
-@dataclass(frozen=True)
-class FeedItem:
+class FeedItem(NamedTuple):
     """One ranked event in a user's feed: its live card, where and why it was ranked, and
-    what depends on the viewer (friends going as they allow, distance from `origin`)."""
+    what depends on the viewer (friends going as they allow, distance from `origin`).
+
+    A tuple rather than a dataclass: fifty are built per feed request."""
 
     card: EventCard
     rank: int
@@ -171,8 +181,9 @@ class _Row(NamedTuple):
 class _Ranked:
     """A run's list for one user, before cards: what either store answers.
 
-    `friend_ids` is the viewer's friend list as Redis holds it, read in the same round trip
-    on the Redis path; None on the Postgres path, where nothing cached is trusted.
+    On the Redis path, what the API's caches need rides along in the same round trip: the
+    viewer's stored friend list, the catalogue epoch and the change log's head. None on the
+    Postgres path, where nothing cached is trusted.
     """
 
     run_id: str | None
@@ -180,6 +191,8 @@ class _Ranked:
     cold_start: bool
     rows: list[_Row]
     friend_ids: FriendIds | None = None
+    epoch: int | None = None
+    log_head: LogHead | None = None
 
 
 @dataclass(frozen=True)
@@ -204,28 +217,38 @@ def _friends(keys: RedisKeys, user_id: int, stored: FriendIds | None) -> Steps[f
     return friends
 
 
-class _Cards:
-    """Where a page's cards come from: the API's cache checked against Redis, or Postgres."""
-
-    def __init__(self, keys: RedisKeys, cache: LiveCache | None) -> None:
-        self.keys = keys
-        self.cache = cache
-
-    def of(self, event_ids: list[str]) -> Steps[dict[str, EventCard]]:
-        cache = self.cache
-        if cache is None:
-            return (yield PostgresStep(partial(load_live_cards, event_ids=event_ids)))
+def _catch_up(keys: RedisKeys, cache: LiveCache | None, ranked: _Ranked) -> Steps[LogId | None]:
+    """Bring `cache` up to the change log read with the list; the position cards are
+    trusted at, or None when the cache cannot be used for this read."""
+    if cache is None or ranked.epoch is None or ranked.log_head is None:
+        return None
+    head = ranked.log_head
+    after = cache.catch_up_from(ranked.epoch, head)
+    if after is not None:
         try:
-            (versions,) = yield RedisStep([card_stamps_command(self.keys, event_ids)])
+            (reply,) = yield RedisStep([changes_command(keys, after, head.newest)])
         except redis.RedisError:
             log.warning("redis unavailable, reading cards from postgres", exc_info=True)
-            self.cache = None
+            return None
+        changes, complete = parse_changes(reply)
+        cache.apply(changes, head.newest, complete=complete)
+    return head.newest
+
+
+class _Cards:
+    """Where a page's cards come from: the API's cache (at a log position), or Postgres."""
+
+    def __init__(self, cache: LiveCache | None, position: LogId | None) -> None:
+        self.cache = cache if position is not None else None
+        self.position = position
+
+    def of(self, event_ids: list[str]) -> Steps[dict[str, EventCard]]:
+        if self.cache is None or self.position is None:
             return (yield PostgresStep(partial(load_live_cards, event_ids=event_ids)))
-        stamps = card_stamps(event_ids, versions)
-        found, missing = cache.lookup(stamps)
+        found, missing = self.cache.lookup(event_ids)
         if missing:
             loaded = yield PostgresStep(partial(load_live_cards, event_ids=missing))
-            cache.keep(loaded, stamps)
+            self.cache.keep(loaded, self.position)
             found.update(loaded)
         return found
 
@@ -298,12 +321,12 @@ def _from_redis(
             ("GET", keys.card_epoch()),
             ("GET", keys.friends_version(user_id)),
             ("GET", keys.friend_ids(user_id)),
+            *head_commands(keys),
         ]
         if page.run_id is None:
             commands.append(("GET", keys.current_run()))
-        own, fallback, seen, epoch, friends_version, friend_ids, *current = yield RedisStep(
-            commands
-        )
+        replies = yield RedisStep(commands)
+        own, fallback, seen, epoch, friends_version, friend_ids, newest, oldest, *current = replies
         if page.run_id is None:
             if current[0] is None:
                 return None
@@ -327,7 +350,15 @@ def _from_redis(
         if item["event_id"] not in seen_ids and (item.get("start_utc") or "9") > now_text
     ]
     stored_friends = FriendIds(epoch, friends_version, friend_ids)
-    return _Ranked(run_id, "redis", own is None, kept, stored_friends)
+    return _Ranked(
+        run_id,
+        "redis",
+        own is None,
+        kept,
+        stored_friends,
+        epoch=int(epoch or 0),
+        log_head=LogHead(newest, oldest),
+    )
 
 
 _LATEST_RUN = sa.text(

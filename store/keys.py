@@ -8,11 +8,11 @@ Layout (with the default prefix `godo`):
 - `godo:feed:run:{run_id}:meta` -> hash: user count, row count, published_at
 - `godo:seen:{run_id}:{user_id}` -> set of event ids the user swiped since the run was published
 - `godo:cards:epoch` -> counter bumped whenever the catalogue or activity is bulk-loaded
-- `godo:cards:event:{event_id}:version` -> counter bumped when one event's card changes
+- `godo:cards:changes` -> stream of changed event ids (`e`), trimmed to ~100k entries
 - `godo:cards:user:{user_id}:friends` -> counter bumped when the user's friendships change
 - `godo:cards:user:{user_id}:friend-ids` -> JSON {epoch, version, ids}: the user's mutual
   friends as of that epoch and counter, shared by every API process
-  (the counters validate the API's cached cards and friend lists: `store.live_cache`)
+  (these keep the API's cached cards and friend lists exact: `store.live_cache`)
 
 Run keys are versioned by run id and expire on their own, so a half-written run is never
 reachable (the pointer still names the old one) and old runs need no clean-up job.
@@ -59,8 +59,8 @@ class RedisKeys:
     def card_epoch(self) -> str:
         return f"{self.prefix}:cards:epoch"
 
-    def card_version(self, event_id: str) -> str:
-        return f"{self.prefix}:cards:event:{event_id}:version"
+    def card_changes(self) -> str:
+        return f"{self.prefix}:cards:changes"
 
     def friends_version(self, user_id: int) -> str:
         return f"{self.prefix}:cards:user:{user_id}:friends"

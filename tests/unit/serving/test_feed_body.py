@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -109,7 +110,7 @@ def test_body_validates_against_the_model_and_has_no_extra_fields() -> None:
 def test_a_replaced_card_is_never_served_from_the_shared_documents() -> None:
     feed = _feed(True)
     first = json.loads(feed_body(feed, None))
-    renamed = feed.items[0].card.__class__(**{**feed.items[0].card.__dict__, "name": "Renamed"})
+    renamed = dataclasses.replace(feed.items[0].card, name="Renamed")
     again = Feed(7, "run-1", "redis", False, [FeedItem(renamed, 1, 0.5, "als", 0, None)])
     assert first["items"][0]["name"] != "Renamed"
     assert json.loads(feed_body(again, None))["items"][0]["name"] == "Renamed"
