@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import socket
 import subprocess
@@ -227,6 +228,13 @@ def uvicorn_server(env: dict[str, str], port: int) -> Iterator[subprocess.Popen[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def server_stack() -> str:
+    """The event loop and HTTP parser uvicorn picks here (`auto`: uvloop, httptools if present)."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"{loop} + {http}"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -475,9 +483,9 @@ def main() -> None:
         f"{args.events:,} events; published in {result.seconds:.1f} s, setup {setup_seconds:.1f} s)"
     )
     print(
-        f"uvicorn, 1 worker, asyncio + h11, no access log, loopback; {args.concurrency} keep-alive "
-        f"connections, {n_tokens:,} users' tokens in rotation; {args.seconds:g} s per phase "
-        f"after {WARMUP_SECONDS:g} s warm-up"
+        f"uvicorn, 1 worker, {server_stack()}, no access log, loopback; "
+        f"{args.concurrency} keep-alive connections, {n_tokens:,} users' tokens in rotation; "
+        f"{args.seconds:g} s per phase after {WARMUP_SECONDS:g} s warm-up"
     )
     print(
         f"load generator (asyncio HTTP/1.1) runs in this process and shares the "
