@@ -29,6 +29,7 @@ from store import migrate
 from store.db import copy_frame, make_engine, sqlalchemy_url
 from store.feed import read_feed
 from store.keys import RedisKeys
+from store.live_cache import LiveCache
 from store.publish import publish_run
 from store.schema import recommendation_runs, recommendations
 
@@ -171,12 +172,22 @@ def main() -> None:
         fast()  # leave a real run published for the read benchmark
         user_ids = iter(i % args.users + 1 for i in range(10**9))
 
-        def read_redis() -> None:
+        cache = LiveCache()
+
+        def read_cached() -> None:
+            """As the API reads: cards from its process cache, checked against Redis."""
+            read_feed(
+                engine=engine, redis_client=client, keys=keys, user_id=next(user_ids), cache=cache
+            )
+
+        def read_uncached() -> None:
             read_feed(engine=engine, redis_client=client, keys=keys, user_id=next(user_ids))
 
-        redis_p50, redis_p99 = latency(read_redis, args.reads)
+        read_cached()  # the first read fills the card cache
+        cached_p50, cached_p99 = latency(read_cached, args.reads)
+        redis_p50, redis_p99 = latency(read_uncached, args.reads)
         client.delete(keys.current_run())
-        pg_p50, pg_p99 = latency(read_redis, args.reads)
+        pg_p50, pg_p99 = latency(read_uncached, args.reads)
 
     rows = recs.height
     fast_best, slow_best = min(fast_times), min(slow_times)
@@ -193,8 +204,18 @@ def main() -> None:
     )
     print(f"  speed-up                                 {slow_best / fast_best:8.1f} x")
     print(f"read_feed, {args.reads:,} reads of {args.per_user} items")
-    print(f"  from Redis     p50 {redis_p50:6.2f} ms   p99 {redis_p99:6.2f} ms")
-    print(f"  from Postgres  p50 {pg_p50:6.2f} ms   p99 {pg_p99:6.2f} ms  (fallback path)")
+    print(
+        f"  from Redis, cards cached   p50 {cached_p50:6.2f} ms   p99 {cached_p99:6.2f} ms  "
+        "(the API's path)"
+    )
+    print(
+        f"  from Redis, cards queried  p50 {redis_p50:6.2f} ms   p99 {redis_p99:6.2f} ms  "
+        "(no cache)"
+    )
+    print(
+        f"  from Postgres              p50 {pg_p50:6.2f} ms   p99 {pg_p99:6.2f} ms  "
+        "(Redis has no run: the fallback)"
+    )
 
 
 if __name__ == "__main__":
