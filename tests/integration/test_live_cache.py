@@ -21,12 +21,13 @@ from fastapi.testclient import TestClient
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
-from store.db import copy_frame
+from store.db import copy_frame, make_engine
 from store.keys import RedisKeys
 from store.live_cache import touch_catalogue, touch_events, touch_friends
 from store.publish import publish_run
 
 VIEWER, FRIEND, OTHER = 1, 2, 3
+CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
 EVENTS = ["ev-1", "ev-2", "ev-3"]
 
 
@@ -225,3 +226,19 @@ def test_the_friend_list_is_shared_through_redis_until_its_counter_moves(
 
     assert touch_friends(redis_client, redis_keys, [VIEWER])
     assert _feed(b, settings)["ev-2"]["friends_going"] == 1
+
+
+def test_with_postgres_down_cached_pages_are_still_served(
+    settings: Settings, published: None, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Cards and friends come from the caches, so a warm page needs no Postgres at all."""
+    with TestClient(create_app(settings)) as a:
+        warm = _feed(a, settings)
+        a.app.state.engine = make_engine(CLOSED_POSTGRES)  # type: ignore[attr-defined]
+        assert _feed(a, settings) == warm
+
+        # A card that must be read again (its event changed) cannot be: 503, not a stale card.
+        assert touch_events(redis_client, redis_keys, ["ev-2"])
+        response = a.get("/v1/feed", headers=_auth(settings, VIEWER))
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
