@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".godo"), description="The one git-ignored folder for generated data."
     )
+    backup_dir: Path | None = Field(
+        default=None,
+        description="Where `godo backup create` writes dumps and manifests; unset: "
+        "data_dir/backups.",
+    )
+    pg_bin_dir: Path | None = Field(
+        default=None,
+        description="Folder of pg_dump/pg_restore for `godo backup` (e.g. "
+        "/usr/lib/postgresql/16/bin), preferred over PATH and the embedded server's binaries "
+        "of the same major version; the oldest major not older than the server's wins.",
+    )
     jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET))
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     jwt_audience: str = "authenticated"  # what Supabase puts in `aud`
@@ -104,6 +115,26 @@ class Settings(BaseSettings):
         description="The most an API process trusts a cached event card or friend set; Redis "
         "counters invalidate them at once on writes, this only bounds a missed invalidation.",
     )
+    log_format: Literal["json", "text"] = Field(
+        default="text",
+        description="`json` (one object per line, for log collectors) in production; `text` "
+        "for a terminal.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    refresh_min_new_swipes: int = Field(
+        default=2000,
+        gt=0,
+        description="New swipes since the last published run that make the "
+        "`refresh_after_new_swipes` sensor refresh features and republish.",
+    )
+    max_concurrent_steps: int = Field(
+        default=4, gt=0, description="Steps one Dagster run executes at once (multiprocess)."
+    )
+    dagster_database: str = Field(
+        default="godo_dagster",
+        description="Database (on the app's Postgres server) that `godo dagster` and the demo "
+        "keep Dagster's runs, event logs and schedules in, unless DAGSTER_POSTGRES_URL is set.",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
@@ -127,6 +158,14 @@ class Settings(BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.data_path / "warehouse.duckdb"
+
+    @property
+    def backup_path(self) -> Path:
+        """`backup_dir` as an absolute path, created on first use; backups hold personal data,
+        so the folder is private to its owner."""
+        path = (self.backup_dir or self.data_path / "backups").expanduser().resolve()
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return path
 
     @property
     def resolved_mlflow_uri(self) -> str:
