@@ -1,7 +1,6 @@
 # Godo developer targets. `make` or `make help` lists them.
 .DEFAULT_GOAL := help
 PY ?= python3
-export DAGSTER_HOME ?= $(CURDIR)/.godo/dagster
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,9 +23,8 @@ fmt: ## Format and autofix with ruff
 serve: ## Serve the API against the embedded (or configured) servers
 	uv run godo serve
 
-dagster: ## Open the Dagster UI (dagster dev) on the embedded servers
-	mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	eval "$$(uv run godo services start | grep -E '^(DATABASE|REDIS)_URL=' | sed 's/^/export /')" && uv run dagster dev
+dagster: ## Open the Dagster UI and daemon (dagster dev) on the production instance config
+	uv run godo dagster
 
 mlflow: ## Open the MLflow UI on the local tracking store (.godo/mlflow.db)
 	uv run mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.godo/mlflow.db --default-artifact-root $(CURDIR)/.godo/mlartifacts --port 5000

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from godo import services
+from godo.backup_cli import backup_app
 from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
@@ -36,6 +37,7 @@ services_app = typer.Typer(
     help="Start, stop or inspect the embedded PostgreSQL and Redis.", no_args_is_help=True
 )
 app.add_typer(services_app, name="services")
+app.add_typer(backup_app, name="backup")
 console = Console()
 
 Host = Annotated[str | None, typer.Option(help="Interface to serve on (default from settings).")]
@@ -117,7 +119,9 @@ def demo(
             progress.advance(task)
 
         try:
-            reports = run_assets(defs, resources, dagster_instance(settings), started, finished)
+            reports = run_assets(
+                defs, resources, dagster_instance(settings, urls.database_url), started, finished
+            )
         except StepFailed as failure:
             progress.stop()
             console.print(f"[red bold]Step {failure.step} failed:[/] {failure.message}")
@@ -252,6 +256,30 @@ def serve(host: Host = None, port: Port = None) -> None:
     """Serve the API against the configured or embedded servers."""
     settings, _ = connect()
     _serve(settings, host, port)
+
+
+@app.command()
+def dagster(
+    host: Annotated[str, typer.Option(help="Interface for the Dagster UI.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the Dagster UI.")] = 3000,
+) -> None:
+    """Run `dagster dev` (UI and daemon) on the production instance config over Postgres.
+
+    Same dagster.yaml as production: runs, event logs and schedules in a database of the
+    embedded (or configured) Postgres server, the queued run coordinator and run retries, so
+    what a developer sees and triggers here behaves as it will when deployed.
+    """
+    import sys
+
+    from godo.dagster_home import REPO_ROOT, prepare_dagster_home
+
+    settings, urls = connect()
+    home = prepare_dagster_home(settings, urls.database_url)
+    console.print(f"Dagster home [bold]{home}[/]; UI on http://{host}:{port}")
+    workspace = str(REPO_ROOT / "workspace.yaml")
+    command = [sys.executable, "-m", "dagster", "dev", "-w", workspace, "-h", host, "-p", str(port)]
+    os.chdir(REPO_ROOT)
+    os.execv(sys.executable, command)  # the environment (DAGSTER_HOME, URLs) is inherited
 
 
 @app.command()

@@ -7,7 +7,6 @@ the run history for `dagster dev` to show.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from godo.dagster_home import prepare_dagster_home
 from godo.settings import Settings
 from pipelines.definitions import build_resources
 from pipelines.resources import (
@@ -50,14 +50,10 @@ class StepReport:
     checks: dict[str, bool]
 
 
-def dagster_instance(settings: Settings) -> dg.DagsterInstance:
-    """The persistent local instance under data_dir, configured by the repo's dagster.yaml."""
-    home = settings.data_path / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    source = REPO_ROOT / "dagster.yaml"
-    if source.exists():
-        shutil.copyfile(source, home / "dagster.yaml")
-    return dg.DagsterInstance.from_config(str(home))
+def dagster_instance(settings: Settings, database_url: str) -> dg.DagsterInstance:
+    """The persistent local instance: the repo's dagster.yaml over Postgres, under data_dir,
+    so `godo dagster` later shows the demo's runs."""
+    return dg.DagsterInstance.from_config(str(prepare_dagster_home(settings, database_url)))
 
 
 @dataclass(frozen=True)

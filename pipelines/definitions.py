@@ -5,6 +5,7 @@ from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
 from godo.settings import Settings, get_settings
+from pipelines.alerts import AlertsResource
 from pipelines.assets import (
     app_data,
     evaluation,
@@ -16,7 +17,8 @@ from pipelines.assets import (
     synthetic,
     training,
 )
-from pipelines.partitions import metro_partitions
+from pipelines.jobs import ingest_job, publish_job, refresh_job, retrain_job
+from pipelines.logs import json_lines_logger
 from pipelines.resources import (
     EventbriteResource,
     GoogleMapsResource,
@@ -25,6 +27,13 @@ from pipelines.resources import (
     PostgresResource,
     RedisResource,
     SyntheticCityResource,
+)
+from pipelines.schedules import hourly_ingest, nightly_retrain
+from pipelines.sensors import (
+    publish_after_rejected_retrain,
+    publish_after_retrain,
+    refresh_sensor,
+    report_run_failures,
 )
 from pipelines.warehouse import SCHEMA as WAREHOUSE_SCHEMA
 
@@ -39,76 +48,10 @@ ASSET_MODULES = [
     ranking,
     recommendations,
 ]
-PARTITIONED_INGEST = dg.AssetSelection.assets(
-    "eventbrite_raw_pages", "events", "venues", "event_quarantine", "geocoded_venues"
-)
+
 
 all_assets = dg.load_assets_from_modules(ASSET_MODULES)
 all_checks = dg.load_asset_checks_from_modules(ASSET_MODULES)
-
-ingest_job = dg.define_asset_job(
-    "ingest_metro",
-    selection=PARTITIONED_INGEST,
-    description="Fetch one metro's events and venues from Eventbrite and Google Maps.",
-)
-retrain_job = dg.define_asset_job(
-    "retrain_and_evaluate",
-    selection=dg.AssetSelection.assets("app_catalogue", "synthetic_oracle")
-    | dg.AssetSelection.groups("app_data", "features", "models", "evaluation"),
-    description="Extract app data, train before the holdout cutoff, evaluate, gate, promote.",
-)
-PUBLISH = dg.AssetSelection.groups("recommendations")
-publish_job = dg.define_asset_job(
-    "publish_feed",
-    selection=PUBLISH,
-    description="Rank fresh candidates with the champion model and publish every user's feed.",
-)
-
-
-@dg.schedule(
-    job=ingest_job,
-    cron_schedule="0 * * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-)
-def hourly_ingest(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-    """Every hour, one run per metro: metros ingest independently and fail independently."""
-    hour = context.scheduled_execution_time.strftime("%Y-%m-%dT%H")
-    return [
-        dg.RunRequest(partition_key=metro, run_key=f"{metro}:{hour}")
-        for metro in metro_partitions.get_partition_keys()
-    ]
-
-
-nightly_retrain = dg.ScheduleDefinition(
-    name="nightly_retrain",
-    job=retrain_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-)
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[retrain_job],
-    request_job=publish_job,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-)
-def publish_after_retrain(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    """A promoted champion publishes at once."""
-    return dg.RunRequest(run_key=f"publish-after:{context.dagster_run.run_id}")
-
-
-@dg.run_failure_sensor(
-    monitored_jobs=[retrain_job],
-    request_job=publish_job,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-)
-def publish_after_rejected_retrain(context: dg.RunFailureSensorContext) -> dg.RunRequest:
-    """A challenger the gate rejected fails the retrain run; the champion still republishes
-    with tonight's features and candidates, so the feed never goes stale for want of a model."""
-    return dg.RunRequest(run_key=f"publish-after:{context.dagster_run.run_id}")
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -143,16 +86,32 @@ def build_resources(settings: Settings) -> dict[str, object]:
             model_name=settings.mlflow_model_name,
         ),
         "city": SyntheticCityResource(enabled=settings.has_synthetic_city),
+        "alerts": AlertsResource(
+            sentry_dsn=settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
+            environment=settings.environment,
+        ),
     }
 
+
+SETTINGS = get_settings()
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[ingest_job, retrain_job, publish_job],
+    jobs=[ingest_job, retrain_job, publish_job, refresh_job],
     schedules=[hourly_ingest, nightly_retrain],
-    sensors=[publish_after_retrain, publish_after_rejected_retrain],
-    resources=build_resources(get_settings()),
-    # Steps share one DuckDB file, which takes one writer at a time.
-    executor=dg.in_process_executor,
+    sensors=[
+        publish_after_retrain,
+        publish_after_rejected_retrain,
+        refresh_sensor(SETTINGS.refresh_min_new_swipes),
+        report_run_failures,
+    ],
+    resources=build_resources(SETTINGS),
+    loggers={"console": json_lines_logger},
+    # Each step in a process of its own, so independent steps (and several metros' runs)
+    # proceed side by side. Steps that write the DuckDB warehouse wait for its single-writer
+    # lock (dagster-duckdb retries the connection with backoff). On Kubernetes or Celery the
+    # same definitions run with `k8s_job_executor` / `celery_executor` here instead (README,
+    # Operations).
+    executor=dg.multiprocess_executor.configured({"max_concurrent": SETTINGS.max_concurrent_steps}),
 )

@@ -21,11 +21,13 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from godo.logs import configure_logging
 from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
 from serving.observability import install_observability
 from serving.problems import install_problem_handlers
 from serving.ratelimit import install_rate_limits
+from serving.request_ids import install_request_ids
 from serving.routers import calendar, events, feed, friends, health, swipes
 from serving.security import install_security
 from store.accounts import AccountDirectory
@@ -113,9 +115,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.live_cache = LiveCache(max_age_seconds=settings.card_cache_seconds)
     app.state.accounts = AccountDirectory()
     # Order matters: each install wraps what came before. Rate limits inside the security
-    # headers (so a 429 carries CORS and the headers), the timing outermost (so it counts
-    # 429s and CORS refusals too).
+    # headers (so a 429 carries CORS and the headers), the timing around both (so it counts
+    # 429s and CORS refusals too), the request id outermost (so every response has one).
     install_rate_limits(app, settings, verifier=app.state.token_verifier)
     install_security(app, settings)
     install_observability(app)
+    install_request_ids(app)
+    configure_logging(settings)
     return app

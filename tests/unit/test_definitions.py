@@ -84,3 +84,33 @@ def test_plan_runs_each_asset_once_per_partition_after_its_upstreams() -> None:
     assert {s.partition for s in steps if dg.AssetKey("events") in s.keys} == set(
         metro_partitions.get_partition_keys()
     )
+
+
+def test_production_wiring_of_jobs_sensors_and_executor() -> None:
+    jobs = {
+        "ingest_metro": "ingest",
+        "retrain_and_evaluate": "retrain",
+        "publish_feed": "publish",
+        "refresh_and_publish": "publish",
+    }
+    for name, pipeline in jobs.items():
+        job = defs.resolve_job_def(name)
+        # The run queue limits in dagster.yaml key on this tag.
+        assert job.tags["godo/pipeline"] == pipeline
+        # Every run logs JSON lines through the code location's logger.
+        if job.partitioned_config is not None:
+            run_config = job.get_run_config_for_partition_key(
+                metro_partitions.get_partition_keys()[0]
+            )
+        else:
+            assert job.config_mapping is not None
+            run_config = job.config_mapping.resolve_from_unvalidated_config({})
+        assert run_config["loggers"] == {"console": {"config": {"log_level": "INFO"}}}
+        assert job.executor_def.name == "multiprocess"
+    refresh = defs.resolve_job_def("refresh_and_publish")
+    selected = {k.to_user_string() for k in refresh.asset_layer.selected_asset_keys}
+    assert {"app_swipes", "interactions", "ranked_feed", "published_feed"} <= selected
+    assert not {"als_model", "ranker_model", "champion_model"} & selected  # no training
+    sensors = {s.name for s in defs.sensors or []}
+    assert {"refresh_after_new_swipes", "report_run_failures"} <= sensors
+    assert defs.resolve_sensor_def("refresh_after_new_swipes").job_name == "refresh_and_publish"

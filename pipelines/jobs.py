@@ -1,0 +1,52 @@
+"""The jobs the schedules and sensors start, each tagged with the pipeline it belongs to.
+
+The `godo/pipeline` tag is what dagster.yaml's run queue limits key on: several metros ingest
+at once, but only one retrain and one publish-or-refresh run at a time, since those rewrite
+whole tables and the published feed.
+"""
+
+import dagster as dg
+
+PIPELINE_TAG = "godo/pipeline"
+
+PARTITIONED_INGEST = dg.AssetSelection.assets(
+    "eventbrite_raw_pages", "events", "venues", "event_quarantine", "geocoded_venues"
+)
+PUBLISH = dg.AssetSelection.groups("recommendations")
+# Dagster activates a job's loggers only when its run config names them: this makes every
+# run of these jobs (scheduled, sensed or launched in the UI) log through the code location's
+# JSON console logger (`pipelines.logs`) instead of the default coloured one.
+RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+ingest_job = dg.define_asset_job(
+    "ingest_metro",
+    selection=PARTITIONED_INGEST,
+    description="Fetch one metro's events and venues from Eventbrite and Google Maps.",
+    tags={PIPELINE_TAG: "ingest"},
+    config=RUN_CONFIG,
+)
+retrain_job = dg.define_asset_job(
+    "retrain_and_evaluate",
+    selection=dg.AssetSelection.assets("app_catalogue", "synthetic_oracle")
+    | dg.AssetSelection.groups("app_data", "features", "models", "evaluation"),
+    description="Extract app data, train before the holdout cutoff, evaluate, gate, promote.",
+    tags={PIPELINE_TAG: "retrain"},
+    config=RUN_CONFIG,
+)
+publish_job = dg.define_asset_job(
+    "publish_feed",
+    selection=PUBLISH,
+    description="Rank fresh candidates with the champion model and publish every user's feed.",
+    tags={PIPELINE_TAG: "publish"},
+    config=RUN_CONFIG,
+)
+refresh_job = dg.define_asset_job(
+    "refresh_and_publish",
+    selection=dg.AssetSelection.groups("app_data")
+    | dg.AssetSelection.assets("interactions", "feed_candidates")
+    | PUBLISH,
+    description="Re-extract swipes and RSVPs, rebuild the features the feed uses and publish "
+    "again with the current champion (no training).",
+    tags={PIPELINE_TAG: "publish"},
+    config=RUN_CONFIG,
+)

@@ -1,0 +1,24 @@
+"""The code location's console logger: each line of a run as JSON with its run id."""
+
+import logging
+import sys
+
+import dagster as dg
+
+from godo.logs import JsonFormatter
+
+
+@dg.logger(
+    config_schema={"log_level": dg.Field(str, is_required=False, default_value="INFO")},
+    description="One JSON object per line on stderr (godo.logs), with run id, job and step.",
+)
+def json_lines_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    """Replaces Dagster's coloured console logger, so a run's lines are not written twice."""
+    logger = logging.getLogger("godo.dagster")
+    logger.propagate = False
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(init_context.logger_config["log_level"])
+    return logger
