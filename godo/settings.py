@@ -173,8 +173,15 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.data_path / 'mlflow.db'}"
 
     @property
-    def resolved_mlflow_artifact_root(self) -> str:
-        return self.mlflow_artifact_root or str(self.data_path / "mlartifacts")
+    def resolved_mlflow_artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts: the setting, else data_dir/mlartifacts for a
+        local store; None for a tracking server, whose own artifact store then decides (a
+        folder on this container's disk would be lost and unreachable by the server)."""
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.resolved_mlflow_uri.startswith(("http://", "https://")):
+            return None
+        return str(self.data_path / "mlartifacts")
 
     @property
     def has_synthetic_city(self) -> bool:

@@ -100,9 +100,14 @@ def truncate_param_value(value: str) -> str:
     return value[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
 
 
+# A URI scheme (`s3:`, `file:`, `mlflow-artifacts:` with one, two or three slashes), not a
+# path; one letter would be a Windows drive.
+_URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+
+
 def artifact_location(artifact_root: str) -> str:
-    """An artifact root as a URI: plain paths become absolute `file://` URIs."""
-    if "://" in artifact_root or artifact_root.startswith("file:"):
+    """An artifact root as a URI: URIs pass through, plain paths become `file://` URIs."""
+    if _URI_SCHEME.match(artifact_root):
         return artifact_root
     return Path(artifact_root).expanduser().resolve().as_uri()
 

@@ -16,6 +16,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from godo.settings import Settings
 from pipelines.tracking import (
     BUNDLE_DIR,
     CHAMPION,
@@ -277,9 +278,26 @@ def test_sanitise_key(key: str, expected: str) -> None:
 
 def test_artifact_roots(tmp_path: Path) -> None:
     assert artifact_location("s3://bucket/godo") == "s3://bucket/godo"
+    # A tracking server's proxied store, in each spelling MLflow accepts.
+    for proxied in ("mlflow-artifacts:/", "mlflow-artifacts:///", "mlflow-artifacts:/godo"):
+        assert artifact_location(proxied) == proxied
     assert artifact_location(str(tmp_path)) == tmp_path.resolve().as_uri()
     assert default_artifact_root(f"sqlite:///{tmp_path}/mlflow.db") == str(
         tmp_path.resolve() / "mlartifacts"
     )
     assert default_artifact_root("http://mlflow:5000") is None
     assert default_artifact_root("sqlite://") is None
+
+
+def test_a_tracking_server_keeps_artifacts_in_its_own_store(tmp_path: Path) -> None:
+    """With a server, artifacts must not land on the pipeline container's own disk."""
+    server = Settings(mlflow_tracking_uri="http://mlflow:5000", data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    assert server.resolved_mlflow_artifact_root is None
+    local = Settings(data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    assert local.resolved_mlflow_artifact_root == str(tmp_path / "mlartifacts")
+    chosen = Settings(
+        mlflow_tracking_uri="http://mlflow:5000",
+        mlflow_artifact_root="mlflow-artifacts:///",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    assert chosen.resolved_mlflow_artifact_root == "mlflow-artifacts:///"
