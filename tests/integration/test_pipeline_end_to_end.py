@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import runpy
+import json
+import os
+import re
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,11 +15,15 @@ from typing import Any
 
 import dagster as dg
 import duckdb
+import jupytext
+import nbformat
 import polars as pl
 import pytest
 import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from godo.demo import StepReport, _only_gated, definitions_to_run, demo_resources, run_assets
 from godo.services import ServiceUrls
@@ -27,10 +34,13 @@ from pipelines.resources import MLflowResource, SyntheticCityResource
 from pipelines.training import fit_ranker
 from serving.app import create_app
 from sources.fakes import FakeUpstream, FaultPlan
+from store.app_data import most_active_user
 from store.keys import RedisKeys
 from store.schema import metadata
 
-NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.py"))
+NOTEBOOK_DIR = Path(__file__).parents[2] / "notebooks"
+# Jupytext notebooks; `_shared.py` and other underscored modules are their helpers.
+NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.glob("*.py") if not p.name.startswith("_"))
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,7 @@ class TinyCity:
     warehouse: Path
     keys: RedisKeys
     resources: dict[str, Any]
+    dagster_home: Path  # a persistent instance: the notebooks read its run history
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +83,11 @@ def tiny_city(
             city=city,
             upstream=upstream,
         )
-        steps = run_assets(defs, resources, dg.DagsterInstance.ephemeral())
-    yield TinyCity(steps, settings.warehouse_path, keys, resources)
+        dagster_home = folder / "dagster"
+        dagster_home.mkdir()
+        with dg.DagsterInstance.local_temp(str(dagster_home)) as instance:
+            steps = run_assets(defs, resources, instance)
+    yield TinyCity(steps, settings.warehouse_path, keys, resources, dagster_home)
     stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
     if stale:
         redis_client.delete(*stale)
@@ -150,16 +164,340 @@ def test_every_asset_runs_and_the_api_serves_the_published_feed(
         assert events[event_id].start_utc > now
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_on_the_pipeline_output(
-    notebook: Path, tiny_city: TinyCity, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Notebooks are executed against a warehouse the pipeline really built."""
-    monkeypatch.setenv("GODO_WAREHOUSE", str(tiny_city.warehouse))
-    namespace = runpy.run_path(str(notebook), run_name="__main__")
-    assert namespace["counts"]["app_swipes"] == sum(
-        step.rows.get("app_swipes", 0) for step in tiny_city.steps
+# --- notebooks: executed top to bottom in a real kernel, on the tiny city's outputs ----------
+
+RESULTS_MARKER = "notebook-results:"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+LIKES = ("like", "superlike")
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    results: dict[str, Any]  # the plain variables the notebook ends with, through JSON
+    notebook: nbformat.NotebookNode  # the executed notebook, outputs included
+    figures: Path  # GODO_NOTEBOOK_FIGURES
+
+
+def _pipeline_rows(tiny_city: TinyCity) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    for step in tiny_city.steps:
+        for asset, count in step.rows.items():
+            rows[asset] = rows.get(asset, 0) + count  # partitions add up
+    return rows
+
+
+def _notebook_env(tiny_city: TinyCity, figures: Path, user: int | None) -> dict[str, str]:
+    """This environment, pointed at the tiny city: the same variables a data scientist sets."""
+    mlflow: MLflowResource = tiny_city.resources["mlflow"]
+    dropped = {"MPLBACKEND", "GODO_NOTEBOOK_USER"}  # the kernel's inline backend draws figures
+    env = {name: value for name, value in os.environ.items() if name not in dropped}
+    env |= {
+        "GODO_DATA_DIR": str(tiny_city.warehouse.parent),
+        "GODO_WAREHOUSE": str(tiny_city.warehouse),
+        "GODO_MLFLOW_TRACKING_URI": mlflow.tracking_uri,
+        "GODO_MLFLOW_EXPERIMENT": mlflow.experiment,
+        "GODO_MLFLOW_MODEL_NAME": mlflow.model_name,
+        "DATABASE_URL": tiny_city.resources["postgres"].database_url,
+        "REDIS_URL": tiny_city.resources["redis"].url,
+        "GODO_REDIS_PREFIX": tiny_city.keys.prefix,
+        "DAGSTER_HOME": str(tiny_city.dagster_home),
+        "GODO_NOTEBOOK_FIGURES": str(figures),
+    }
+    if user is not None:
+        env["GODO_NOTEBOOK_USER"] = str(user)
+    return env
+
+
+def _execute_notebook(
+    path: Path, env: dict[str, str], names: tuple[str, ...], folder: Path
+) -> NotebookRun:
+    """Convert with jupytext, run every cell in a `python3` kernel, read back `names`.
+
+    A last cell, added here, prints the variables as JSON. A cell that raises fails the test
+    with the cell's source and traceback; the executed copy is kept beside the figures.
+    """
+    notebook = jupytext.read(path)
+    dump = {"kernel_prefix": "sys.prefix", **{name: name for name in names}}
+    notebook.cells.append(
+        nbformat.v4.new_code_cell(
+            "import json, sys\n"
+            f"print({RESULTS_MARKER!r} + json.dumps({{"
+            + ", ".join(f"{key!r}: {value}" for key, value in dump.items())
+            + "}, default=str))"
+        )
     )
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=600,
+        startup_timeout=120,
+        resources={"metadata": {"path": str(path.parent)}},  # the kernel's cwd, as in Jupyter
+    )
+    executed = folder / f"{path.stem}.ipynb"
+    try:
+        client.execute(env=env)
+    except CellExecutionError as error:
+        cell_error = _ANSI.sub("", str(error))
+        pytest.fail(f"{path.name} raised (see {executed}):\n{cell_error}", pytrace=False)
+    finally:
+        nbformat.write(notebook, executed)
+    printed = "".join(
+        output.get("text", "") for output in notebook.cells[-1].outputs if output.name == "stdout"
+    )
+    line = next(line for line in printed.splitlines() if line.startswith(RESULTS_MARKER))
+    results = json.loads(line.removeprefix(RESULTS_MARKER))
+    # nbclient's `python3` resolved to this venv's ipykernel: the kernel ran this interpreter.
+    assert results.pop("kernel_prefix") == sys.prefix
+    return NotebookRun(results, notebook, Path(env["GODO_NOTEBOOK_FIGURES"]))
+
+
+def _check_figures(run: NotebookRun) -> None:
+    """Every figure was drawn inline in the notebook and saved as a PNG."""
+    names, files = run.results["figure_names"], run.results["figure_files"]
+    assert names and len(files) == len(names)
+    for name, file in zip(names, files, strict=True):
+        path = Path(file)
+        assert path.parent == run.figures and path.stem == name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
+    inline = [
+        output
+        for cell in run.notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if "image/png" in output.get("data", {})
+    ]
+    assert len(inline) >= len(names)
+
+
+def _check_explore_swipes_and_events(
+    run: NotebookRun, tiny_city: TinyCity, engine: sa.Engine, redis_client: redis.Redis
+) -> None:
+    results, rows = run.results, _pipeline_rows(tiny_city)
+    assert results["counts"]["app_swipes"] == rows["app_swipes"] > 0
+    for table, count in results["counts"].items():
+        if table in rows:  # every table the pipeline reported a row count for
+            assert count == rows[table], table
+    with engine.connect() as conn:
+        daily = conn.execute(
+            sa.text(
+                "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), count(*) "
+                "FROM swipes GROUP BY 1"
+            )
+        ).all()
+        by_position = conn.execute(
+            sa.text(
+                "SELECT position, avg(CASE WHEN action IN :likes THEN 1.0 ELSE 0.0 END) "
+                "FROM swipes WHERE position IS NOT NULL GROUP BY position"
+            ).bindparams(sa.bindparam("likes", expanding=True)),
+            {"likes": list(LIKES)},
+        ).all()
+        per_metro_category = conn.execute(
+            sa.text("SELECT metro, category, count(*) FROM events GROUP BY metro, category")
+        ).all()
+    assert results["swipes_per_day"] == dict(daily)
+    assert sum(results["swipes_per_day"].values()) == rows["app_swipes"]
+    rates = {int(position): rate for position, rate in results["like_rate_by_position"].items()}
+    assert rates == pytest.approx({position: float(rate) for position, rate in by_position})
+    expected: dict[str, dict[str, int]] = {}
+    for metro, category, n in per_metro_category:
+        expected.setdefault(metro, {})[category] = n
+    assert results["events_per_metro_category"] == expected
+    assert sum(sum(c.values()) for c in expected.values()) == rows["events"]
+    assert set(results["figure_names"]) >= {"swipes_per_day", "position_bias"}
+
+
+def _check_compare_models(
+    run: NotebookRun, tiny_city: TinyCity, engine: sa.Engine, redis_client: redis.Redis
+) -> None:
+    results = run.results
+    registry = tiny_city.resources["mlflow"].registry()
+    client = registry.client
+    experiment = client.get_experiment_by_name(registry.experiment)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert results["run_ids"] == [r.info.run_id for r in runs]
+    for mlflow_run in runs:
+        logged = {
+            key.removesuffix(".ndcg_at_10"): value
+            for key, value in mlflow_run.data.metrics.items()
+            if key.endswith(".ndcg_at_10")
+        }
+        assert results["metric_by_run"][mlflow_run.info.run_id] == pytest.approx(logged)
+        assert results["trained_by"][mlflow_run.info.run_id] == mlflow_run.data.tags.get(
+            "dagster_run_id"
+        )
+    champion = registry.champion()
+    assert champion is not None
+    assert results["champion_version"] == champion.version
+    assert results["champion_run_id"] == champion.run_id
+    first = registry.version(1)  # registered by the fixture's own pipeline run
+    assert results["versions"][first.run_id] == 1
+    stages = results["metric_by_run"][first.run_id]
+    assert {"random", "popularity", "als", "ranker", "final_feed", "oracle"} <= set(stages)
+    assert stages["final_feed"] > stages["random"]
+    # The run that trained it is in the Dagster instance the notebook read.
+    with dg.DagsterInstance.from_config(str(tiny_city.dagster_home)) as instance:
+        assert instance.get_run_by_id(results["trained_by"][first.run_id]) is not None
+
+
+def _check_inspect_user_feed(
+    run: NotebookRun,
+    tiny_city: TinyCity,
+    engine: sa.Engine,
+    redis_client: redis.Redis,
+    chosen: int | None = None,
+) -> None:
+    results = run.results
+    with engine.connect() as conn:
+        user_id = chosen if chosen is not None else most_active_user(conn)
+        run_id = conn.execute(
+            sa.text("SELECT id FROM recommendation_runs WHERE status = 'published'")
+        ).scalar_one()
+        stored = conn.execute(
+            sa.text(
+                "SELECT event_id, rank, reason FROM recommendations "
+                "WHERE run_id = :r AND user_id = :u ORDER BY rank"
+            ),
+            {"r": run_id, "u": user_id},
+        ).all()
+        # What the feed may still offer: not started, not cancelled, not full.
+        showable = set(
+            conn.execute(
+                sa.text(
+                    "SELECT e.id FROM events AS e WHERE e.id = ANY(:ids) AND e.is_active "
+                    "AND lower(e.status) NOT IN ('canceled', 'cancelled') AND e.start_utc > now() "
+                    "AND (e.capacity IS NULL OR e.capacity > (SELECT count(*) "
+                    "FROM event_attendance AS ea WHERE ea.event_id = e.id AND ea.status = 'going'))"
+                ),
+                {"ids": [row.event_id for row in stored]},
+            ).scalars()
+        )
+        recent = conn.execute(
+            sa.text(
+                "SELECT event_id FROM swipes WHERE user_id = :u "
+                "ORDER BY created_at DESC, id LIMIT 20"
+            ),
+            {"u": user_id},
+        ).scalars()
+        friends = conn.execute(
+            sa.text(
+                "SELECT mine.friend_id FROM friendships AS mine JOIN friendships AS theirs "
+                "ON theirs.user_id = mine.friend_id AND theirs.friend_id = mine.user_id "
+                "WHERE mine.user_id = :u"
+            ),
+            {"u": user_id},
+        ).scalars()
+        going = conn.execute(
+            sa.text(
+                "SELECT ea.event_id, ea.user_id FROM event_attendance AS ea "
+                "JOIN friendships AS mine ON mine.user_id = :u AND mine.friend_id = ea.user_id "
+                "JOIN friendships AS theirs ON theirs.user_id = ea.user_id "
+                "AND theirs.friend_id = :u "
+                "WHERE ea.status = 'going' AND ea.visibility IN ('public', 'friends')"
+            ),
+            {"u": user_id},
+        ).all()
+        expected_recent, expected_friends = list(recent), sorted(friends)
+    assert results["user_id"] == user_id
+    assert results["run_id"] == run_id
+    assert redis_client.get(tiny_city.keys.current_run()) == run_id.encode()
+    assert results["feed_source"] == "redis" and not results["cold_start"]
+    assert results["stored_event_ids"] == [row.event_id for row in stored] and stored
+    # Served: the stored list, in order, minus what became unshowable (e.g. sold out) since.
+    served = [row for row in stored if row.event_id in showable]
+    assert results["feed_event_ids"] == [row.event_id for row in served] and served
+    assert results["feed_ranks"] == [row.rank for row in served]
+    assert results["feed_reasons"] == [row.reason for row in served]
+    assert results["recent_swipe_event_ids"] == expected_recent and expected_recent
+    assert results["friend_ids"] == expected_friends
+    in_feed = set(results["feed_event_ids"])
+    expected_going: dict[str, list[int]] = {}
+    for event_id, friend in going:
+        if event_id in in_feed:
+            expected_going.setdefault(event_id, []).append(friend)
+    assert {e: sorted(ids) for e, ids in results["friends_going"].items()} == {
+        e: sorted(ids) for e, ids in expected_going.items()
+    }
+    if chosen is not None:
+        assert results["friends_going"], "the chosen user has friends going to feed events"
+    # The published run is the Dagster run of the publishing step, in the persistent instance.
+    published_by = results["published_by"]
+    assert published_by["dagster_run_id"] == run_id and published_by["status"] == "SUCCESS"
+    with dg.DagsterInstance.from_config(str(tiny_city.dagster_home)) as instance:
+        assert instance.get_run_by_id(run_id) is not None
+    # The fixture's only publish ranked with version 1, promoted by that same pipeline run.
+    assert results["model_version"] == 1
+    assert set(results["figure_names"]) >= {"feed_scores_and_reasons"}
+
+
+NotebookCheck = Callable[[NotebookRun, TinyCity, sa.Engine, redis.Redis], None]
+# Per notebook: the variables it ends with that the test reads, and what must hold of them.
+NOTEBOOK_CHECKS: dict[str, tuple[tuple[str, ...], NotebookCheck]] = {
+    "explore_swipes_and_events": (
+        ("counts", "swipes_per_day", "like_rate_by_position", "events_per_metro_category"),
+        _check_explore_swipes_and_events,
+    ),
+    "compare_models": (
+        ("run_ids", "metric_by_run", "versions", "trained_by", "champion_version")
+        + ("champion_run_id",),
+        _check_compare_models,
+    ),
+    "inspect_user_feed": (
+        ("user_id", "run_id", "feed_source", "cold_start", "feed_event_ids", "feed_ranks")
+        + ("feed_reasons", "stored_event_ids", "recent_swipe_event_ids", "friend_ids")
+        + ("friends_going", "published_by", "model_version"),
+        _check_inspect_user_feed,
+    ),
+}
+# Every notebook once with its defaults; inspect_user_feed also for a user picked with
+# GODO_NOTEBOOK_USER whose feed has friends going (the most active user's may have none).
+CHOSEN_USER = "user-with-friends-going"
+NOTEBOOK_RUNS = [pytest.param(path, None, id=path.name) for path in NOTEBOOKS] + [
+    pytest.param(
+        NOTEBOOK_DIR / "inspect_user_feed.py", CHOSEN_USER, id=f"inspect_user_feed.py-{CHOSEN_USER}"
+    )
+]
+
+
+def _user_with_friends_going(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text(
+                "SELECT r.user_id FROM recommendations AS r "
+                "JOIN recommendation_runs AS runs ON runs.id = r.run_id "
+                "AND runs.status = 'published' "
+                "JOIN event_attendance AS ea ON ea.event_id = r.event_id "
+                "AND ea.status = 'going' AND ea.visibility IN ('public', 'friends') "
+                "JOIN friendships AS mine ON mine.user_id = r.user_id "
+                "AND mine.friend_id = ea.user_id "
+                "JOIN friendships AS theirs ON theirs.user_id = ea.user_id "
+                "AND theirs.friend_id = r.user_id "
+                "GROUP BY r.user_id ORDER BY count(*) DESC, r.user_id LIMIT 1"
+            )
+        ).scalar_one()
+
+
+@pytest.mark.parametrize(("notebook", "user"), NOTEBOOK_RUNS)
+def test_notebook_runs_on_the_pipeline_output(
+    notebook: Path,
+    user: str | None,
+    tiny_city: TinyCity,
+    session_engine: sa.Engine,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Each notebook, run top to bottom in a Jupyter kernel on what the pipeline really built,
+    computes what Postgres, MLflow, Redis and Dagster hold."""
+    assert notebook.stem in NOTEBOOK_CHECKS, f"say what {notebook.name} must compute"
+    names, check = NOTEBOOK_CHECKS[notebook.stem]
+    chosen = _user_with_friends_going(session_engine) if user == CHOSEN_USER else None
+    env = _notebook_env(tiny_city, tmp_path / "figures", chosen)
+    run = _execute_notebook(notebook, env, (*names, "figure_names", "figure_files"), tmp_path)
+    _check_figures(run)
+    if chosen is None:
+        check(run, tiny_city, session_engine, redis_client)
+    else:
+        _check_inspect_user_feed(run, tiny_city, session_engine, redis_client, chosen)
 
 
 def _evaluate_and_gate(tiny_city: TinyCity) -> dg.ExecuteInProcessResult:
