@@ -8,10 +8,12 @@ from godo.settings import Settings, get_settings
 from pipelines.alerts import AlertsResource
 from pipelines.assets import (
     app_data,
+    email,
     evaluation,
     features,
     ingest,
     models,
+    push,
     ranking,
     recommendations,
     synthetic,
@@ -47,6 +49,8 @@ ASSET_MODULES = [
     evaluation,
     ranking,
     recommendations,
+    push,
+    email,
 ]
 
 
@@ -86,6 +90,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             model_name=settings.mlflow_model_name,
         ),
         "city": SyntheticCityResource(enabled=settings.has_synthetic_city),
+        **push.resources(settings),
+        **email.resources(settings),
         "alerts": AlertsResource(
             sentry_dsn=settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
             environment=settings.environment,

@@ -28,7 +28,17 @@ from serving.observability import install_observability
 from serving.problems import install_problem_handlers
 from serving.ratelimit import install_rate_limits
 from serving.request_ids import install_request_ids
-from serving.routers import calendar, events, feed, friends, health, swipes
+from serving.routers import (
+    calendar,
+    devices,
+    events,
+    feed,
+    friends,
+    health,
+    invites,
+    live,
+    swipes,
+)
 from serving.security import install_security
 from store.accounts import AccountDirectory
 from store.db import make_engine
@@ -109,6 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router, prefix="/v1")
     app.include_router(calendar.router, prefix="/v1")
     app.include_router(friends.router, prefix="/v1")
+    app.include_router(live.router, prefix="/v1")
+    app.include_router(devices.router, prefix="/v1")
+    app.include_router(invites.router, prefix="/v1")
     settings = app.state.settings
     # One verifier for the limiter and the routes: each token is verified once per process.
     app.state.token_verifier = TokenVerifier(settings)
