@@ -13,6 +13,10 @@ Layout (with the default prefix `godo`):
 - `godo:cards:user:{user_id}:friend-ids` -> JSON {epoch, version, ids}: the user's mutual
   friends as of that epoch and counter, shared by every API process
   (these keep the API's cached cards and friend lists exact: `store.live_cache`)
+- `godo:live:user:{user_id}:events` -> stream of live events for one user (`friend_rsvp`...),
+  trimmed to ~500 entries, expiring a week after its last event (`store.live_events`)
+- `godo:live:broadcast` -> stream of live events for everyone (`feed_refreshed`), ~100 entries
+- `godo:live:notify` -> pub/sub channel: "these users' streams (or the broadcast) grew"
 
 Run keys are versioned by run id and expire on their own, so a half-written run is never
 reachable (the pointer still names the old one) and old runs need no clean-up job.
@@ -70,3 +74,15 @@ class RedisKeys:
 
     def namespace_pattern(self) -> str:
         return f"{self.prefix}:*"
+
+    def live_user_stream(self, user_id: int) -> str:
+        """One user's bounded stream of live events (what a reconnect replays from)."""
+        return f"{self.prefix}:live:user:{user_id}:events"
+
+    def live_broadcast_stream(self) -> str:
+        """The bounded stream of live events every connected user receives."""
+        return f"{self.prefix}:live:broadcast"
+
+    def live_notify_channel(self) -> str:
+        """Pub/sub channel telling every API process which streams just grew."""
+        return f"{self.prefix}:live:notify"

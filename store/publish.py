@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from store.cards import load_cards
 from store.db import copy_frame
 from store.keys import RedisKeys
+from store.live_events import publish_feed_refreshed
 from store.schema import recommendation_runs
 
 RECOMMENDATION_COLUMNS = ("user_id", "rank", "event_id", "score", "reason")
@@ -130,6 +131,7 @@ def publish_run(
     except Exception as error:
         _mark_failed(engine, run_id)
         raise PublishError(f"publishing run {run_id} failed: {error}") from error
+    publish_feed_refreshed(redis_client, keys, run_id)  # best effort: never fails the publish
     prune_runs(engine, keep=keep_runs)
     return PublishResult(run_id, n_users, recs.height, fall.height, time.perf_counter() - started)
 

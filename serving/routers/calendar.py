@@ -19,6 +19,7 @@ from pydantic.json_schema import JsonDict
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.observability import record_cache
 from serving.problems import STORE_UNAVAILABLE_TYPE, problem_responses
+from store import live_events
 from store.calendar import (
     ATTENDANCE_STATUSES,
     Attendance,
@@ -270,6 +271,7 @@ def put_attendance(
     keys: KeysDep,
 ) -> AttendanceOut:
     """Insert or replace the caller's row; the caller's cached calendars are dropped at once."""
+    before = live_events.attendance_visibility(engine, user_id=user_id, event_id=event_id)
     try:
         stored = set_attendance(
             engine,
@@ -285,6 +287,9 @@ def put_attendance(
         raise HTTPException(404, f"User {user_id} does not exist.") from error
     invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
     touch_events(redis_client, keys, [event_id])  # its going count and goers changed
+    live_events.publish_rsvp_change(
+        engine, redis_client, keys, actor_id=user_id, event_id=event_id, before=before, after=stored
+    )
     return _attendance_out(stored)
 
 
@@ -310,9 +315,19 @@ def delete_attendance(
     keys: KeysDep,
 ) -> Response:
     """Idempotent: 204 whether or not there was a row (so a retried DELETE is not an error)."""
+    before = live_events.attendance_visibility(engine, user_id=user_id, event_id=event_id)
     if remove_attendance(engine, user_id=user_id, event_id=event_id):
         invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
         touch_events(redis_client, keys, [event_id])
+        live_events.publish_rsvp_change(
+            engine,
+            redis_client,
+            keys,
+            actor_id=user_id,
+            event_id=event_id,
+            before=before,
+            after=None,
+        )
     return Response(status_code=204)
 
 
