@@ -25,7 +25,7 @@ from godo.backup_cli import backup_app
 from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
-    from godo.demo import StepReport
+    from godo.demo import OutreachFakes, StepReport
 
 app = typer.Typer(
     help="Godo: event recommendations, end to end.",
@@ -74,7 +74,14 @@ def demo(
     port: Port = None,
 ) -> None:
     """Generate a synthetic city, run every Dagster asset once, report, then serve the API."""
-    from godo.demo import StepFailed, dagster_instance, demo_resources, plan, run_assets
+    from godo.demo import (
+        OutreachFakes,
+        StepFailed,
+        dagster_instance,
+        demo_resources,
+        plan,
+        run_assets,
+    )
     from pipelines.definitions import defs
     from pipelines.resources import SyntheticCityResource
     from sources.fakes import FakeUpstream, FaultPlan
@@ -95,12 +102,18 @@ def demo(
     faults = FaultPlan(venues_without_coordinates_share=0.15)
     upstream = FakeUpstream(city.world(), faults=faults).start()
     console.print(f"Fake Eventbrite and Google Maps APIs on [bold]{upstream.base_url}[/]")
+    outreach = OutreachFakes().start()
+    console.print(
+        f"Fake Expo push on [bold]{outreach.expo.base_url}[/], "
+        f"fake Resend on [bold]{outreach.resend.base_url}[/]"
+    )
     resources = demo_resources(
         settings,
         database_url=urls.database_url,
         redis_url=urls.redis_url,
         city=city,
         upstream=upstream,
+        outreach=outreach,
     )
     columns = (
         SpinnerColumn(),
@@ -131,8 +144,30 @@ def demo(
     _print_steps(reports)
     _print_evaluation(settings, reports)
     _print_sample_feed(settings, urls)
+    _print_outreach(reports, outreach)
     if serve:
-        _serve(settings, host, port)
+        # Invitations sent from the API reach the fake Resend, still running.
+        os.environ.update(outreach.api_environment())
+        get_settings.cache_clear()
+        _serve(get_settings(), host, port)
+    outreach.stop()
+
+
+def _print_outreach(reports: Sequence[StepReport], outreach: OutreachFakes) -> None:
+    """What the notification and email assets reported, and what the fakes received."""
+    table = Table(title="Notifications and email (local fakes of Expo and Resend)")
+    for column in ("step", "sent", "failed", "skipped"):
+        table.add_column(column, justify="left" if column == "step" else "right")
+    for report in reports:
+        counts = report.outcomes
+        if counts:
+            shown = (str(counts.get(k, 0)) for k in ("sent", "failed", "skipped"))
+            table.add_row(report.name, *shown)
+    console.print(table)
+    console.print(
+        f"Fake Expo received {len(outreach.expo.sent)} push messages; "
+        f"fake Resend received {len(outreach.resend.messages)} emails."
+    )
 
 
 def _fresh_warehouse(settings: Settings) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import dagster as dg
 
 from godo.dagster_home import prepare_dagster_home
 from godo.settings import Settings
+from pipelines.assets.email import ResendResource
+from pipelines.assets.push import ExpoResource
 from pipelines.definitions import build_resources
 from pipelines.resources import (
     EventbriteResource,
@@ -25,7 +27,9 @@ from pipelines.resources import (
     RedisResource,
     SyntheticCityResource,
 )
+from sources.expo.fake import FakeExpo
 from sources.fakes import DEFAULT_EVENTBRITE_TOKEN, DEFAULT_MAPS_KEY, FakeUpstream
+from sources.resend.fake import FakeResend
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The report and the progress bar say what happened (a failing step's error included);
@@ -48,6 +52,8 @@ class StepReport:
     seconds: float
     rows: dict[str, int]
     checks: dict[str, bool]
+    # sent / failed / skipped, for the notification and email assets
+    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 def dagster_instance(settings: Settings, database_url: str) -> dg.DagsterInstance:
@@ -71,6 +77,7 @@ class Step:
 
 # An asset guarded by a blocking check runs in the same Dagster run as the checked asset:
 # a blocking check only holds back what runs after it in its own run.
+OUTREACH_GROUPS = frozenset({"notifications", "email"})
 GUARDED_BY = {dg.AssetKey("champion_model"): dg.AssetKey("ranking_evaluation")}
 
 
@@ -91,7 +98,10 @@ def plan(defs: dg.Definitions) -> list[Step]:
             steps.append(Step(keys))
         else:
             steps.extend(Step(keys, p) for p in partitions.get_partition_keys())
-    return steps
+    # Notifications read what everything else wrote (RSVPs, the published feed) without
+    # depending on those assets in the graph: in production their schedules run them later.
+    last = [s for s in steps if graph.get(s.keys[0]).group_name in OUTREACH_GROUPS]
+    return [s for s in steps if s not in last] + last
 
 
 def definitions_to_run(
@@ -129,7 +139,13 @@ def run_assets(
         checks = _check_results(result)
         if not result.success and not _only_gated(result):
             raise StepFailed(step.name, _failure_message(result))
-        report = StepReport(step.name, time.perf_counter() - started, _row_counts(result), checks)
+        report = StepReport(
+            step.name,
+            time.perf_counter() - started,
+            _row_counts(result),
+            checks,
+            _outcomes(result),
+        )
         reports.append(report)
         if on_done is not None:
             on_done(report)
@@ -169,6 +185,20 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return f"run {result.run_id} failed"
 
 
+OUTCOMES = ("sent", "failed", "skipped")
+
+
+def _outcomes(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        for outcome in OUTCOMES:
+            if outcome in metadata:
+                value = int(metadata[outcome].value)  # type: ignore[arg-type]
+                counts[outcome] = counts.get(outcome, 0) + value
+    return counts
+
+
 def _row_counts(result: dg.ExecuteInProcessResult) -> dict[str, int]:
     counts: dict[str, int] = {}
     for event in result.get_asset_materialization_events():
@@ -179,6 +209,46 @@ def _row_counts(result: dg.ExecuteInProcessResult) -> dict[str, int]:
     return counts
 
 
+@dataclass
+class OutreachFakes:
+    """Local fakes of Expo's push API and Resend, so the demo's notifications and emails go
+    somewhere real over HTTP and can be counted, without reaching either service."""
+
+    expo: FakeExpo = field(default_factory=FakeExpo)
+    resend: FakeResend = field(default_factory=FakeResend)
+
+    def start(self) -> OutreachFakes:
+        self.expo.start()
+        self.resend.start()
+        return self
+
+    def stop(self) -> None:
+        self.expo.stop()
+        self.resend.stop()
+
+    def __enter__(self) -> OutreachFakes:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def resources(self, settings: Settings) -> dict[str, Any]:
+        return {
+            "expo": ExpoResource(base_url=self.expo.base_url),
+            "resend": ResendResource(
+                base_url=self.resend.base_url,
+                api_key=self.resend.api_key,
+                sender=settings.email_sender,
+                public_api_url=settings.public_api_url,
+                link_secret=settings.jwt_secret.get_secret_value(),
+            ),
+        }
+
+    def api_environment(self) -> dict[str, str]:
+        """What `godo serve` after the demo needs for invitations to reach the fake."""
+        return {"GODO_RESEND_BASE_URL": self.resend.base_url, "RESEND_API_KEY": self.resend.api_key}
+
+
 def demo_resources(
     settings: Settings,
     *,
@@ -186,6 +256,7 @@ def demo_resources(
     redis_url: str,
     city: SyntheticCityResource,
     upstream: FakeUpstream,
+    outreach: OutreachFakes,
 ) -> dict[str, Any]:
     """The deployment's resources, pointed at local servers and the fake upstream APIs.
 
@@ -220,4 +291,5 @@ def demo_resources(
             places_base_url=upstream.places_base_url,
         ),
         "city": city,
+        **outreach.resources(settings),
     }

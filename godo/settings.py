@@ -105,6 +105,12 @@ class Settings(BaseSettings):
     eventbrite_calls_per_hour: int = Field(default=2000, gt=0)
     geocode_base_url: str = "https://maps.googleapis.com/maps/api/"
     places_base_url: str = "https://places.googleapis.com/v1/"
+    expo_base_url: str = Field(
+        default="https://exp.host",
+        description="Expo push service root (`/--/api/v2/push/...` is appended); the demo and "
+        "tests point it at `sources.expo.fake`. The optional access token is read from "
+        "EXPO_ACCESS_TOKEN at run time.",
+    )
     feed_size: int = Field(default=50, gt=0, le=500, description="Events kept per user and run.")
     feed_run_ttl_seconds: int = Field(
         default=3 * 24 * 3600, gt=0, description="How long a published run's Redis keys live."
@@ -134,6 +140,37 @@ class Settings(BaseSettings):
         default="godo_dagster",
         description="Database (on the app's Postgres server) that `godo dagster` and the demo "
         "keep Dagster's runs, event logs and schedules in, unless DAGSTER_POSTGRES_URL is set.",
+    )
+    # Transactional email (Resend): invitations, weekly digest, unsubscribe links.
+    resend_base_url: str = Field(
+        default="https://api.resend.com",
+        description="Resend API root (`/emails` is appended); tests and the demo point it at "
+        "`sources.resend.fake`.",
+    )
+    resend_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RESEND_API_KEY", "GODO_RESEND_API_KEY"),
+        description="Resend API key; unset: the API answers 503 to `POST /v1/invites`.",
+    )
+    email_sender: str = Field(
+        default="Godo <no-reply@godo.invalid>",
+        description="`from` of every email; its domain must be verified with Resend.",
+    )
+    public_api_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The API's public root, for unsubscribe links in emails.",
+    )
+    invite_url_template: str = Field(
+        default="http://127.0.0.1:8000/v1/invites/{token}",
+        description="The link an invitation email carries; `{token}` is the signed invite token "
+        "(an app deep link or web page that calls `GET /v1/invites/{token}`).",
+    )
+    invite_ttl_days: int = Field(default=14, gt=0, description="How long an invite link works.")
+    invite_daily_limit: int = Field(
+        default=20, gt=0, description="Invites one user may send in any 24 hours."
+    )
+    invite_recipient_daily_limit: int = Field(
+        default=3, gt=0, description="Invites one address may receive in any 24 hours."
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000

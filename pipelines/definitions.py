@@ -19,7 +19,14 @@ from pipelines.assets import (
     synthetic,
     training,
 )
-from pipelines.jobs import ingest_job, publish_job, refresh_job, retrain_job
+from pipelines.jobs import (
+    ingest_job,
+    outreach_job,
+    publish_job,
+    receipts_job,
+    refresh_job,
+    retrain_job,
+)
 from pipelines.logs import json_lines_logger
 from pipelines.resources import (
     EventbriteResource,
@@ -30,7 +37,12 @@ from pipelines.resources import (
     RedisResource,
     SyntheticCityResource,
 )
-from pipelines.schedules import hourly_ingest, nightly_retrain
+from pipelines.schedules import (
+    hourly_ingest,
+    hourly_notifications,
+    nightly_retrain,
+    push_receipts_every_15_minutes,
+)
 from pipelines.sensors import (
     publish_after_rejected_retrain,
     publish_after_retrain,
@@ -104,8 +116,13 @@ SETTINGS = get_settings()
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[ingest_job, retrain_job, publish_job, refresh_job],
-    schedules=[hourly_ingest, nightly_retrain],
+    jobs=[ingest_job, retrain_job, publish_job, refresh_job, outreach_job, receipts_job],
+    schedules=[
+        hourly_ingest,
+        nightly_retrain,
+        hourly_notifications,
+        push_receipts_every_15_minutes,
+    ],
     sensors=[
         publish_after_retrain,
         publish_after_rejected_retrain,

@@ -50,3 +50,23 @@ refresh_job = dg.define_asset_job(
     tags={PIPELINE_TAG: "publish"},
     config=RUN_CONFIG,
 )
+outreach_job = dg.define_asset_job(
+    "notify_users",
+    selection=dg.AssetSelection.assets(
+        "event_reminders",
+        "friend_going_notifications",
+        "weekly_digest_push",
+        "weekly_digest_email",
+    ),
+    description="Reminders, friends going, weekly digests by push and email: each sent once "
+    "(the notification log), quiet hours deferred.",
+    tags={PIPELINE_TAG: "outreach"},
+    config=RUN_CONFIG,
+)
+receipts_job = dg.define_asset_job(
+    "check_push_receipts",
+    selection=dg.AssetSelection.assets("push_receipts"),
+    description="Expo's receipts for sent pushes; devices Expo no longer knows are removed.",
+    tags={PIPELINE_TAG: "outreach"},
+    config=RUN_CONFIG,
+)

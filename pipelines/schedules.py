@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.jobs import ingest_job, retrain_job
+from pipelines.jobs import ingest_job, outreach_job, receipts_job, retrain_job
 from pipelines.partitions import metro_partitions
 
 
@@ -25,6 +25,25 @@ nightly_retrain = dg.ScheduleDefinition(
     name="nightly_retrain",
     job=retrain_job,
     cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
+# Reminders need an hourly look (lead times are hours); digests are once a week per user
+# whatever the cadence, so the same hourly run covers them.
+hourly_notifications = dg.ScheduleDefinition(
+    name="hourly_notifications",
+    job=outreach_job,
+    cron_schedule="30 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
+# Expo keeps receipts for a day and has them ready within minutes.
+push_receipts_every_15_minutes = dg.ScheduleDefinition(
+    name="push_receipts_every_15_minutes",
+    job=receipts_job,
+    cron_schedule="*/15 * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )

@@ -220,3 +220,99 @@ recommendations = sa.Table(
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
 )
+
+# --- Notifications (migration 0007) -------------------------------------------------------
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    # One app install's Expo push token; it belongs to one user at a time, and registering it
+    # under another account moves it (an upsert on this key).
+    sa.Column("expo_push_token", sa.Text, primary_key=True),
+    sa.Column(
+        "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("platform", sa.Text, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_seen_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("platform IN ('ios', 'android')", name="platform"),
+    # The pipelines fan a notification out to all of a user's devices.
+    sa.Index(None, "user_id"),
+)
+
+notification_preferences = sa.Table(
+    "notification_preferences",
+    metadata,
+    # Absent row = defaults (120-minute reminders, no quiet hours, no digest email).
+    sa.Column(
+        "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("reminder_lead_minutes", sa.Integer, nullable=False, server_default="120"),
+    # Wall-clock times in `timezone` (an IANA name); a window may wrap midnight (22:00-07:00).
+    sa.Column("quiet_start", sa.Time, nullable=True),
+    sa.Column("quiet_end", sa.Time, nullable=True),
+    sa.Column("timezone", sa.Text, nullable=True),
+    # For the email work: address, weekly digest opt-in, and one-click unsubscribe.
+    sa.Column("email", sa.Text, nullable=True),
+    sa.Column("weekly_digest_email", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("email_unsubscribed_at", TZ, nullable=True),
+    sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("reminder_lead_minutes BETWEEN 0 AND 10080", name="lead_minutes"),
+)
+
+notification_log = sa.Table(
+    "notification_log",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    # Nullable: an email may go to an address that is not (yet) a user.
+    sa.Column(
+        "user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    ),
+    # Idempotency: inserted before sending, so a re-run never notifies twice.
+    sa.Column("dedupe_key", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    # The device a push went to (no foreign key: the log outlives a deleted device), so a
+    # DeviceNotRegistered receipt can remove exactly that device.
+    sa.Column("expo_push_token", sa.Text, nullable=True),
+    sa.Column("expo_ticket_id", sa.Text, nullable=True),
+    sa.Column("receipt_status", sa.Text, nullable=True),
+    sa.Column("receipt_checked_at", TZ, nullable=True),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("channel IN ('push', 'email')", name="channel"),
+    sa.CheckConstraint("status IN ('sent', 'failed', 'skipped')", name="status"),
+    sa.UniqueConstraint("dedupe_key"),
+    sa.Index(None, "user_id"),
+    # `push_receipts` reads the tickets still awaiting a receipt, oldest first.
+    sa.Index(
+        "ix_notification_log_awaiting_receipt",
+        "created_at",
+        postgresql_where=sa.text("expo_ticket_id IS NOT NULL AND receipt_checked_at IS NULL"),
+    ),
+)
+
+invites = sa.Table(
+    "invites",
+    metadata,
+    # Also the `jti` of the signed link in the email (`store.invites`); the link is not stored.
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "inviter_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    # Lower-cased by the API, so limits and "already invited" compare with plain equality.
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("expires_at", TZ, nullable=False),
+    sa.Column("accepted_at", TZ, nullable=True),
+    # `pending` until the provider answered; a `failed` send does not block inviting again.
+    sa.Column("send_status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("provider_message_id", sa.Text, nullable=True),
+    sa.Column("send_detail", sa.Text, nullable=True),
+    sa.CheckConstraint("email = lower(email)", name="email_lowercase"),
+    sa.CheckConstraint("send_status IN ('pending', 'sent', 'failed')", name="send_status"),
+    # Abuse limits: an inviter's invites of the last day, and the same address's.
+    sa.Index(None, "inviter_id", "created_at"),
+    sa.Index(None, "email", "created_at"),
+)

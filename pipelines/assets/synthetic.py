@@ -9,6 +9,8 @@ from datetime import datetime
 
 import dagster as dg
 import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
 
 from pipelines.assets.common import frame_output, in_utc
 from pipelines.assets.training import cutoff_of
@@ -16,6 +18,7 @@ from pipelines.resources import PostgresResource, RedisResource, SyntheticCityRe
 from sources.synthetic.behaviour import Activity, oracle_top_n, simulate
 from store.app_data import replace_activity
 from store.live_cache import touch_catalogue
+from store.schema import devices, notification_preferences, users
 
 ORACLE_LENGTH = 20
 ORACLE_SCHEMA = {
@@ -90,3 +93,54 @@ def synthetic_oracle(
     )
     oracle = oracle_top_n(city.world(now), before, users.to_numpy(), ORACLE_LENGTH, now=cutoff)
     return frame_output(oracle.select(list(ORACLE_SCHEMA)).cast(ORACLE_SCHEMA))  # type: ignore[arg-type]
+
+
+# Share of synthetic users with the app installed (a push token) and with an email address
+# opted in to the weekly digest: enough for the demo to show every kind of notification.
+PUSH_USER_EVERY = 4
+DIGEST_EMAIL_EVERY = 10
+
+
+@dg.asset(group_name="synthetic", deps=["synthetic_activity"], kinds={"python", "postgres"})
+def synthetic_devices(
+    city: SyntheticCityResource, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    """Phones and email addresses of the synthetic users, as the app's sign-up would store
+    them: an Expo push token for every 4th user, an opted-in address for every 10th, so the
+    notification and email assets have somebody to reach (in the demo, through local fakes)."""
+    if not city.enabled:
+        return dg.MaterializeResult(metadata={"devices": 0, "digest_emails": 0})
+    with postgres.engine().begin() as conn:
+        user_ids = [
+            int(u) for u in conn.execute(sa.select(users.c.id).order_by(users.c.id)).scalars()
+        ]
+        phones = [u for u in user_ids if u % PUSH_USER_EVERY == 0]
+        readers = [u for u in user_ids if u % DIGEST_EMAIL_EVERY == 0]
+        if phones:
+            conn.execute(
+                insert(devices).on_conflict_do_nothing(),
+                [
+                    {
+                        "expo_push_token": f"ExponentPushToken[synthetic-{u}]",
+                        "user_id": u,
+                        "platform": "ios" if u % 2 else "android",
+                    }
+                    for u in phones
+                ],
+            )
+        if readers:
+            statement = insert(notification_preferences)
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[notification_preferences.c.user_id],
+                    set_={
+                        "email": statement.excluded.email,
+                        "weekly_digest_email": statement.excluded.weekly_digest_email,
+                    },
+                ),
+                [
+                    {"user_id": u, "email": f"user{u}@godo.example", "weekly_digest_email": True}
+                    for u in readers
+                ],
+            )
+    return dg.MaterializeResult(metadata={"devices": len(phones), "digest_emails": len(readers)})

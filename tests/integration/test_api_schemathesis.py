@@ -38,6 +38,7 @@ from godo import services
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
+from sources.resend.fake import FakeResend
 from store.db import copy_frame
 from store.keys import RedisKeys
 from store.publish import publish_run
@@ -162,6 +163,7 @@ def served_app(
         fallback=pl.DataFrame(_ranked(EVENT_IDS[:3])),
         ttl_seconds=600,
     )
+    resend = FakeResend().start()
     app_settings = Settings(
         database_url=database_url,
         redis_url=service_urls.redis_url,
@@ -169,12 +171,16 @@ def served_app(
         jwt_secret=SecretStr(API_SECRET),
         rate_limit_per_minute=1_000_000,
         rate_limit_burst=1_000_000,
+        # Invitations go to a local fake of Resend, as in the demo.
+        resend_base_url=resend.base_url,
+        resend_api_key=SecretStr(resend.api_key),
         _env_file=None,  # type: ignore[call-arg]
     )
     DEFERRED_APP.target = create_app(app_settings)
     try:
         yield app_settings
     finally:
+        resend.stop()
         # Schemathesis starts the lifespan on the first request and keeps it for the process;
         # stop it here, so the app's pools close before the database is dropped.
         shutdown_lifespans()

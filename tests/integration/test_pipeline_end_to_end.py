@@ -25,7 +25,14 @@ from fastapi.testclient import TestClient
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from godo.demo import StepReport, _only_gated, definitions_to_run, demo_resources, run_assets
+from godo.demo import (
+    OutreachFakes,
+    StepReport,
+    _only_gated,
+    definitions_to_run,
+    demo_resources,
+    run_assets,
+)
 from godo.services import ServiceUrls
 from godo.settings import Settings
 from godo.tokens import issue_token
@@ -50,6 +57,8 @@ class TinyCity:
     keys: RedisKeys
     resources: dict[str, Any]
     dagster_home: Path  # a persistent instance: the notebooks read its run history
+    pushed: int  # messages the fake Expo received
+    emailed: int  # emails the fake Resend received
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +84,21 @@ def tiny_city(
         now=now.isoformat(),
     )
     faults = FaultPlan(venues_without_coordinates_share=0.3)
-    with FakeUpstream(city.world(), faults=faults) as upstream:
+    with FakeUpstream(city.world(), faults=faults) as upstream, OutreachFakes() as outreach:
         resources = demo_resources(
             settings,
             database_url=database_url,
             redis_url=service_urls.redis_url,
             city=city,
             upstream=upstream,
+            outreach=outreach,
         )
         dagster_home = folder / "dagster"
         dagster_home.mkdir()
         with dg.DagsterInstance.local_temp(str(dagster_home)) as instance:
             steps = run_assets(defs, resources, instance)
-    yield TinyCity(steps, settings.warehouse_path, keys, resources, dagster_home)
+        pushed, emailed = len(outreach.expo.sent), len(outreach.resend.messages)
+    yield TinyCity(steps, settings.warehouse_path, keys, resources, dagster_home, pushed, emailed)
     stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
     if stale:
         redis_client.delete(*stale)
@@ -572,3 +583,16 @@ def test_the_training_run_is_tracked_in_mlflow(tiny_city: TinyCity) -> None:
     assert {"features.json", "bundle"} <= top
     bundle = registry.download_bundle(1, tiny_city.warehouse.parent / "check-bundle")
     assert {"als_model.npz", "ranker.txt", "ranker.txt.json"} <= {p.name for p in bundle.iterdir()}
+
+
+def test_the_synthetic_city_is_notified_through_the_fakes(tiny_city: TinyCity) -> None:
+    """Every outreach asset ran against the local fakes: what they report was received."""
+    outcomes = {s.name: s.outcomes for s in tiny_city.steps if s.outcomes}
+    assert {"event_reminders", "friend_going_notifications", "weekly_digest_push"} <= set(outcomes)
+    assert "weekly_digest_email" in outcomes
+    push_sent = sum(
+        outcomes[name].get("sent", 0)
+        for name in ("event_reminders", "friend_going_notifications", "weekly_digest_push")
+    )
+    assert push_sent == tiny_city.pushed > 0
+    assert outcomes["weekly_digest_email"].get("sent", 0) == tiny_city.emailed > 0

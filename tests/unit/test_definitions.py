@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from godo.demo import plan
+from godo.demo import OUTREACH_GROUPS, plan
 from pipelines.definitions import defs
 from pipelines.partitions import metro_partitions
 
@@ -80,7 +80,12 @@ def test_plan_runs_each_asset_once_per_partition_after_its_upstreams() -> None:
         for parent in graph.get(key).parent_keys:
             # Equal means one run holds both (a guarded asset with its guard), in order.
             assert max(positions[parent]) <= min(seen), f"{key} runs before its upstream {parent}"
-    assert positions[dg.AssetKey("published_feed")] == [len(steps) - 1]
+    # Notifications and email run last (they read the RSVPs and the feed), after the publish.
+    outreach = [
+        i for i, s in enumerate(steps) if graph.get(s.keys[0]).group_name in OUTREACH_GROUPS
+    ]
+    assert outreach and outreach == list(range(len(steps) - len(outreach), len(steps)))
+    assert positions[dg.AssetKey("published_feed")] == [len(steps) - len(outreach) - 1]
     assert {s.partition for s in steps if dg.AssetKey("events") in s.keys} == set(
         metro_partitions.get_partition_keys()
     )
@@ -92,6 +97,8 @@ def test_production_wiring_of_jobs_sensors_and_executor() -> None:
         "retrain_and_evaluate": "retrain",
         "publish_feed": "publish",
         "refresh_and_publish": "publish",
+        "notify_users": "outreach",
+        "check_push_receipts": "outreach",
     }
     for name, pipeline in jobs.items():
         job = defs.resolve_job_def(name)

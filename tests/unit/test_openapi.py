@@ -31,6 +31,11 @@ from serving.schemas import (
 )
 
 ICS = ("get", "/v1/me/calendar.ics")
+INVITE = ("get", "/v1/invites/{token}")
+UNSUBSCRIBE_GET = ("get", "/v1/email/unsubscribe")
+UNSUBSCRIBE_POST = ("post", "/v1/email/unsubscribe")
+# Operations that authenticate by a token in the URL, not a bearer token: no 401.
+NO_BEARER = {ICS, INVITE, UNSUBSCRIBE_GET, UNSUBSCRIBE_POST}
 HEALTH = ("get", "/health")
 
 # Every status each operation can answer (500 aside, which is never expected). 400 is FastAPI's
@@ -48,6 +53,13 @@ EXPECTED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("delete", "/v1/me/calendar-token"): {204, 401, 429, 503},
     ICS: {200, 404, 422, 429, 503},
     ("get", "/v1/me/friends"): {200, 401, 429, 503},
+    ("post", "/v1/me/devices"): {200, 201, 400, 401, 404, 422, 429, 503},
+    ("delete", "/v1/me/devices/{token}"): {204, 401, 422, 429, 503},
+    ("put", "/v1/me/notification-preferences"): {200, 400, 401, 404, 422, 429, 503},
+    ("post", "/v1/invites"): {201, 400, 401, 404, 409, 422, 429, 503},
+    INVITE: {200, 404, 410, 422, 429, 503},
+    UNSUBSCRIBE_GET: {200, 404, 422, 429, 503},
+    UNSUBSCRIBE_POST: {200, 404, 422, 429, 503},
     ("post", "/v1/friends/{user_id}"): {200, 201, 401, 404, 422, 429, 503},
     ("post", "/v1/friends/{user_id}/accept"): {200, 401, 404, 422, 429, 503},
     ("delete", "/v1/friends/{user_id}"): {204, 401, 422, 429, 503},
@@ -160,8 +172,8 @@ def test_v1_operations_document_401_and_429(
         return  # no auth, and exempt from rate limits
     responses = operation["responses"]
     assert "429" in responses, "rate limits apply to all of /v1"
-    if (method, path) == ICS:
-        assert "401" not in responses  # the iCalendar feed authenticates with a query token
+    if (method, path) in NO_BEARER:
+        assert "401" not in responses  # these authenticate with a signed token in the URL
     else:
         assert "401" in responses
 

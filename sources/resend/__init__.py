@@ -1,0 +1,1 @@
+"""Resend, the transactional email provider: an HTTP client and a local fake speaking its JSON."""

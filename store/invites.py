@@ -1,0 +1,360 @@
+"""Friend invitations by email, and the signed links emails carry (invite and unsubscribe).
+
+Signed links are JWTs (HS256 with `settings.jwt_secret`), each kind with an audience of its
+own (`godo-invite`, `godo-unsubscribe`) that API tokens never carry, so a link can never be
+replayed as a bearer token (their audience is `settings.jwt_audience`) nor one kind of link as
+the other. An invite token's `jti` is the invite's id: the database holds no token, and a
+verified id is all a lookup needs. Unsubscribe tokens do not expire (an unsubscribe link in a
+years-old email must still work, and it can only ever switch email off).
+
+Abuse limits, checked and recorded in one transaction under advisory locks on the inviter and
+the address (so two concurrent requests cannot both squeeze under a limit):
+
+- at most `settings.invite_daily_limit` invites per inviter in any 24 hours (429);
+- at most `settings.invite_recipient_daily_limit` invites to one address in any 24 hours,
+  whoever sends them, so many accounts cannot flood one mailbox (429);
+- one pending invite per (inviter, address): neither accepted, expired nor failed to send (409).
+
+Every invite counts towards the 24-hour limits, failed sends included, so failures cannot be
+used to probe without limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import jwt
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from godo.settings import Settings
+from godo.tokens import ISSUER
+from store.schema import invites, notification_preferences, users
+
+INVITE_AUDIENCE = "godo-invite"
+UNSUBSCRIBE_AUDIENCE = "godo-unsubscribe"
+_ALGORITHM = "HS256"
+DAY = timedelta(days=1)
+
+MAX_EMAIL_LENGTH = 254  # RFC 5321 path limit
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_TLD = re.compile(r"[A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59}")
+
+
+# --------------------------------------------------------------------------------------------
+# Addresses
+# --------------------------------------------------------------------------------------------
+
+
+class InvalidEmailError(ValueError):
+    """Not an address we will send to; the message says why (safe to show)."""
+
+
+def normalise_email(address: str) -> str:
+    """The address trimmed and lower-cased, or `InvalidEmailError`.
+
+    Deliberately stricter than RFC 5322 (no quoted local parts, no IP literals, no comments):
+    those are legal but almost always typos or abuse, and the provider may refuse them anyway.
+    Internationalised domains are accepted and stored in their IDNA (punycode) form.
+    """
+    text = address.strip()
+    if len(text) > MAX_EMAIL_LENGTH:
+        raise InvalidEmailError(f"must be at most {MAX_EMAIL_LENGTH} characters")
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain:
+        raise InvalidEmailError("must be an email address like name@example.com")
+    if len(local) > 64 or not _LOCAL.fullmatch(local):
+        raise InvalidEmailError("the part before '@' is not a valid mailbox name")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii")
+    except UnicodeError as error:
+        raise InvalidEmailError("the domain is not a valid host name") from error
+    labels = ascii_domain.split(".")
+    if (
+        len(labels) < 2
+        or not all(_LABEL.fullmatch(label) for label in labels)
+        or not _TLD.fullmatch(labels[-1])
+    ):
+        raise InvalidEmailError("the domain is not a valid host name")
+    return f"{local}@{ascii_domain}".lower()
+
+
+# --------------------------------------------------------------------------------------------
+# Signed links
+# --------------------------------------------------------------------------------------------
+
+
+class LinkInvalidError(Exception):
+    """The link was not signed by us, is for something else, or is malformed."""
+
+
+class LinkExpiredError(Exception):
+    """The link is genuine (signature checked) but past its `exp`."""
+
+
+def _secret(key: Settings | str) -> str:
+    """The signing secret: the settings' `jwt_secret`, or that secret itself (the pipelines
+    get it as resource configuration rather than building a whole `Settings`)."""
+    return key if isinstance(key, str) else key.jwt_secret.get_secret_value()
+
+
+def issue_invite_token(
+    settings: Settings, *, invite_id: uuid.UUID, inviter_id: int, expires_at: datetime
+) -> str:
+    now = datetime.now(UTC)
+    claims = {
+        "iss": ISSUER,
+        "aud": INVITE_AUDIENCE,
+        "sub": str(inviter_id),
+        "jti": str(invite_id),
+        "iat": min(now, expires_at),
+        "exp": expires_at,
+    }
+    return jwt.encode(claims, _secret(settings), algorithm=_ALGORITHM)
+
+
+def verify_invite_token(settings: Settings, token: str) -> uuid.UUID:
+    """The invite id of a genuine, unexpired invite token."""
+    claims = _decode(settings, token, INVITE_AUDIENCE, ["exp", "iat", "sub", "jti", "iss", "aud"])
+    try:
+        return uuid.UUID(str(claims["jti"]))
+    except ValueError as error:
+        raise LinkInvalidError("malformed invite id") from error
+
+
+def issue_unsubscribe_token(settings: Settings | str, user_id: int) -> str:
+    claims = {
+        "iss": ISSUER,
+        "aud": UNSUBSCRIBE_AUDIENCE,
+        "sub": str(user_id),
+        "iat": datetime.now(UTC),
+    }
+    return jwt.encode(claims, _secret(settings), algorithm=_ALGORITHM)
+
+
+def verify_unsubscribe_token(settings: Settings, token: str) -> int:
+    """The user id an unsubscribe token was issued for."""
+    claims = _decode(settings, token, UNSUBSCRIBE_AUDIENCE, ["iat", "sub", "iss", "aud"])
+    subject = str(claims["sub"])
+    if not subject.isascii() or not subject.isdigit() or not 0 < int(subject) < 2**63:
+        raise LinkInvalidError("malformed subject")
+    return int(subject)
+
+
+def _decode(
+    settings: Settings, token: str, audience: str, required: list[str]
+) -> dict[str, object]:
+    try:
+        claims: dict[str, object] = jwt.decode(
+            token,
+            _secret(settings),
+            algorithms=[_ALGORITHM],
+            audience=audience,
+            issuer=ISSUER,
+            options={"require": required},
+        )
+    except jwt.ExpiredSignatureError as error:  # raised only once the signature verified
+        raise LinkExpiredError(str(error)) from error
+    except jwt.PyJWTError as error:
+        raise LinkInvalidError(str(error)) from error
+    return claims
+
+
+# --------------------------------------------------------------------------------------------
+# Invites
+# --------------------------------------------------------------------------------------------
+
+
+class UnknownInviterError(LookupError):
+    """The caller has no `users` row (a token minted for an id nobody has)."""
+
+
+class TooManyInvitesError(Exception):
+    """A 24-hour limit is reached; `retry_after_seconds` is when one slot frees."""
+
+    def __init__(
+        self, scope: Literal["inviter", "recipient"], limit: int, retry_after_seconds: int
+    ) -> None:
+        super().__init__(f"{scope} limit of {limit} invites per day")
+        self.scope = scope
+        self.limit = limit
+        self.retry_after_seconds = retry_after_seconds
+
+
+class AlreadyInvitedError(Exception):
+    """The inviter has a pending invite for this address until `expires_at`."""
+
+    def __init__(self, invite_id: uuid.UUID, expires_at: datetime) -> None:
+        super().__init__(f"invite {invite_id} is pending")
+        self.invite_id = invite_id
+        self.expires_at = expires_at
+
+
+@dataclass(frozen=True)
+class NewInvite:
+    id: uuid.UUID
+    email: str
+    inviter_name: str
+    created_at: datetime
+    expires_at: datetime
+
+
+def create_invite(
+    engine: sa.Engine,
+    *,
+    inviter_id: int,
+    email: str,
+    settings: Settings,
+    now: datetime | None = None,
+) -> NewInvite:
+    """Check the limits and record a `pending` invite, atomically; `email` is normalised."""
+    now = now or datetime.now(UTC)
+    expires_at = now + timedelta(days=settings.invite_ttl_days)
+    with engine.begin() as conn:
+        name = conn.execute(
+            sa.select(users.c.display_name).where(users.c.id == inviter_id)
+        ).scalar_one_or_none()
+        if name is None:
+            raise UnknownInviterError(inviter_id)
+        # Inviter first, then address: every transaction takes them in this order.
+        for key in (f"godo:invites:inviter:{inviter_id}", f"godo:invites:email:{email}"):
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+            )
+        pending = conn.execute(
+            sa.select(invites.c.id, invites.c.expires_at)
+            .where(
+                invites.c.inviter_id == inviter_id,
+                invites.c.email == email,
+                invites.c.accepted_at.is_(None),
+                invites.c.expires_at > now,
+                invites.c.send_status != "failed",
+            )
+            .limit(1)
+        ).first()
+        if pending is not None:
+            raise AlreadyInvitedError(pending.id, pending.expires_at)
+        _check_window(
+            conn, invites.c.inviter_id == inviter_id, now, settings.invite_daily_limit, "inviter"
+        )
+        _check_window(
+            conn, invites.c.email == email, now, settings.invite_recipient_daily_limit, "recipient"
+        )
+        invite_id = uuid.uuid4()
+        conn.execute(
+            sa.insert(invites).values(
+                id=invite_id,
+                inviter_id=inviter_id,
+                email=email,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+    return NewInvite(invite_id, email, name, now, expires_at)
+
+
+def _check_window(
+    conn: sa.Connection,
+    who: sa.ColumnElement[bool],
+    now: datetime,
+    limit: int,
+    scope: Literal["inviter", "recipient"],
+) -> None:
+    """Raise when `limit` invites matching `who` were created in the 24 hours before `now`."""
+    times = (
+        conn.execute(
+            sa.select(invites.c.created_at)
+            .where(who, invites.c.created_at > now - DAY)
+            .order_by(invites.c.created_at.desc())
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    if len(times) >= limit:
+        frees_at = times[-1] + DAY  # the oldest of the newest `limit` leaves the window
+        wait = max(1, math.ceil((frees_at - now).total_seconds()))
+        raise TooManyInvitesError(scope, limit, wait)
+
+
+def record_send(
+    engine: sa.Engine,
+    invite_id: uuid.UUID,
+    *,
+    status: Literal["sent", "failed"],
+    provider_message_id: str | None = None,
+    detail: str | None = None,
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(invites)
+            .where(invites.c.id == invite_id)
+            .values(send_status=status, provider_message_id=provider_message_id, send_detail=detail)
+        )
+
+
+@dataclass(frozen=True)
+class InviteView:
+    """What the app shows on the invitation screen."""
+
+    id: uuid.UUID
+    inviter_id: int
+    inviter_name: str
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
+
+
+def find_invite(engine: sa.Engine, invite_id: uuid.UUID) -> InviteView | None:
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(
+                invites.c.id,
+                invites.c.inviter_id,
+                users.c.display_name.label("inviter_name"),
+                invites.c.created_at,
+                invites.c.expires_at,
+                invites.c.accepted_at,
+            )
+            .join(users, users.c.id == invites.c.inviter_id)
+            .where(invites.c.id == invite_id)
+        ).first()
+    return None if row is None else InviteView(**row._asdict())
+
+
+# --------------------------------------------------------------------------------------------
+# Unsubscribe
+# --------------------------------------------------------------------------------------------
+
+
+def unsubscribe_email(engine: sa.Engine, user_id: int, *, now: datetime | None = None) -> datetime:
+    """Stop all non-essential email to `user_id`; idempotent (the first time is kept).
+
+    Upserts the preferences row, since a user on defaults has none. Raises `LookupError`
+    when the user no longer exists.
+    """
+    now = now or datetime.now(UTC)
+    insert = pg_insert(notification_preferences).values(
+        user_id=user_id, email_unsubscribed_at=now, updated_at=now
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=[notification_preferences.c.user_id],
+        set_={
+            "email_unsubscribed_at": sa.func.coalesce(
+                notification_preferences.c.email_unsubscribed_at, now
+            ),
+            "updated_at": now,
+        },
+    ).returning(notification_preferences.c.email_unsubscribed_at)
+    with engine.begin() as conn:
+        exists = conn.execute(sa.select(users.c.id).where(users.c.id == user_id)).first()
+        if exists is None:
+            raise LookupError(user_id)
+        unsubscribed_at: datetime = conn.execute(statement).scalar_one()
+    return unsubscribed_at

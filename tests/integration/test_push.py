@@ -1,0 +1,357 @@
+"""Push notifications end to end: real Postgres, the devices API over HTTP, and the push assets
+materialized by Dagster against `FakeExpo` (a real HTTP server speaking Expo's JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from godo import services
+from godo.settings import Settings
+from godo.tokens import issue_token
+from pipelines.assets.push import (
+    ExpoResource,
+    event_reminders,
+    friend_going_notifications,
+    push_receipts,
+)
+from pipelines.notification_metrics import metrics_path
+from pipelines.resources import LocalStorage, PostgresResource, RedisResource
+from serving.app import create_app
+from sources.expo.fake import FakeExpo
+from store import notifications as store
+from store.keys import RedisKeys
+from store.schema import (
+    devices,
+    event_attendance,
+    events,
+    friendships,
+    notification_log,
+    swipes,
+    users,
+)
+
+ANA, BEN, CAT = 1, 2, 3
+NOW = datetime.now(UTC).replace(microsecond=0)
+TOKEN_A = "ExponentPushToken[ana-phone]"
+TOKEN_B = "ExpoPushToken[ben-phone]"
+TOKEN_C = "ExponentPushToken[cat-phone]"
+
+
+@pytest.fixture
+def seeded(engine: sa.Engine) -> sa.Engine:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(users),
+            [
+                {"id": u, "display_name": n, "metro": "lisbon"}
+                for u, n in ((ANA, "Ana"), (BEN, "Ben"), (CAT, "Cat"))
+            ],
+        )
+        conn.execute(
+            sa.insert(events),
+            [
+                {
+                    "id": event_id,
+                    "name": f"Event {event_id}",
+                    "metro": "lisbon",
+                    "category": "music",
+                    "start_utc": NOW + delta,
+                    "timezone": "Europe/Lisbon",
+                    "is_free": True,
+                    "status": "live",
+                    "is_active": True,
+                }
+                for event_id, delta in (
+                    ("soon", timedelta(minutes=90)),
+                    ("later", timedelta(days=3)),
+                )
+            ],
+        )
+    return engine
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeExpo]:
+    with FakeExpo() as server:
+        yield server
+
+
+@pytest.fixture
+def resources(
+    database_url: str,
+    service_urls: services.ServiceUrls,
+    redis_keys: RedisKeys,
+    fake: FakeExpo,
+    tmp_path: Path,
+) -> dict[str, Any]:
+    return {
+        "postgres": PostgresResource(database_url=database_url),
+        "redis": RedisResource(url=service_urls.redis_url, prefix=redis_keys.prefix),
+        "expo": ExpoResource(base_url=fake.base_url),
+        "storage": LocalStorage(data_dir=str(tmp_path)),
+    }
+
+
+def _run(asset: Any, resources: dict[str, Any], now: datetime = NOW) -> dict[str, Any]:
+    result = dg.materialize(
+        [asset],
+        resources=resources,
+        run_config={"ops": {asset.key.path[-1]: {"config": {"now": now.isoformat()}}}},
+    )
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node(asset.key.path[-1])
+    return {k: v.value for k, v in materialization.metadata.items()}
+
+
+def _device(engine: sa.Engine, user_id: int, token: str) -> None:
+    store.register_device(engine, user_id=user_id, token=token, platform="ios")
+
+
+def _log(engine: sa.Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(notification_log).order_by(notification_log.c.id)).all()
+
+
+# --- the API -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(api_settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings)) as test_client:
+        yield test_client
+
+
+def _auth(settings: Settings, user_id: int) -> dict[str, str]:
+    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+
+
+def test_register_is_idempotent_and_moves_a_token(
+    client: TestClient, api_settings: Settings, seeded: sa.Engine
+) -> None:
+    body = {"expo_push_token": TOKEN_A, "platform": "ios"}
+    first = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, ANA))
+    assert first.status_code == 201 and first.json()["created"] is True
+    again = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, ANA))
+    assert again.status_code == 200 and again.json()["created"] is False
+    moved = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, BEN))
+    assert moved.status_code == 201
+    assert store.user_tokens(seeded, ANA) == []
+    assert store.user_tokens(seeded, BEN) == [TOKEN_A]
+
+
+def test_a_malformed_token_is_a_422_naming_the_field(
+    client: TestClient, api_settings: Settings
+) -> None:
+    response = client.post(
+        "/v1/me/devices",
+        json={"expo_push_token": "not-a-token", "platform": "ios"},
+        headers=_auth(api_settings, ANA),
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "body.expo_push_token" in response.json()["detail"]
+
+
+def test_only_the_owner_can_delete_a_token(
+    client: TestClient, api_settings: Settings, seeded: sa.Engine
+) -> None:
+    _device(seeded, ANA, TOKEN_A)
+    path = f"/v1/me/devices/{TOKEN_A.replace('[', '%5B').replace(']', '%5D')}"
+    stranger = client.delete(path, headers=_auth(api_settings, BEN))
+    assert stranger.status_code == 204
+    assert store.user_tokens(seeded, ANA) == [TOKEN_A]
+    owner = client.delete(path, headers=_auth(api_settings, ANA))
+    assert owner.status_code == 204
+    assert store.user_tokens(seeded, ANA) == []
+
+
+def test_preferences_are_validated_and_stored(
+    client: TestClient, api_settings: Settings, seeded: sa.Engine
+) -> None:
+    body = {
+        "reminder_lead_minutes": 30,
+        "quiet_start": "22:00",
+        "quiet_end": "07:00",
+        "timezone": "Europe/Lisbon",
+    }
+    response = client.put(
+        "/v1/me/notification-preferences", json=body, headers=_auth(api_settings, ANA)
+    )
+    assert response.status_code == 200
+    assert store.get_preferences(seeded, ANA) == store.Preferences(
+        30, time(22, 0), time(7, 0), "Europe/Lisbon"
+    )
+    bad = client.put(
+        "/v1/me/notification-preferences",
+        json={**body, "timezone": "Mars/Olympus"},
+        headers=_auth(api_settings, ANA),
+    )
+    assert bad.status_code == 422 and "timezone" in bad.json()["detail"]
+    # A time with a UTC offset, or a bare number, is not a time on the user's clock.
+    for field, value in (("quiet_start", "22:00:00+23:20"), ("quiet_end", 3600)):
+        wrong = client.put(
+            "/v1/me/notification-preferences",
+            json={**body, field: value},
+            headers=_auth(api_settings, ANA),
+        )
+        assert wrong.status_code == 422 and field in wrong.json()["detail"]
+
+
+# --- assets --------------------------------------------------------------------------------
+
+
+def test_reminders_are_sent_once_even_when_run_twice(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo, tmp_path: Path
+) -> None:
+    _device(seeded, ANA, TOKEN_A)
+    _device(seeded, CAT, TOKEN_C)  # going to nothing soon: no reminder
+    with seeded.begin() as conn:
+        conn.execute(
+            sa.insert(event_attendance),
+            [
+                {"user_id": ANA, "event_id": "soon", "status": "going"},
+                {"user_id": ANA, "event_id": "later", "status": "going"},  # beyond 120 min
+                {"user_id": BEN, "event_id": "soon", "status": "going"},  # no device
+                {"user_id": CAT, "event_id": "soon", "status": "interested"},
+            ],
+        )
+    first = _run(event_reminders, resources)
+    assert (first["sent"], first["failed"], first["skipped"]) == (1, 0, 0)
+    second = _run(event_reminders, resources)
+    assert (second["sent"], second["failed"], second["skipped"]) == (0, 0, 0)
+    (message,) = fake.sent
+    assert message.to == TOKEN_A and message.title == "Event soon"
+    assert message.data == {"type": "event_reminder", "event_id": "soon"}
+    (row,) = _log(seeded)
+    assert row.status == "sent" and row.expo_ticket_id == message.ticket_id
+    text = metrics_path(tmp_path).read_text()
+    assert (
+        'godo_notifications_total{channel="push",kind="event_reminder",outcome="sent"} 1.0' in text
+    )
+
+
+def test_quiet_hours_defer_until_the_window_ends(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
+) -> None:
+    _device(seeded, ANA, TOKEN_A)
+    with seeded.begin() as conn:
+        conn.execute(
+            sa.insert(event_attendance), [{"user_id": ANA, "event_id": "soon", "status": "going"}]
+        )
+    start = (NOW - timedelta(minutes=5)).time().replace(microsecond=0)
+    end = (NOW + timedelta(minutes=30)).time().replace(microsecond=0)
+    store.set_preferences(
+        seeded,
+        user_id=ANA,
+        preferences=store.Preferences(120, start, end, "UTC"),
+    )
+    deferred = _run(event_reminders, resources)
+    assert (deferred["sent"], deferred["skipped"]) == (0, 1)
+    assert fake.sent == []
+    (row,) = _log(seeded)
+    assert row.status == "skipped" and "quiet hours" in row.detail
+    after = _run(event_reminders, resources, now=NOW + timedelta(minutes=31))
+    assert (after["sent"], after["skipped"]) == (1, 0)
+    assert len(fake.sent) == 1
+    assert [r.status for r in _log(seeded)] == ["sent"]
+
+
+def _friends(conn: sa.Connection, a: int, b: int) -> None:
+    conn.execute(
+        sa.insert(friendships), [{"user_id": a, "friend_id": b}, {"user_id": b, "friend_id": a}]
+    )
+
+
+def _like(conn: sa.Connection, user_id: int, event_id: str) -> None:
+    import uuid
+
+    conn.execute(
+        sa.insert(swipes),
+        [{"id": uuid.uuid4(), "user_id": user_id, "event_id": event_id, "action": "like"}],
+    )
+
+
+def test_friend_going_respects_visibility_and_is_sent_once(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
+) -> None:
+    _device(seeded, ANA, TOKEN_A)
+    with seeded.begin() as conn:
+        _friends(conn, ANA, BEN)
+        _friends(conn, ANA, CAT)
+        _like(conn, ANA, "later")
+        _like(conn, ANA, "soon")
+        conn.execute(
+            sa.insert(event_attendance),
+            [
+                {"user_id": BEN, "event_id": "later", "status": "going", "visibility": "friends"},
+                {"user_id": CAT, "event_id": "later", "status": "going", "visibility": "private"},
+                {"user_id": CAT, "event_id": "soon", "status": "going", "visibility": "private"},
+            ],
+        )
+    first = _run(friend_going_notifications, resources)
+    assert first["sent"] == 1
+    (message,) = fake.sent
+    assert message.data == {"type": "friend_going", "event_id": "later", "friend_id": BEN}
+    assert "Ben" in (message.title or "")
+    assert _run(friend_going_notifications, resources)["sent"] == 0
+    assert len(fake.sent) == 1
+    assert all(r.dedupe_key.count(f":{CAT}:") == 0 for r in _log(seeded))
+
+
+def test_a_one_sided_friendship_is_not_enough(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
+) -> None:
+    _device(seeded, ANA, TOKEN_A)
+    with seeded.begin() as conn:
+        conn.execute(sa.insert(friendships), [{"user_id": ANA, "friend_id": BEN}])
+        _like(conn, ANA, "later")
+        conn.execute(
+            sa.insert(event_attendance),
+            [{"user_id": BEN, "event_id": "later", "status": "going", "visibility": "public"}],
+        )
+    assert _run(friend_going_notifications, resources)["sent"] == 0
+    assert fake.sent == []
+
+
+def test_device_not_registered_at_send_or_receipt_removes_the_device(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
+) -> None:
+    _device(seeded, ANA, TOKEN_A)
+    _device(seeded, BEN, TOKEN_B)
+    _device(seeded, CAT, TOKEN_C)
+    with seeded.begin() as conn:
+        conn.execute(
+            sa.insert(event_attendance),
+            [{"user_id": u, "event_id": "soon", "status": "going"} for u in (ANA, BEN, CAT)],
+        )
+    fake.unregistered_at_send.add(TOKEN_C)
+    fake.unregistered_at_receipt.add(TOKEN_B)
+    sent = _run(event_reminders, resources)
+    assert (sent["sent"], sent["failed"], sent["devices_removed"]) == (2, 1, 1)
+    assert store.user_tokens(seeded, CAT) == []
+
+    too_early = _run(push_receipts, resources, now=NOW + timedelta(minutes=5))
+    assert too_early["tickets_checked"] == 0
+    checked = _run(push_receipts, resources, now=datetime.now(UTC) + timedelta(minutes=16))
+    assert (checked["receipts_ok"], checked["receipts_error"], checked["devices_removed"]) == (
+        1,
+        1,
+        1,
+    )
+    assert store.user_tokens(seeded, BEN) == []
+    assert store.user_tokens(seeded, ANA) == [TOKEN_A]
+    by_user = {r.user_id: r for r in _log(seeded)}
+    assert by_user[BEN].receipt_status == "error" and "DeviceNotRegistered" in by_user[BEN].detail
+    assert by_user[ANA].receipt_status == "ok"
+    again = _run(push_receipts, resources, now=datetime.now(UTC) + timedelta(minutes=16))
+    assert again["tickets_checked"] == 0
+    with seeded.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(devices)).scalar_one() == 1
