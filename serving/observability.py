@@ -53,6 +53,7 @@ class Metrics:
     feed_source: Counter
     cache_requests: Counter
     rate_limited: Counter
+    emails: Counter
 
 
 def create_metrics() -> Metrics:
@@ -84,6 +85,14 @@ def create_metrics() -> Metrics:
             "godo_rate_limited_total",
             "Requests refused by the rate limiter, by the key that ran out (user or ip).",
             ["scope"],
+            registry=registry,
+        ),
+        # Same name and labels as the pipelines' textfile counter (pipelines.notification_
+        # metrics), so one query adds the API's invitations to the scheduled sends.
+        emails=Counter(
+            "godo_notifications_total",
+            "Notifications sent by the API, by channel, kind and outcome (sent or failed).",
+            ["channel", "kind", "outcome"],
             registry=registry,
         ),
     )
@@ -222,6 +231,13 @@ def record_rate_limited(request: HTTPConnection | Starlette, scope: str) -> None
     metrics = _metrics(request)
     if metrics is not None:
         metrics.rate_limited.labels(scope=scope).inc()
+
+
+def record_notification(request: HTTPConnection, *, channel: str, kind: str, outcome: str) -> None:
+    """Count one notification the API sent (or failed to send) itself, e.g. an invitation."""
+    metrics = _metrics(request)
+    if metrics is not None:
+        metrics.emails.labels(channel=channel, kind=kind, outcome=outcome).inc()
 
 
 def _metrics(app_or_request: HTTPConnection | Starlette) -> Metrics | None:

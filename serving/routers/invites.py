@@ -21,12 +21,13 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from godo.settings import Settings
 from serving.deps import CurrentUserId, EngineDep, SettingsDep
+from serving.observability import record_notification
 from serving.problems import problem_responses
 from sources.resend.client import EmailSender, ResendClient, ResendError
 from sources.resend.messages import invitation
@@ -187,6 +188,7 @@ _POST_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     ),
 )
 def post_invite(
+    request: Request,
     body: InviteIn,
     user_id: CurrentUserId,
     engine: EngineDep,
@@ -236,12 +238,14 @@ def post_invite(
     except ResendError as error:
         log.warning("invite %s could not be sent: %s", invite.id, error)
         record_send(engine, invite.id, status="failed", detail=str(error)[:500])
+        record_notification(request, channel="email", kind="invite", outcome="failed")
         raise HTTPException(
             503,
             "The invitation could not be sent right now; retry shortly.",
             headers={"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)},
         ) from error
     record_send(engine, invite.id, status="sent", provider_message_id=message_id)
+    record_notification(request, channel="email", kind="invite", outcome="sent")
     return InviteOut(
         id=invite.id, email=invite.email, expires_at=invite.expires_at, send_status="sent"
     )

@@ -159,6 +159,10 @@ def test_invite_sends_one_email_whose_link_validates(
     assert (row.send_status, row.provider_message_id) == ("sent", message.id)
     assert row.expires_at - row.created_at == timedelta(days=settings.invite_ttl_days)
 
+    # Counted in the API's metrics under the pipelines' counter name.
+    metrics = client.get("/metrics").text
+    assert 'godo_notifications_total{channel="email",kind="invite",outcome="sent"} 1.0' in metrics
+
 
 @pytest.mark.parametrize("address", ["not-an-address", "rui@localhost", "a b@example.com", ""])
 def test_a_bad_address_is_a_422_naming_the_field(
