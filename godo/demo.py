@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -31,7 +30,6 @@ from sources.expo.fake import FakeExpo
 from sources.fakes import DEFAULT_EVENTBRITE_TOKEN, DEFAULT_MAPS_KEY, FakeUpstream
 from sources.resend.fake import FakeResend
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # The report and the progress bar say what happened (a failing step's error included);
 # Dagster's own log, warnings and errors too, stays in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}

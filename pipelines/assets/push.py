@@ -150,6 +150,20 @@ def _deliver(
     return outcome
 
 
+def _send(
+    engine: sa.Engine,
+    expo: ExpoResource,
+    storage: LocalStorage,
+    kind: str,
+    candidates: list[Candidate],
+    now: datetime,
+) -> dg.MaterializeResult:
+    """Deliver `candidates` through Expo and report the outcome: every sending asset's tail."""
+    with expo.client() as client:
+        outcome = _deliver(engine, client, candidates, now)
+    return _report(storage, kind, outcome, len(candidates))
+
+
 def _report(
     storage: LocalStorage, kind: str, outcome: Outcome, candidates: int
 ) -> dg.MaterializeResult:
@@ -238,10 +252,7 @@ def event_reminders(
     """Remind users of events they are going to, `reminder_lead_minutes` ahead, once each."""
     now = config.clock()
     engine = postgres.engine()
-    candidates = reminder_candidates(engine, now)
-    with expo.client() as client:
-        outcome = _deliver(engine, client, candidates, now)
-    return _report(storage, "event_reminder", outcome, len(candidates))
+    return _send(engine, expo, storage, "event_reminder", reminder_candidates(engine, now), now)
 
 
 # --- friends going -------------------------------------------------------------------------
@@ -337,10 +348,7 @@ def friend_going_notifications(
     """Tell users when a friend is going to an event they liked, once per (friend, event)."""
     now = config.clock()
     engine = postgres.engine()
-    candidates = friend_going_candidates(engine, now)
-    with expo.client() as client:
-        outcome = _deliver(engine, client, candidates, now)
-    return _report(storage, "friend_going", outcome, len(candidates))
+    return _send(engine, expo, storage, "friend_going", friend_going_candidates(engine, now), now)
 
 
 # --- weekly digest -------------------------------------------------------------------------
@@ -416,10 +424,7 @@ def weekly_digest_push(
     """ "New events near you": the top 3 of the user's published feed, once per ISO week."""
     now = config.clock()
     engine = postgres.engine()
-    candidates = digest_candidates(engine, redis, now)
-    with expo.client() as client:
-        outcome = _deliver(engine, client, candidates, now)
-    return _report(storage, "weekly_digest", outcome, len(candidates))
+    return _send(engine, expo, storage, "weekly_digest", digest_candidates(engine, redis, now), now)
 
 
 # --- receipts ------------------------------------------------------------------------------

@@ -27,10 +27,10 @@ import threading
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 from sources.expo.client import MAX_MESSAGES_PER_REQUEST, RECEIPTS_PATH, SEND_PATH
+from sources.fakes.lifecycle import LocalFakeServer
 
 TOKEN_PATTERN = re.compile(r"^Expo(?:nent)?PushToken\[[^\[\]\s]+\]$")
 
@@ -51,14 +51,13 @@ class _Server(ThreadingHTTPServer):
     fake: FakeExpo
 
 
-class FakeExpo:
+class FakeExpo(LocalFakeServer):
     """Expo push on localhost; use as a context manager or `start()`/`stop()`."""
 
     def __init__(
         self, *, host: str = "127.0.0.1", port: int = 0, access_token: str | None = None
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port)
         self.access_token = access_token
         self.unregistered_at_send: set[str] = set()
         self.unregistered_at_receipt: set[str] = set()
@@ -70,8 +69,6 @@ class FakeExpo:
         self._requests: list[tuple[str, int]] = []  # (path, HTTP status answered)
         self._receipt_requests: list[list[str]] = []
         self._send_batches: list[int] = []  # messages per send request received
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- switches and records -------------------------------------------------------------
 
@@ -115,41 +112,12 @@ class FakeExpo:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> FakeExpo:
-        if self._server is not None:
-            raise RuntimeError("FakeExpo is already running")
+    thread_name = "fake-expo"
+
+    def _make_server(self) -> _Server:
         server = _Server((self.host, self.port), _Handler)
         server.fake = self
-        self.port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-expo-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> FakeExpo:
-        return self.start() if self._server is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return server
 
     # -- the two endpoints ----------------------------------------------------------------
 

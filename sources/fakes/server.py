@@ -43,7 +43,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,6 +53,7 @@ from sources.fakes.faults import (
     malformation_kind,
     normalize_address,
 )
+from sources.fakes.lifecycle import LocalFakeServer
 from sources.fakes.maps_json import (
     FieldMaskError,
     apply_field_mask,
@@ -235,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.command, urlsplit(self.path).path)
 
 
-class FakeUpstream:
+class FakeUpstream(LocalFakeServer):
     """Eventbrite + Google Maps, served from a synthetic world on localhost.
 
     Use as a context manager (``with FakeUpstream(world) as fake: ...``) or call ``start`` and
@@ -255,14 +255,11 @@ class FakeUpstream:
         eventbrite_token: str = DEFAULT_EVENTBRITE_TOKEN,
         maps_key: str = DEFAULT_MAPS_KEY,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.world = world
         self.faults = faults if faults is not None else FaultPlan()
-        self.host = host
-        self.port = port
         self.eventbrite_token = eventbrite_token
         self.maps_key = maps_key
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._counts: Counter[str] = Counter()
@@ -326,47 +323,12 @@ class FakeUpstream:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> FakeUpstream:
-        """Bind (a free port when ``port`` is 0) and serve in a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("FakeUpstream is already running")
+    thread_name = "fake-upstream"
+
+    def _make_server(self) -> _Server:
         server = _Server((self.host, self.port), _Handler)
         server.upstream = self
-        self.port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-upstream-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port; safe to call twice."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> FakeUpstream:
-        return self.start() if self._server is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
+        return server
 
     @property
     def base_url(self) -> str:
