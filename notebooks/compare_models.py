@@ -44,8 +44,10 @@ client = mlflow_client()
 figures = Figures()
 config = settings()
 EXPERIMENT, MODEL_NAME = config.mlflow_experiment, config.mlflow_model_name
-# Metrics are logged as `<stage>.<metric>`, with '@' spelled '_at_' (MLflow rejects '@').
+# The gate's metric is the simulated online value, logged as `online.<stage>.value`; holdout
+# metrics are `<stage>.<metric>`, with '@' spelled '_at_' (MLflow rejects '@').
 METRIC = sanitise_key(GATE_METRIC)
+PREFIX = "online."
 print(f"tracking URI: {client.tracking_uri}\nexperiment: {EXPERIMENT}, model: {MODEL_NAME}")
 
 experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -79,11 +81,13 @@ champion_version: int | None = (
 )
 
 
-def stage_metrics(metrics: dict[str, float], metric: str) -> dict[str, float]:
-    """`{stage: value}` of one metric, from a run's `<stage>.<metric>` keys."""
+def stage_metrics(metrics: dict[str, float], metric: str, prefix: str = PREFIX) -> dict[str, float]:
+    """`{stage: value}` of one metric, from a run's `<prefix><stage>.<metric>` keys."""
     suffix = f".{metric}"
     return {
-        key.removesuffix(suffix): value for key, value in metrics.items() if key.endswith(suffix)
+        key.removeprefix(prefix).removesuffix(suffix): value
+        for key, value in metrics.items()
+        if key.startswith(prefix) and key.endswith(suffix)
     }
 
 

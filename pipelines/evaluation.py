@@ -8,6 +8,13 @@ cutoff are the relevance judgements. Every stage and baseline is scored the same
 side: random, popularity, ALS alone, candidates + ranker, the final (re-ranked) feed, the
 current champion's final feed, and, on the synthetic city, the oracle ranking by hidden utility.
 
+That logged holdout only judges what the old app happened to show, so it rewards predicting
+exposure (a model can beat the oracle on it). What decides is the unbiased value: on the
+synthetic city every list is served to the same holdout users in the simulator
+(`simulated_online`, see `sources.synthetic.online`), on real data an off-policy estimate from
+logged impressions; the gate promotes only when the paired 95% interval of the challenger's
+gain over the champion lies above zero.
+
 I/O-free glue over `models/` and `features/` (no Dagster, no MLflow), so the evaluation asset,
 `bench/quality.py` and tests run the very same code.
 """
@@ -19,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from features.catalogue import upcoming_active
@@ -27,9 +35,24 @@ from features.point_in_time import LABELS, UTC_US
 from features.tables import AppTables
 from models.als import ALSModel
 from models.evaluation import by_activity_bucket, evaluate, side_by_side
+from models.evaluation.bootstrap import (
+    N_BOOTSTRAP,
+    Interval,
+    paired_difference,
+    policy_table,
+    resample_indices,
+)
+from models.evaluation.off_policy import LoggedBandit, estimate_all
 from models.popularity import PopularityModel
 from models.ranker import LambdaRanker
 from pipelines import ranking
+from sources.synthetic.online import (
+    NO_CARD,
+    OUTCOMES,
+    LoggedCards,
+    SimulatedHoldout,
+    logged_first_cards,
+)
 
 K_VALUES = (10, 20)
 LIST_LENGTH = max(K_VALUES)
@@ -39,8 +62,12 @@ GOING_RELEVANCE = 2  # an RSVP "going" counts like a superlike
 CHALLENGER = "final_feed"
 CHAMPION = "champion"
 ORACLE = "oracle"
-GATE_METRIC = "ndcg@10"
-MIN_GAIN = 0.0  # strictly better is enough: the challenger has also seen newer data
+GATE_METRIC = "value"  # expected graded relevance per session, simulated or off-policy
+MIN_GAIN = 0.0  # a gain whose 95% lower bound is above 0 is enough
+ONLINE_COLUMNS = ("value", "low", "high", "likes", "superlikes", "going", "ndcg@10")
+GAIN_COLUMNS = ("gain", "gain_low", "gain_high")
+OFF_POLICY_SESSIONS = 200  # logged sessions per holdout user for the off-policy estimates
+CLIP_WEIGHT = 100.0  # clipped IPS caps importance weights here
 
 
 @dataclass(frozen=True)
@@ -74,6 +101,26 @@ class GateDecision:
     challenger: float
     champion: float | None
     reason: str
+    gain_low: float | None = None
+    gain_high: float | None = None
+
+
+@dataclass(frozen=True)
+class OnlineEvaluation:
+    """The simulated online table and each policy's value per holdout user (same users)."""
+
+    table: pl.DataFrame
+    per_user: dict[str, npt.NDArray[np.float64]]
+    users: npt.NDArray[np.int64]
+    n_bootstrap: int
+    seed: int
+
+    def gain(self, challenger: str, champion: str) -> Interval | None:
+        """Paired interval of (challenger − champion); None when either was not served."""
+        if challenger not in self.per_user or champion not in self.per_user:
+            return None
+        indices = resample_indices(self.users.size, self.n_bootstrap, self.seed)
+        return paired_difference(self.per_user[challenger], self.per_user[champion], indices)
 
 
 def holdout_cutoff(swipes: pl.DataFrame, days: float) -> datetime:
@@ -335,26 +382,204 @@ def ranker_scores(scored: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def simulated_online(
+    simulation: SimulatedHoldout,
+    lists: dict[str, pl.DataFrame],
+    *,
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> OnlineEvaluation:
+    """Every list served to the holdout users in the simulator, with the oracle on top.
+
+    The oracle row is the simulator's own ceiling (`SimulatedHoldout.oracle_decks`), so any
+    `oracle` entry of `lists` (the logged-holdout oracle) is replaced by it here.
+    """
+    outcomes = {
+        name: simulation.outcomes(simulation.decks(recs))
+        for name, recs in lists.items()
+        if name != ORACLE
+    }
+    outcomes[ORACLE] = simulation.outcomes(simulation.oracle_decks())
+    columns = {name: {k: o.column(k) for k in OUTCOMES} for name, o in outcomes.items()}
+    table = policy_table(columns, n_bootstrap=n_bootstrap, seed=seed)
+    return OnlineEvaluation(
+        table=table,
+        per_user={name: o.value for name, o in outcomes.items()},
+        users=simulation.user_ids,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
+
+
+def with_online(table: pl.DataFrame, online: OnlineEvaluation | None) -> pl.DataFrame:
+    """The holdout table with the simulated online columns (`online_*`) and, on the
+    challenger's row, the paired interval of its gain over the champion (`gain*`).
+
+    Without a simulation (production data) the columns are there and null, so the gate and
+    the readers see one shape everywhere.
+    """
+    online_columns = [f"online_{c}" for c in ONLINE_COLUMNS]
+    if online is None:
+        return table.with_columns(
+            [pl.lit(None, dtype=pl.Float64).alias(c) for c in [*online_columns, *GAIN_COLUMNS]]
+        )
+    renamed = online.table.select(
+        "model", *[pl.col(c).alias(f"online_{c}") for c in ONLINE_COLUMNS]
+    )
+    merged = table.join(renamed, on="model", how="full", coalesce=True)
+    gain = online.gain(CHALLENGER, CHAMPION)
+    values = (gain.value, gain.low, gain.high) if gain is not None else (None, None, None)
+    return merged.with_columns(
+        [
+            pl.when(pl.col("model") == CHALLENGER)
+            .then(pl.lit(v, dtype=pl.Float64))
+            .otherwise(pl.lit(None, dtype=pl.Float64))
+            .alias(name)
+            for name, v in zip(GAIN_COLUMNS, values, strict=True)
+        ]
+    ).sort(pl.col("online_value").fill_null(float("-inf")), descending=True)
+
+
 def gate(
     table: pl.DataFrame,
-    metric: str = "ndcg@10",
-    min_gain: float = 0.0,
+    min_gain: float = MIN_GAIN,
     challenger: str = CHALLENGER,
     champion: str = CHAMPION,
 ) -> GateDecision:
-    """Promote the challenger only if it beats the champion by more than `min_gain`.
+    """Promote the challenger only if the lower 95% bound of its gain over the champion on
+    the unbiased value is above `min_gain`.
 
-    Both rows come from the same holdout in the same table, so the comparison is like for
-    like. No champion row means there is no champion yet: the first model is promoted.
+    The gain is the paired bootstrap interval of (challenger − champion) over the same users
+    (`with_online`). NDCG on the logged holdout rewards predicting what the old app showed,
+    so it is reported but never decides. No champion row: the first model is promoted. No
+    unbiased estimate (no simulated city, no impression log yet): the champion stays.
     """
-    values = dict(zip(table["model"].to_list(), table[metric].to_list(), strict=True))
-    new = values.get(challenger)
-    if new is None or (isinstance(new, float) and math.isnan(new)):
-        return GateDecision(False, metric, float("nan"), None, f"no {metric} for {challenger}")
-    old = values.get(champion)
-    if old is None:
-        return GateDecision(True, metric, float(new), None, "no champion yet")
-    passed = float(new) > float(old) + min_gain
+    rows = {row["model"]: row for row in table.iter_rows(named=True)}
+    new = rows.get(challenger)
+    if new is None:
+        return GateDecision(False, GATE_METRIC, float("nan"), None, f"no row for {challenger}")
+    value = new.get(f"online_{GATE_METRIC}")
+    if champion not in rows:
+        return GateDecision(True, GATE_METRIC, _or_nan(value), None, "no champion yet")
+    old = _or_nan(rows[champion].get(f"online_{GATE_METRIC}"))
+    low, high = new.get("gain_low"), new.get("gain_high")
+    if low is None or high is None or math.isnan(low):
+        reason = (
+            "no unbiased estimate of the challenger's value (no simulated city and no "
+            "impression log): the champion stays; holdout NDCG does not decide"
+        )
+        return GateDecision(False, GATE_METRIC, _or_nan(value), old, reason)
+    passed = low > min_gain
     verdict = "beats" if passed else "does not beat"
-    reason = f"challenger {metric} {new:.4f} {verdict} champion {old:.4f} (+{min_gain} needed)"
-    return GateDecision(passed, metric, float(new), float(old), reason)
+    reason = (
+        f"challenger {verdict} champion: {GATE_METRIC} {_or_nan(value):.4f} vs {old:.4f}, "
+        f"gain {new['gain']:+.4f} (95% interval {low:+.4f} to {high:+.4f}; "
+        f"the lower bound must exceed {min_gain})"
+    )
+    return GateDecision(passed, GATE_METRIC, _or_nan(value), old, reason, low, high)
+
+
+def _or_nan(value: object) -> float:
+    return float("nan") if value is None else float(value)  # type: ignore[arg-type]
+
+
+def off_policy(
+    simulation: SimulatedHoldout,
+    lists: dict[str, pl.DataFrame],
+    *,
+    sessions: int = OFF_POLICY_SESSIONS,
+    seed: int = 0,
+    lambda_: float = CLIP_WEIGHT,
+    n_bootstrap: int = N_BOOTSTRAP,
+) -> pl.DataFrame:
+    """Off-policy estimates of every list's session value from a log of the old app's feed.
+
+    The log is the first card of `sessions` logged sessions per holdout user (exact
+    propensities); the target policy shows event e with the examination probability of its
+    deck slot, so value = E[Σ_slot exam[slot] · grade], the quantity `simulated_online`
+    computes from the hidden truth. The reward model of DM and DR is fitted on a second,
+    independent log, as a model trained on last week's impressions would be.
+    Returns model, estimator, value, low, high.
+    """
+    logged = logged_first_cards(simulation, sessions, seed)
+    model = RewardModel.fit(logged_first_cards(simulation, sessions, seed + 1))
+    rows: list[dict[str, object]] = []
+    decks = {name: simulation.decks(recs) for name, recs in lists.items() if name != ORACLE}
+    decks[ORACLE] = simulation.oracle_decks()
+    for name, deck in decks.items():
+        bandit = target_bandit(deck, logged, model)
+        for estimate in estimate_all(bandit, lambda_=lambda_, n_bootstrap=n_bootstrap, seed=seed):
+            rows.append(
+                {
+                    "model": name,
+                    "estimator": estimate.name,
+                    "value": estimate.value,
+                    "low": estimate.low,
+                    "high": estimate.high,
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def target_bandit(
+    decks: npt.NDArray[np.int64], logged: LoggedCards, model: RewardModel
+) -> LoggedBandit:
+    """The logged first cards seen through one target policy's decks.
+
+    π(e | u) = exam[slot of e] / M_u with M_u = Σ exam over u's filled slots; rewards and the
+    reward model are scaled by M_u so every estimator estimates E_u[Σ_slot exam · grade].
+    """
+    exam = logged.exam[: decks.shape[1]]
+    filled = decks != NO_CARD
+    mass = (filled * exam).sum(axis=1)
+    slot_weight = (decks[logged.user_rows] == logged.events[:, None]) @ exam
+    m = mass[logged.user_rows]
+    target = np.divide(slot_weight, m, out=np.zeros_like(slot_weight), where=m > 0)
+    q_logged = model.predict(logged.user_rows, logged.events)
+    users, slots = np.nonzero(filled)
+    q_deck = np.zeros(decks.shape)
+    q_deck[users, slots] = model.predict(users, decks[users, slots])
+    q_target = (q_deck @ exam)[logged.user_rows]
+    return LoggedBandit(
+        reward=logged.reward * m,
+        pscore=logged.pscore,
+        target_pscore=target,
+        estimated_reward=q_logged * m,
+        target_value_dm=q_target,
+    )
+
+
+@dataclass(frozen=True)
+class RewardModel:
+    """q̂(u, e) = μ + b_u + b_e, shrunk towards zero: the direct method's reward model.
+
+    Deliberately simple (an item's and a user's average grade): DR needs a model that
+    removes some variance, and stays unbiased when the model is wrong.
+    """
+
+    mean: float
+    user_bias: dict[int, float]
+    event_bias: dict[int, float]
+
+    @classmethod
+    def fit(cls, logged: LoggedCards, shrink: float = 20.0) -> RewardModel:
+        frame = pl.DataFrame({"u": logged.user_rows, "e": logged.events, "y": logged.reward})
+        mean = float(logged.reward.mean()) if logged.reward.size else 0.0
+        items = frame.group_by("e").agg(b=(pl.col("y") - mean).sum() / (pl.len() + shrink))
+        users = (
+            frame.join(items, on="e")
+            .group_by("u")
+            .agg(b=(pl.col("y") - mean - pl.col("b")).sum() / (pl.len() + shrink))
+        )
+        return cls(
+            mean,
+            dict(zip(users["u"].to_list(), users["b"].to_list(), strict=True)),
+            dict(zip(items["e"].to_list(), items["b"].to_list(), strict=True)),
+        )
+
+    def predict(
+        self, user_rows: npt.NDArray[np.int64], events: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float64]:
+        u = np.array([self.user_bias.get(int(r), 0.0) for r in user_rows])
+        e = np.array([self.event_bias.get(int(x), 0.0) for x in events])
+        return np.clip(self.mean + u + e, 0.0, None) if u.size else np.zeros(0)

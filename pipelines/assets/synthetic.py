@@ -58,7 +58,7 @@ def synthetic_activity(
     )
 
 
-def _city_now(context: dg.AssetExecutionContext) -> datetime | None:
+def city_now(context: dg.AssetExecutionContext) -> datetime | None:
     """The `now` the stored city was simulated at, from its latest materialization."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey("synthetic_activity"))
     if event is None or event.asset_materialization is None:
@@ -79,7 +79,7 @@ def synthetic_oracle(
 
     Empty where there is no synthetic city (production): the evaluation then has no oracle row.
     """
-    now = _city_now(context) if city.enabled else None
+    now = city_now(context) if city.enabled else None
     if now is None:
         return frame_output(pl.DataFrame(schema=ORACLE_SCHEMA), note="no synthetic city")
     cutoff = cutoff_of(training_window)

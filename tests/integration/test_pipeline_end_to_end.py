@@ -329,9 +329,9 @@ def _check_compare_models(
     assert results["run_ids"] == [r.info.run_id for r in runs]
     for mlflow_run in runs:
         logged = {
-            key.removesuffix(".ndcg_at_10"): value
+            key.removeprefix("online.").removesuffix(".value"): value
             for key, value in mlflow_run.data.metrics.items()
-            if key.endswith(".ndcg_at_10")
+            if key.startswith("online.") and key.endswith(".value")
         }
         assert results["metric_by_run"][mlflow_run.info.run_id] == pytest.approx(logged)
         assert results["trained_by"][mlflow_run.info.run_id] == mlflow_run.data.tags.get(
@@ -561,8 +561,9 @@ def test_champion_moves_only_when_the_gate_passes(tiny_city: TinyCity) -> None:
     better = _evaluate_and_gate(tiny_city)
     assert better.success
     table = better.output_for_node("ranking_evaluation")
-    ndcg = dict(zip(table["model"].to_list(), table["ndcg@10"].to_list(), strict=True))
-    assert ndcg["final_feed"] > ndcg["champion"]
+    value = dict(zip(table["model"].to_list(), table["online_value"].to_list(), strict=True))
+    assert value["final_feed"] > value["champion"]
+    assert table.filter(pl.col("model") == "final_feed")["gain_low"].item() > 0
     new = table.filter(pl.col("model") == "final_feed")["version"].item()
     assert registry.champion().version == new  # type: ignore[union-attr]
 
@@ -576,11 +577,14 @@ def test_the_training_run_is_tracked_in_mlflow(tiny_city: TinyCity) -> None:
     for stage in ("random", "popularity", "als", "ranker", "final_feed", "oracle"):
         assert f"{stage}.ndcg_at_10" in run.data.metrics, stage
     assert run.data.metrics["final_feed.ndcg_at_10"] > run.data.metrics["random.ndcg_at_10"]
+    online = run.data.metrics
+    assert online["online.oracle.value"] >= online["online.final_feed.value"]
+    assert online["online.final_feed.value"] > online["online.random.value"]
     assert 0 < run.data.metrics["candidate_recall"] <= 1
     plots = {a.path for a in registry.client.list_artifacts(first.run_id, "plots")}
     assert {"plots/ndcg_by_model.png", "plots/feature_importance.png"} <= plots
     top = {a.path for a in registry.client.list_artifacts(first.run_id)}
-    assert {"features.json", "bundle"} <= top
+    assert {"features.json", "bundle", "simulated_online.json", "holdout.json"} <= top
     bundle = registry.download_bundle(1, tiny_city.warehouse.parent / "check-bundle")
     assert {"als_model.npz", "ranker.txt", "ranker.txt.json"} <= {p.name for p in bundle.iterdir()}
 

@@ -6,22 +6,9 @@ import polars as pl
 import pytest
 
 from pipelines import evaluation as ev
-from pipelines import training
-from sources.synthetic.offline import OfflineCity, build_offline_city
-from sources.synthetic.world import CityConfig
+from sources.synthetic.offline import OfflineCity
 
-NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def city() -> OfflineCity:
-    return build_offline_city(CityConfig.tiny(now=NOW))
-
-
-@pytest.fixture(scope="module")
-def holdout(city: OfflineCity) -> ev.Holdout:
-    cutoff = ev.holdout_cutoff(city.swipes, 7)
-    return ev.split_at(cutoff, city.tables)
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)  # the tiny city's `now` (see conftest)
 
 
 def test_cutoff_is_days_before_the_last_swipe(city: OfflineCity) -> None:
@@ -105,24 +92,44 @@ def test_candidate_recall_counts_per_source_and_union() -> None:
     assert recall["candidate_recall.geo"] == pytest.approx((0.0 + 1.0) / 2)
 
 
-def _table(**scores: float) -> pl.DataFrame:
-    return pl.DataFrame({"model": list(scores), "ndcg@10": list(scores.values())})
+def _table(value: dict[str, float], gain: tuple[float, float, float] | None) -> pl.DataFrame:
+    """A gate input: online values per model, the challenger's paired gain interval."""
+    rows = []
+    for model, v in value.items():
+        g = gain if model == ev.CHALLENGER and gain is not None else (None, None, None)
+        rows.append(
+            {"model": model, "ndcg@10": 0.5, "online_value": v}
+            | dict(zip(ev.GAIN_COLUMNS, g, strict=True))
+        )
+    return pl.DataFrame(rows, schema_overrides=dict.fromkeys(ev.GAIN_COLUMNS, pl.Float64))
 
 
-def test_gate_promotes_the_first_model_and_only_a_better_one_after() -> None:
-    assert ev.gate(_table(final_feed=0.1)).passed
-    assert ev.gate(_table(final_feed=0.3, champion=0.2)).passed
-    tie = ev.gate(_table(final_feed=0.2, champion=0.2))
-    assert not tie.passed and "does not beat" in tie.reason
-    assert not ev.gate(_table(final_feed=0.1, champion=0.2)).passed
-    assert not ev.gate(_table(final_feed=0.25, champion=0.2), min_gain=0.1).passed
-    assert not ev.gate(_table(random=0.5)).passed
+def test_gate_promotes_only_when_the_lower_bound_of_the_gain_is_above_zero() -> None:
+    assert ev.gate(_table({"final_feed": 1.0}, None)).passed  # no champion yet
+    better = ev.gate(_table({"final_feed": 5.2, "champion": 5.0}, (0.2, 0.05, 0.35)))
+    assert better.passed and better.gain_low == 0.05 and "beats" in better.reason
+    # Higher on average but the interval reaches below zero: noise, the champion stays.
+    unsure = ev.gate(_table({"final_feed": 5.1, "champion": 5.0}, (0.1, -0.02, 0.2)))
+    assert not unsure.passed and "does not beat" in unsure.reason
+    tie = ev.gate(_table({"final_feed": 5.0, "champion": 5.0}, (0.0, 0.0, 0.0)))
+    assert not tie.passed
+    assert not ev.gate(_table({"random": 9.0}, None)).passed  # no challenger row
+    assert not ev.gate(
+        _table({"final_feed": 5.2, "champion": 5.0}, (0.2, 0.05, 0.35)), min_gain=0.1
+    ).passed
+
+
+def test_gate_never_promotes_on_holdout_ndcg_alone() -> None:
+    """Production data without a simulator or impression log: nothing unbiased to decide on."""
+    table = pl.DataFrame({"model": ["final_feed", "champion"], "ndcg@10": [0.9, 0.1]})
+    decision = ev.gate(ev.with_online(table, None))
+    assert not decision.passed and "no unbiased estimate" in decision.reason
 
 
 def test_whole_evaluation_scores_every_stage_and_beats_random(
-    city: OfflineCity, holdout: ev.Holdout
+    holdout: ev.Holdout, stage_models: ev.StageModels
 ) -> None:
-    models = training.train(holdout, city.tables, per_source=50)
+    models = stage_models
     lists = ev.baseline_lists(holdout, models.als)
     feed = ev.feed_lists(holdout, models, per_source=50)
     recall = ev.candidate_recall(feed.pop("candidates"), holdout.test)
