@@ -498,11 +498,16 @@ def off_policy(
     propensities); the target policy shows event e with the examination probability of its
     deck slot, so value = E[Σ_slot exam[slot] · grade], the quantity `simulated_online`
     computes from the hidden truth. The reward model of DM and DR is fitted on a second,
-    independent log, as a model trained on last week's impressions would be.
+    independent log, as a model trained on last week's impressions would be. Intervals are
+    bootstraps over logged rounds (`n_bootstrap` resamples).
     Returns model, estimator, value, low, high.
     """
     logged = logged_first_cards(simulation, sessions, seed)
-    model = RewardModel.fit(logged_first_cards(simulation, sessions, seed + 1))
+    model = RewardModel.fit(
+        logged_first_cards(simulation, sessions, seed + 1),
+        simulation.event_categories,
+        simulation.user_ids.size,
+    )
     rows: list[dict[str, object]] = []
     decks = {name: simulation.decks(recs) for name, recs in lists.items() if name != ORACLE}
     decks[ORACLE] = simulation.oracle_decks()
@@ -551,35 +556,45 @@ def target_bandit(
 
 @dataclass(frozen=True)
 class RewardModel:
-    """q̂(u, e) = μ + b_u + b_e, shrunk towards zero: the direct method's reward model.
+    """q̂(u, e) = μ + b_e + b_(u, category(e)), each shrunk towards zero: DM's reward model.
 
-    Deliberately simple (an item's and a user's average grade): DR needs a model that
-    removes some variance, and stays unbiased when the model is wrong.
+    What an analyst fits on last week's impressions with public columns only: how each event
+    and each user's taste for its category fared. DR needs a model that removes variance and
+    stays unbiased when the model is wrong; DM alone inherits all of its bias.
     """
 
     mean: float
-    user_bias: dict[int, float]
-    event_bias: dict[int, float]
+    event_bias: npt.NDArray[np.float64]  # by world event row
+    taste_bias: npt.NDArray[np.float64]  # (holdout user row, category)
+    categories: npt.NDArray[np.int64]  # category code by world event row
 
     @classmethod
-    def fit(cls, logged: LoggedCards, shrink: float = 20.0) -> RewardModel:
-        frame = pl.DataFrame({"u": logged.user_rows, "e": logged.events, "y": logged.reward})
+    def fit(
+        cls,
+        logged: LoggedCards,
+        categories: npt.NDArray[np.int64],
+        n_users: int,
+        shrink: float = 10.0,
+    ) -> RewardModel:
         mean = float(logged.reward.mean()) if logged.reward.size else 0.0
-        items = frame.group_by("e").agg(b=(pl.col("y") - mean).sum() / (pl.len() + shrink))
-        users = (
-            frame.join(items, on="e")
-            .group_by("u")
-            .agg(b=(pl.col("y") - mean - pl.col("b")).sum() / (pl.len() + shrink))
-        )
-        return cls(
-            mean,
-            dict(zip(users["u"].to_list(), users["b"].to_list(), strict=True)),
-            dict(zip(items["e"].to_list(), items["b"].to_list(), strict=True)),
-        )
+        residual = logged.reward - mean
+        n_events = categories.size
+        counts = np.bincount(logged.events, minlength=n_events)
+        event_bias = np.bincount(logged.events, residual, minlength=n_events) / (counts + shrink)
+        residual = residual - event_bias[logged.events]
+        n_cats = int(categories.max()) + 1 if categories.size else 1
+        cell = logged.user_rows * n_cats + categories[logged.events]
+        size = n_users * n_cats
+        cell_counts = np.bincount(cell, minlength=size)
+        taste = np.bincount(cell, residual, minlength=size) / (cell_counts + shrink)
+        return cls(mean, event_bias, taste.reshape(n_users, n_cats), categories)
 
     def predict(
         self, user_rows: npt.NDArray[np.int64], events: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float64]:
-        u = np.array([self.user_bias.get(int(r), 0.0) for r in user_rows])
-        e = np.array([self.event_bias.get(int(x), 0.0) for x in events])
-        return np.clip(self.mean + u + e, 0.0, None) if u.size else np.zeros(0)
+        q = (
+            self.mean
+            + self.event_bias[events]
+            + self.taste_bias[user_rows, self.categories[events]]
+        )
+        return np.asarray(np.clip(q, 0.0, None), dtype=np.float64)

@@ -220,6 +220,11 @@ class SimulatedHoldout:
         return sp.csr_matrix(friends[self._rows] @ going_matrix)
 
     @cached_property
+    def event_categories(self) -> IntArray:
+        """Category code of every world event row: public, what a reward model may use."""
+        return np.asarray(_arrays(self.world).ev_category, dtype=np.int64)
+
+    @cached_property
     def showable(self) -> npt.NDArray[np.bool_]:
         """Events anyone could be shown at the cutoff: not cancelled and not yet started.
 
