@@ -84,9 +84,9 @@ def measure(config: CityConfig, holdout_days: float, per_source: int, sessions: 
     cutoff = ev.holdout_cutoff(city.swipes, holdout_days)
     holdout = ev.split_at(cutoff, city.tables)
     models = timed(
-        "train (ALS + ranker snapshots)",
+        "train (ALS + ranker)",
         timings,
-        lambda: training.train(holdout, city.tables, per_source=per_source),
+        lambda: training.train(holdout, city.tables),
     )
     lists = timed("baselines", timings, lambda: ev.baseline_lists(holdout, models.als))
     feed = timed(

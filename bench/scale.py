@@ -40,7 +40,8 @@ from pipelines import training
 from pipelines.evaluation import StageModels
 from sources.synthetic.behaviour import BehaviourConfig
 from sources.synthetic.offline import build_offline_city
-from sources.synthetic.world import CityConfig
+from sources.synthetic.online import SimulatedHoldout
+from sources.synthetic.world import CityConfig, build_world
 
 T = TypeVar("T")
 KIB_PER_GIB = 1024**2
@@ -57,6 +58,7 @@ PHASES = (
     "baselines",
     "feed",
     "metrics",
+    "sim online",
 )
 
 
@@ -184,11 +186,17 @@ def model_stage(
     run: StageRun,
     sampler: RssSampler,
     *,
+    config: CityConfig,
+    behaviour: BehaviourConfig,
     holdout_days: float,
     per_source: int,
     eval_users: int,
 ) -> None:
-    """Train and evaluate as the nightly assets do, each phase timed and RSS-sampled."""
+    """Train and evaluate as the nightly assets do, each phase timed and RSS-sampled.
+
+    The simulated online evaluation rebuilds the hidden world from its config, as the
+    evaluation asset does (the simulation itself, swipes and impressions, is not redone).
+    """
 
     def phase(name: str, fn: Callable[[], T]) -> T:
         sampler.reset()
@@ -216,7 +224,7 @@ def model_stage(
         als = phase("als", lambda: ALSModel().fit(holdout.interactions))
         examples = phase(
             "examples",
-            lambda: training.ranker_examples(holdout.cutoff, t, per_source=per_source),
+            lambda: training.ranker_examples(holdout.cutoff, t),
         )
         run.counts["ranker examples"] = examples.height
         run.counts["queries"] = examples.select("user_id", "created_at").n_unique()
@@ -241,6 +249,25 @@ def model_stage(
     feed.pop("scored")
     lists |= feed
     table = phase("metrics", lambda: ev.score_table(lists, test))
+
+    def simulated() -> pl.DataFrame:
+        simulation = SimulatedHoldout.at(
+            build_world(config),
+            behaviour,
+            test.cutoff,
+            test.users["user_id"].to_numpy(),
+            test.swipes,
+            test.attendance,
+        )
+        return ev.simulated_online(simulation, lists).table
+
+    online = phase("sim online", simulated)
+    values = dict(zip(online["model"].to_list(), online["value"].to_list(), strict=True))
+    print(
+        f"[{run.label}] simulated online value: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in sorted(values.items())),
+        flush=True,
+    )
     ndcg = dict(zip(table["model"].to_list(), table["ndcg@10"].to_list(), strict=True))
     print(
         f"[{run.label}] NDCG@10: "
@@ -340,6 +367,8 @@ def main() -> None:
                 tables,
                 run,
                 sampler,
+                config=config,
+                behaviour=behaviour,
                 holdout_days=args.holdout_days,
                 per_source=args.per_source,
                 eval_users=args.eval_users,

@@ -52,7 +52,7 @@ from pipelines.evaluation import (
 )
 from pipelines.resources import LocalStorage, MLflowResource, SyntheticCityResource
 from pipelines.tracking import ModelRegistry, TrainingRun
-from pipelines.training import HORIZON_DAYS, SNAPSHOTS
+from pipelines.training import MAX_EXAMPLES, WINDOW_DAYS
 from sources.synthetic.online import SimulatedHoldout
 
 SUMMARY_METRICS = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
@@ -169,8 +169,8 @@ def _log_run(
             "holdout.cutoff": holdout.cutoff.isoformat(),
             "holdout.users": holdout.users.height,
             "holdout.judgements": holdout.test.height,
-            "training.snapshots": SNAPSHOTS,
-            "training.horizon_days": HORIZON_DAYS,
+            "training.window_days": WINDOW_DAYS,
+            "training.max_examples": MAX_EXAMPLES,
             "candidates.per_source": CANDIDATES_PER_SOURCE,
         }
     )

@@ -101,25 +101,23 @@ def ranker_examples(
     geocoded_venues: pl.DataFrame,
     app_users: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
-    """Labelled candidate sets at weekly snapshots before the cutoff (see pipelines.training)."""
+    """The swipes of the weeks before the cutoff with point-in-time features and graded labels
+    (see pipelines.training)."""
     tables = app_tables(
         app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
     )
-    frame = training.ranker_examples(
-        cutoff_of(training_window), tables, per_source=CANDIDATES_PER_SOURCE
-    )
+    frame = training.ranker_examples(cutoff_of(training_window), tables)
     return frame_output(
         frame,
         positives=int((frame["label"] > 0).sum()),
         queries=frame.select("user_id", "created_at").n_unique(),
-        snapshots=training.SNAPSHOTS,
-        horizon_days=training.HORIZON_DAYS,
+        window_days=training.WINDOW_DAYS,
     )
 
 
 @dg.asset(group_name="models", kinds={"lightgbm"})
 def ranker_model(ranker_examples: pl.DataFrame, storage: LocalStorage) -> dg.MaterializeResult:
-    """LightGBM LambdaRank over the candidate snapshots, early-stopped on the newest."""
+    """LightGBM LambdaRank over the swiped cards, early-stopped on the newest days."""
     ranker = training.fit_ranker(in_utc(ranker_examples))
     ranker.save(challenger_dir(storage) / RANKER_ARTIFACT)
     top = ranker.feature_importance().head(5)

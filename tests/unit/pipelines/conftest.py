@@ -28,7 +28,7 @@ def holdout(city: OfflineCity) -> ev.Holdout:
 
 @pytest.fixture(scope="session")
 def stage_models(city: OfflineCity, holdout: ev.Holdout) -> ev.StageModels:
-    return training.train(holdout, city.tables, per_source=PER_SOURCE)
+    return training.train(holdout, city.tables)
 
 
 @pytest.fixture(scope="session")

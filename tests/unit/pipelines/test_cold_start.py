@@ -40,7 +40,7 @@ def models(newcomer: tuple[OfflineCity, int, str]) -> ev.StageModels:
     """Trained on the city where the newcomer has no history, as the nightly run would be."""
     city = newcomer[0]
     holdout = ev.split_at(ev.holdout_cutoff(city.swipes, 7), city.tables)
-    return training.train(holdout, city.tables, per_source=40)
+    return training.train(holdout, city.tables)
 
 
 def _feed(

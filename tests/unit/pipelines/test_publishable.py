@@ -22,9 +22,8 @@ def city() -> OfflineCity:
 
 
 def test_chunks_do_not_change_any_list(city: OfflineCity) -> None:
-    models = training.train(
-        ev.split_at(ev.holdout_cutoff(city.swipes, 7), city.tables), city.tables, per_source=30
-    )
+    holdout = ev.split_at(ev.holdout_cutoff(city.swipes, 7), city.tables)
+    models = training.train(holdout, city.tables)
     seen = build_interactions(city.swipes, city.attendance)
     eligible = upcoming_active(city.events, NOW)
 

@@ -1,36 +1,43 @@
-"""The ranker's training set: candidate snapshots labelled only by what came before the cutoff."""
+"""The ranker's training set: the cards users swiped before the cutoff, features as of each."""
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import polars as pl
-import pytest
 
+from models.ranker import CANDIDATE_FEATURES
 from pipelines import evaluation as ev
 from pipelines import training
-from sources.synthetic.offline import OfflineCity, build_offline_city
-from sources.synthetic.world import CityConfig
-
-NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def city() -> OfflineCity:
-    return build_offline_city(CityConfig.tiny(now=NOW))
+from sources.synthetic.offline import OfflineCity
 
 
 def _examples(city: OfflineCity, swipes: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
-    return training.ranker_examples(cutoff, replace(city.tables, swipes=swipes), per_source=30)
+    return training.ranker_examples(cutoff, replace(city.tables, swipes=swipes))
 
 
-def test_snapshots_are_weekly_and_end_at_the_cutoff(city: OfflineCity) -> None:
+def test_examples_are_the_swipes_of_the_window_grouped_by_user_day(city: OfflineCity) -> None:
     cutoff = ev.holdout_cutoff(city.swipes, 7)
     examples = _examples(city, city.swipes, cutoff)
-    moments = sorted(examples["created_at"].unique().to_list())
-    assert moments[-1] == cutoff - timedelta(days=training.HORIZON_DAYS)
-    assert len(moments) <= training.SNAPSHOTS
+    start = cutoff - timedelta(days=training.WINDOW_DAYS)
+    window = city.swipes.filter((pl.col("created_at") >= start) & (pl.col("created_at") < cutoff))
+    assert examples.height == window.height
+    assert set(examples["swipe_id"].to_list()) == set(window["swipe_id"].to_list())
+    assert examples["created_at"].max() < cutoff
+    assert (examples["created_at"] == examples["created_at"].dt.truncate("1d")).all()
+    assert set(examples["label"].unique().to_list()) <= {0, 1, 2}
     assert (examples["label"] > 0).any() and (examples["label"] == 0).any()
-    assert {"score_als", "score_popularity", "friends_going_before"} <= set(examples.columns)
+    assert {"friends_going_before", "user_category_affinity_before"} <= set(examples.columns)
+
+
+def test_a_going_rsvp_before_the_cutoff_grades_the_like_as_two(city: OfflineCity) -> None:
+    cutoff = ev.holdout_cutoff(city.swipes, 7)
+    examples = _examples(city, city.swipes, cutoff)
+    going = city.attendance.filter(
+        (pl.col("status") == "going") & (pl.col("updated_at") < cutoff)
+    ).select("user_id", "event_id")
+    liked_and_going = examples.join(going, on=["user_id", "event_id"]).filter(pl.col("label") > 0)
+    assert liked_and_going.height > 0
+    assert (liked_and_going["label"] == training.GOING_LABEL).all()
 
 
 def test_nothing_after_the_cutoff_reaches_the_examples(city: OfflineCity) -> None:
@@ -44,8 +51,18 @@ def test_nothing_after_the_cutoff_reaches_the_examples(city: OfflineCity) -> Non
     assert _examples(city, city.swipes, cutoff).equals(_examples(city, flipped, cutoff))
 
 
-def test_the_ranker_trains_on_the_snapshots(city: OfflineCity) -> None:
+def test_max_examples_keeps_the_newest_swipes(city: OfflineCity) -> None:
+    cutoff = ev.holdout_cutoff(city.swipes, 7)
+    everything = _examples(city, city.swipes, cutoff)
+    few = training.ranker_examples(cutoff, city.tables, max_examples=50)
+    assert few.height == 50
+    assert few["created_at"].min() >= everything["created_at"].sort(descending=True)[49]
+
+
+def test_the_ranker_learns_preference_without_generator_scores(city: OfflineCity) -> None:
     cutoff = ev.holdout_cutoff(city.swipes, 7)
     ranker = training.fit_ranker(_examples(city, city.swipes, cutoff))
     assert ranker.best_iteration >= 1
-    assert "score_als" in ranker.features
+    assert not set(CANDIDATE_FEATURES) & set(ranker.features)
+    importance = ranker.feature_importance().filter(pl.col("gain") > 0)
+    assert importance.height > 0
