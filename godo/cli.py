@@ -208,18 +208,43 @@ def _print_steps(reports: Sequence[StepReport]) -> None:
 
 
 def _print_evaluation(settings: Settings, reports: Sequence[StepReport]) -> None:
-    """The holdout table of `ranking_evaluation` and what the champion gate decided."""
+    """The simulated online table (what gates), the logged holdout below it, and the verdict."""
     import duckdb
 
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         frame = con.sql("SELECT * FROM godo.ranking_evaluation").pl()
+    if "online_value" in frame.columns and frame["online_value"].is_not_null().any():
+        online = frame.filter(frame["online_value"].is_not_null()).sort(
+            "online_value", descending=True
+        )
+        columns = ("value", "low", "high", "likes", "superlikes", "going", "ndcg@10")
+        table = Table(
+            title="Simulated online: one session per holdout user in the simulator "
+            "(value = expected graded relevance per session, 95% interval over users)"
+        )
+        table.add_column("model")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for row in online.iter_rows(named=True):
+            cells = (
+                "-" if row[f"online_{c}"] is None else f"{row[f'online_{c}']:.3f}" for c in columns
+            )
+            table.add_row(row["model"], *cells)
+        console.print(table)
     metrics = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
-    table = Table(title="Holdout evaluation (newest 7 days of swipes, full ranking)")
+    table = Table(
+        title="Logged holdout: what users did after the cutoff with what the old app showed "
+        "(rewards predicting exposure; reported, does not gate)"
+    )
     table.add_column("model")
     table.add_column("version", justify="right")
     for metric in metrics:
         table.add_column(metric, justify="right")
-    for row in frame.iter_rows(named=True):
+    for row in (
+        frame.filter(frame["ndcg@10"].is_not_null())
+        .sort("ndcg@10", descending=True)
+        .iter_rows(named=True)
+    ):
         version = "" if row["version"] is None else str(row["version"])
         cells = ("-" if row[m] is None else f"{row[m]:.4f}" for m in metrics)
         table.add_row(row["model"], version, *cells)
@@ -231,7 +256,12 @@ def _print_evaluation(settings: Settings, reports: Sequence[StepReport]) -> None
             if all(gate.values())
             else "the new version did not beat the champion, which stays and publishes"
         )
-        console.print(f"Champion gate: [bold]{verdict}[/].")
+        gain = frame.filter(frame["model"] == "final_feed").select("gain", "gain_low", "gain_high")
+        detail = ""
+        if gain.height and gain["gain_low"][0] is not None:
+            g, low, high = gain.row(0)
+            detail = f" (gain in value {g:+.3f}, 95% interval {low:+.3f} to {high:+.3f})"
+        console.print(f"Champion gate: [bold]{verdict}[/]{detail}.")
 
 
 def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:

@@ -75,3 +75,42 @@ def test_evaluate_rejects_an_unknown_protocol(tmp_path: Path) -> None:
     pl.DataFrame({"user": ["a"], "item": ["x"], "timestamp": [1]}).write_csv(path)
     result = runner.invoke(app, ["evaluate", "--interactions", str(path), "--protocol", "nope"])
     assert result.exit_code != 0
+
+
+def test_the_demo_prints_the_simulated_online_table_before_the_holdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import duckdb
+
+    from godo.cli import _print_evaluation
+    from godo.demo import StepReport
+    from pipelines.evaluation import with_online
+
+    settings = get_settings()
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    holdout = pl.DataFrame(
+        {
+            "model": ["final_feed", "champion", "oracle"],
+            "version": [2, 1, None],
+            **{m: [0.2, 0.1, 0.15] for m in ("ndcg@10", "recall@20", "map@10", "mrr")},
+            **{m: [0.5, 0.5, 0.5] for m in ("coverage", "novelty", "ild@10")},
+        }
+    )
+    frame = with_online(holdout, None).with_columns(
+        online_value=pl.Series([8.6, 8.2, 10.6]),
+        online_low=pl.Series([8.5, 8.1, 10.5]),
+        online_high=pl.Series([8.7, 8.3, 10.7]),
+        gain=pl.Series([0.4, None, None]),
+        gain_low=pl.Series([0.3, None, None]),
+        gain_high=pl.Series([0.5, None, None]),
+    )
+    with duckdb.connect(str(settings.warehouse_path)) as con:
+        con.sql("CREATE SCHEMA godo")
+        con.register("frame", frame.to_arrow())
+        con.sql("CREATE TABLE godo.ranking_evaluation AS SELECT * FROM frame")
+    report = StepReport("ranking_evaluation", 1.0, {}, {"ranking_evaluation:beats_champion": True})
+    _print_evaluation(settings, [report])
+    out = capsys.readouterr().out
+    assert out.index("Simulated online") < out.index("Logged holdout")
+    assert "10.600" in out and "8.600" in out
+    assert "the new version is the champion" in out and "+0.300 to +0.500" in out
