@@ -34,7 +34,7 @@ from pipelines.evaluation import Holdout, StageModels
 
 WINDOW_DAYS = 28.0
 # The newest swipes of the window, at most: bounds the feature frame at the nightly scale.
-MAX_EXAMPLES = 2_000_000
+MAX_EXAMPLES = 1_000_000
 GOING_LABEL = 2
 VALID_SHARE = 0.2
 
