@@ -311,6 +311,27 @@ class ContentModel(CandidateModel):
             return pl.DataFrame(schema=RECS_SCHEMA)
         return ranked(pl.concat(parts), n)
 
+    def similarity(self, pairs: pl.DataFrame) -> np.ndarray:
+        """Cosine of profile and item text for every (user_id, event_id) row, in row order.
+
+        NaN where the user has no profile or the event no text: a ranker feature for every
+        candidate, not only the ones this generator proposed (unknown stays unknown).
+        """
+        f = self.fitted
+        users = pairs.get_column("user_id").cast(pl.Int64).to_numpy()
+        events = pairs.get_column("event_id").cast(pl.Utf8).to_numpy().astype(str)
+        u_idx = np.clip(np.searchsorted(f.user_ids, users), 0, max(len(f.user_ids) - 1, 0))
+        e_idx = np.clip(np.searchsorted(f.event_ids, events), 0, max(len(f.event_ids) - 1, 0))
+        known = np.zeros(len(users), dtype=bool)
+        if len(f.user_ids) and len(f.event_ids):
+            known = (f.user_ids[u_idx] == users) & (f.event_ids[e_idx] == events)
+        out = np.full(len(users), np.nan)
+        if known.any():
+            rows = f.profiles[u_idx[known]]
+            cols = f.items[e_idx[known]]
+            out[known] = np.asarray(rows.multiply(cols).sum(axis=1)).ravel()
+        return out
+
     def save(self, path: Path) -> None:
         f = self.fitted
         arrays: dict[str, Any] = {

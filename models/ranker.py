@@ -10,11 +10,17 @@ Labels are graded: pass 0, like 1, superlike/going 2, went 3. The gain of label 
 position, so the model is pushed hardest to put the strongest intent on top. The gains are
 passed explicitly (`label_gain`) so they are documented here, not implicit in a library default.
 
-Validation is by time, never random: the model will score tomorrow's swipes using features
-from today, so the early-stopping set is every swipe after a global cut, and training only
-sees swipes strictly before it. Validation users without a single positive are dropped from
-the early-stopping set: LightGBM scores such a group as NDCG 1 whatever the order, which would
-only dilute the signal.
+Validation is by time in the nightly run: the model will score tomorrow's swipes using
+features from today, so the early-stopping set is every swipe after a global cut, and training
+only sees swipes strictly before it. On a public dataset (`godo evaluate`) every query sits at
+one moment, so `user_validation_split` holds out a seeded share of users instead. Validation
+users without a single positive are dropped from the early-stopping set: LightGBM scores such
+a group as NDCG 1 whatever the order, which would only dilute the signal.
+
+The features are whatever the caller passes (`fit(features=...)`), stored with the model and
+read back by `score`: the nightly feed passes the point-in-time FEATURES
+(`pipelines.training`), the generic pipeline (`models.generic`) the columns of its own feature
+plug-in.
 
 Persistence is LightGBM's own text model format plus a JSON sidecar (features, params, best
 iteration): readable, diffable, and loading it cannot execute code, unlike a pickle.
@@ -23,6 +29,7 @@ iteration): readable, diffable, and loading it cannot execute code, unlike a pic
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -46,13 +53,14 @@ FEATURES: tuple[str, ...] = tuple(
 )
 """Every numeric or boolean column of TRAINING_SCHEMA except keys, label and time."""
 
-CANDIDATE_FEATURES: tuple[str, ...] = (
-    "score_als",
-    "score_content",
-    "score_geo",
-    "score_popularity",
-)
-"""Each candidate generator's own score (null when it did not propose the event)."""
+NIGHTLY_SOURCES: tuple[str, ...] = ("als", "ease", "item_knn", "content", "geo", "popularity")
+"""The nightly feed's generators, most specific first (`pipelines.ranking` proposes in this
+order: when several propose one event, the first names its `source`)."""
+
+CANDIDATE_FEATURES: tuple[str, ...] = tuple(f"score_{name}" for name in NIGHTLY_SOURCES)
+"""Each nightly generator's own score (null when it did not propose the event): columns of
+every candidate frame; the swipe-trained nightly ranker does not read them (see
+`pipelines.training`), a ranker trained on candidates can."""
 
 
 _GROUP_ORDER = ["user_id", "created_at", "event_id"]
@@ -71,6 +79,7 @@ class RankerParams:
     seed: int = 42
     feature_fraction: float = 0.9
     num_threads: int = 2
+    lambda_l2: float = 0.0  # leaf-weight shrinkage; the generic pipeline leans on it
 
     def lightgbm(self) -> dict[str, Any]:
         """The native parameter dict; deterministic so a retrain on the same data is identical."""
@@ -83,6 +92,7 @@ class RankerParams:
             "learning_rate": self.learning_rate,
             "min_data_in_leaf": self.min_data_in_leaf,
             "feature_fraction": self.feature_fraction,
+            "lambda_l2": self.lambda_l2,
             "seed": self.seed,
             "num_threads": self.num_threads,
             "deterministic": True,
@@ -115,6 +125,33 @@ def time_validation_split(
     valid = examples.filter(in_valid).sort(_GROUP_ORDER)
     return train, valid
 
+
+def user_validation_split(
+    examples: pl.DataFrame, valid_share: float = 0.2, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, valid): valid is every query of a seeded random `valid_share` of the users.
+
+    For examples without a meaningful time (a public dataset's candidates, all labelled at
+    one moment): whole users are held out, so no user's groups sit on both sides.
+    """
+    if not 0.0 < valid_share < 1.0:
+        raise ValueError(f"valid_share must be in (0, 1), got {valid_share}")
+    if examples.is_empty():
+        return examples, examples
+    users = examples.get_column("user_id").unique().sort()
+    rng = np.random.default_rng(seed)
+    n_valid = max(1, round(users.len() * valid_share))
+    held = pl.Series("user_id", rng.choice(users.to_numpy(), n_valid, replace=False))
+    in_valid = pl.col("user_id").is_in(held.implode())
+    return (
+        examples.filter(~in_valid).sort(_GROUP_ORDER),
+        examples.filter(in_valid).sort(_GROUP_ORDER),
+    )
+
+
+Splitter = Callable[[pl.DataFrame, float], tuple[pl.DataFrame, pl.DataFrame]]
+"""How `LambdaRanker.fit` cuts its early-stopping set: `time_validation_split` or
+`user_validation_split` (with its seed bound)."""
 
 QUERY = ("user_id", "created_at")
 """A query group is one user at one moment: the candidates they could have been shown then."""
@@ -178,8 +215,10 @@ class LambdaRanker:
         features: tuple[str, ...] = FEATURES + CANDIDATE_FEATURES,
         params: RankerParams = DEFAULT_PARAMS,
         valid_share: float = 0.2,
+        split: Splitter = time_validation_split,
     ) -> Self:
-        """Train on the earlier swipes, early-stop on NDCG of the later ones.
+        """Train on the earlier swipes, early-stop on NDCG of the later ones (or, with
+        `split=user_validation_split`, of held-out users).
 
         Raises ModelFitError rather than returning a model that would rank at random: no
         positive label, no validation user with a positive, or a booster without trees.
@@ -193,7 +232,7 @@ class LambdaRanker:
             raise ModelFitError("no positive labels: nothing to rank")
         if labels.min() < 0 or labels.max() > MAX_LABEL:
             raise ModelFitError(f"labels must be in 0..{MAX_LABEL}")
-        train, valid = time_validation_split(examples, valid_share)
+        train, valid = split(examples, valid_share)
         valid = with_positive_groups(valid)
         if train.is_empty() or not (train.get_column("label") > 0).any():
             raise ModelFitError("no positive labels before the validation cut")

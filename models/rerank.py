@@ -27,6 +27,8 @@ SOURCE_REASONS: dict[str, str] = {
     "geo": "close to you",
     "content": "similar to events you liked",
     "als": "people like you liked this",
+    "ease": "people like you liked this",
+    "item_knn": "often liked with events you liked",
 }
 _KEY = ["user_id", "event_id"]
 
@@ -309,10 +311,11 @@ def reasons(
     (user_id, category), then, for a user with no liked category at all, "because you picked
     <category>" when it is among their `onboarding_categories` (user_id, category: what they
     ticked at signup), then what the candidate `source` (user_id, event_id, source) implies:
-    popularity, geo, content or als; anything else gets "picked for you", so no published
-    item lacks a reason. A reason already present (the exploration slot's "something new")
-    is kept: it explains an item no other rule would. The event's category is read from
-    `ranked.category`, or joined from `categories` (event_id, category) when given.
+    popularity, geo, content, als, ease or item_knn; anything else gets "picked for you", so
+    no published item lacks a reason. A reason already present (the exploration slot's
+    "something new") is kept: it explains an item no other rule would. The event's category
+    is read from `ranked.category`, or joined from `categories` (event_id, category) when
+    given.
 
     Onboarding only speaks for users without likes: once a user has liked something, that is
     the better and more specific explanation. For such an onboarding-only user a content
@@ -450,3 +453,32 @@ def final_feed(
         .select(list(TOPN_SCHEMA))
         .cast(TOPN_SCHEMA)  # type: ignore[arg-type]
     )
+
+
+GENERIC_MAX_PER_CATEGORY = 5
+"""Per primary category in a generic top list: half of ten, so a diverse list stays mostly
+relevant (a dataset's dominant genre can fill half, not all)."""
+
+
+def diversify_by_category(
+    scored: pl.DataFrame,
+    *,
+    categories: pl.DataFrame | None,
+    n: int,
+    max_per_category: int = GENERIC_MAX_PER_CATEGORY,
+) -> pl.DataFrame:
+    """The re-rank step on a public dataset: user_id, rank, event_id, score.
+
+    Only the `diversify` cap applies there (no start times, homes or exploration pool exist);
+    `categories` (event_id, category: one per item) is the item file's primary category.
+    Without categories it is a no-op: the ranker's order, cut at `n`.
+    """
+    frame = scored.select("user_id", "event_id", pl.col("score").cast(pl.Float64))
+    if categories is None:
+        picked = frame.sort(["user_id", "score", "event_id"], descending=[False, True, False])
+        picked = picked.with_columns(
+            rank=pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Int32)
+        ).filter(pl.col("rank") <= n)
+    else:
+        picked = diversify(frame, categories=categories, n=n, max_per_category=max_per_category)
+    return picked.select("user_id", "rank", "event_id", "score").sort("user_id", "rank")

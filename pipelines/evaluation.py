@@ -45,6 +45,7 @@ from models.evaluation.bootstrap import (
 from models.evaluation.off_policy import LoggedBandit, estimate_all
 from models.popularity import PopularityModel
 from models.ranker import LambdaRanker
+from models.two_stage import top_n
 from pipelines import ranking
 from sources.synthetic.online import (
     NO_CARD,
@@ -230,13 +231,9 @@ def random_lists(holdout: Holdout, n: int = LIST_LENGTH, seed: int = 0) -> pl.Da
 
 
 def by_score(scored: pl.DataFrame, n: int = LIST_LENGTH) -> pl.DataFrame:
-    """The ranker's order before any re-ranking: user_id, rank, event_id, score."""
-    return (
-        scored.sort(["user_id", "score", "event_id"], descending=[False, True, False])
-        .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Int32))
-        .filter(pl.col("rank") <= n)
-        .select("user_id", "rank", "event_id", "score")
-    )
+    """The ranker's order before any re-ranking: user_id, rank, event_id, score (the
+    two-stage core's `top_n`, as `godo evaluate`'s pipeline row uses it)."""
+    return top_n(scored, n)
 
 
 def feed_lists(
@@ -245,8 +242,9 @@ def feed_lists(
     """What one model would have served at the cutoff: candidates, every candidate's score,
     the ranker's order and the final feed.
 
-    Content, geo and popularity are refitted on the train side here exactly as the publish
-    step refits them on everything; only ALS and the ranker are the versioned artifacts.
+    EASE, item-kNN, content, geo and popularity are refitted on the train side here exactly
+    as the publish step refits them on everything; only ALS and the ranker are the versioned
+    artifacts.
     """
     proposed = ranking.candidates(
         als=models.als,

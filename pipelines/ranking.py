@@ -1,7 +1,10 @@
 """The two-stage feed: candidates from every generator, LambdaRank scores, then re-ranking.
 
-I/O-free glue between the generators in `models/`, the point-in-time features and the
-re-rank step, so the asset in `pipelines/assets/ranking.py` stays a thin wrapper.
+The nightly plug-ins of the generic two-stage core (`models.two_stage`, which `godo evaluate`
+runs on any interaction file through `models.generic`): this module fits the app's generators
+(`generators`) and plugs in the app's point-in-time features (`nightly_features`, i.e.
+`features_at` as of now); proposing and scoring are the core's `propose` and `scored`.
+I/O-free, so the asset in `pipelines/assets/ranking.py` stays a thin wrapper.
 """
 
 from datetime import datetime
@@ -12,17 +15,70 @@ from features.onboarding import onboarding_picks
 from features.point_in_time import features_at
 from features.tables import AppTables
 from models.als import ALSModel
+from models.base import CandidateModel
 from models.content import ContentModel
+from models.ease import EASEModel, EASEParams
 from models.geo import GeoModel
+from models.item_knn import ItemKNNModel
 from models.popularity import PopularityModel
-from models.ranker import CANDIDATE_FEATURES, LambdaRanker
+from models.ranker import CANDIDATE_FEATURES, NIGHTLY_SOURCES, LambdaRanker
 from models.rerank import final_feed
+from models.two_stage import Featurize, Generators, propose
+from models.two_stage import scored as scored_by
 
 # Priority when several generators propose the same event: the most specific source wins.
-SOURCES = ("als", "content", "geo", "popularity")  # the order of CANDIDATE_FEATURES
+SOURCES = NIGHTLY_SOURCES  # the order of CANDIDATE_FEATURES
 SCORE_COLUMNS = CANDIDATE_FEATURES
 # Users per publishing chunk: ~300 candidates each, so ~6M feature rows at a time.
 CHUNK_USERS = 20_000
+# EASE and item-kNN see only the events with the most users: EASE's dense items x items
+# inverse costs n^3 time and 4n^2 bytes, so the cap keeps a fit at ~1.5 s and 100 MB on 20k
+# events instead of minutes and 1.6 GB, and item-kNN's cosine blocks shrink alike. Events
+# below the cap are left to ALS, content, geo and popularity, as events ALS never saw are.
+ITEM_ITEM_EVENTS = 5_000
+
+
+def most_used(interactions: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The interactions on the `n` events with the most distinct positive users (ties by id),
+    the same cut `EASEParams.max_items` makes."""
+    top = (
+        interactions.filter(pl.col("weight") > 0)
+        .group_by("event_id")
+        .agg(users=pl.col("user_id").n_unique())
+        .sort(["users", "event_id"], descending=[True, False])
+        .head(n)
+    )
+    return interactions.join(top.select("event_id"), on="event_id", how="semi")
+
+
+def generators(
+    *,
+    als: ALSModel,
+    users: pl.DataFrame,
+    events: pl.DataFrame,
+    venues: pl.DataFrame,
+    interactions: pl.DataFrame,
+) -> dict[str, CandidateModel]:
+    """Every nightly generator, in `SOURCES` order: ALS as given (a versioned artifact), the
+    others fitted on `interactions` (content and geo also read `users`' onboarding picks and
+    homes: per user, so fitting them on all users or a chunk gives each user the same list)."""
+    located = events.select("event_id", "venue_id").join(
+        venues.select("venue_id", "latitude", "longitude"), on="venue_id", how="left"
+    )
+    fitted: dict[str, CandidateModel] = {
+        "als": als,
+        "ease": EASEModel(EASEParams(max_items=ITEM_ITEM_EVENTS)).fit(interactions),
+        "item_knn": ItemKNNModel().fit(most_used(interactions, ITEM_ITEM_EVENTS)),
+        "content": ContentModel(events.select("event_id", "name", "summary", "category")).fit(
+            interactions, onboarding=users
+        ),
+        "geo": GeoModel(
+            users.select("user_id", "home_lat", "home_lon"),
+            located.select("event_id", "latitude", "longitude"),
+        ).fit(interactions),
+        "popularity": PopularityModel().fit(interactions),
+    }
+    return {name: fitted[name] for name in SOURCES}
 
 
 def candidates(
@@ -34,55 +90,51 @@ def candidates(
     interactions: pl.DataFrame,
     eligible: pl.DataFrame,
     per_source: int,
+    fitted: Generators | None = None,
 ) -> pl.DataFrame:
     """Union of every generator's top `per_source`: user_id, event_id, source, score_<source>.
 
     `source` is the most specific generator that proposed the pair; the scores of all of
-    them stay as features, so the ranker can weigh collaborative, text, distance and
-    popularity evidence against each other.
+    them stay as columns. `fitted` reuses generators already fitted by `generators` (the
+    publish step fits once and proposes chunk by chunk); otherwise they are fitted here.
     """
-    request = {
-        "users": users.select("user_id", "metro"),
-        "candidates": eligible,
-        "exclude": interactions.select("user_id", "event_id"),
-        "n": per_source,
-    }
-    located = events.select("event_id", "venue_id").join(
-        venues.select("venue_id", "latitude", "longitude"), on="venue_id", how="left"
+    if fitted is None:
+        fitted = generators(
+            als=als, users=users, events=events, venues=venues, interactions=interactions
+        )
+    return propose(
+        fitted,
+        users=users.select("user_id", "metro"),
+        eligible=eligible,
+        exclude=interactions.select("user_id", "event_id"),
+        per_source=per_source,
     )
-    generators = {
-        "als": als,
-        "content": ContentModel(events.select("event_id", "name", "summary", "category")).fit(
-            interactions, onboarding=users
-        ),
-        "geo": GeoModel(
-            users.select("user_id", "home_lat", "home_lon"),
-            located.select("event_id", "latitude", "longitude"),
-        ).fit(interactions),
-        "popularity": PopularityModel().fit(interactions),
-    }
-    proposed = [
-        generators[name]
-        .recommend(**request)  # type: ignore[arg-type]
-        .select("user_id", "event_id", "score", pl.lit(priority).alias("priority"))
-        for priority, name in enumerate(SOURCES)
-    ]
-    union = pl.concat(proposed)
-    # Each generator's score is a ranker feature; null where that generator did not propose.
-    scores = union.pivot(
-        on="priority", index=["user_id", "event_id"], values="score", aggregate_function="max"
-    ).rename({str(p): f"score_{name}" for p, name in enumerate(SOURCES)}, strict=False)
-    for name in SOURCES:
-        if f"score_{name}" not in scores.columns:
-            scores = scores.with_columns(pl.lit(None, dtype=pl.Float64).alias(f"score_{name}"))
-    return (
-        union.sort("user_id", "event_id", "priority")
-        .unique(["user_id", "event_id"], keep="first", maintain_order=True)
-        .with_columns(source=pl.col("priority").replace_strict(dict(enumerate(SOURCES))))
-        .drop("priority", "score")
-        .join(scores, on=["user_id", "event_id"], how="left")
-        .select("user_id", "event_id", "source", *SCORE_COLUMNS)
-    )
+
+
+def nightly_features(
+    *,
+    now: datetime,
+    swipes: pl.DataFrame,
+    attendance: pl.DataFrame,
+    friendships: pl.DataFrame,
+    events: pl.DataFrame,
+    users: pl.DataFrame,
+    venues: pl.DataFrame | None = None,
+) -> Featurize:
+    """The app's feature plug-in: point-in-time features of every candidate as of `now`."""
+
+    def featurize(proposed: pl.DataFrame) -> pl.DataFrame:
+        return features_at(
+            proposed.with_columns(as_of=pl.lit(now).dt.convert_time_zone("UTC")),
+            swipes=swipes,
+            attendance=attendance,
+            friendships=friendships,
+            events=events,
+            users=users,
+            venues=venues,
+        )
+
+    return featurize
 
 
 def scored(
@@ -101,9 +153,8 @@ def scored(
 
     `venues` (venue_id, latitude, longitude) gives `distance_km`; without it that is null.
     """
-    queries = proposed.with_columns(as_of=pl.lit(now).dt.convert_time_zone("UTC"))
-    frame = features_at(
-        queries,
+    featurize = nightly_features(
+        now=now,
         swipes=swipes,
         attendance=attendance,
         friendships=friendships,
@@ -111,7 +162,7 @@ def scored(
         users=users,
         venues=venues,
     )
-    return frame.with_columns(score=pl.Series(ranker.score(frame)))
+    return scored_by(proposed, featurize=featurize, ranker=ranker)
 
 
 def feed(
@@ -174,11 +225,19 @@ def publishable(
 ) -> tuple[pl.DataFrame, int]:
     """Every user's final list as of `now`, `chunk_users` users at a time; (lists, candidates).
 
-    Users are independent once the generators are fitted, so chunking bounds memory by the
-    chunk (about 300 candidates x ~40 feature columns per user) instead of the user base.
+    The generators are fitted once; users are independent after that, so chunking bounds
+    memory by the chunk (about 300 candidates x ~40 feature columns per user) instead of the
+    user base.
     """
     lists: list[pl.DataFrame] = []
     proposed_rows = 0
+    fitted = generators(
+        als=als,
+        users=tables.users,
+        events=tables.events,
+        venues=tables.venues,
+        interactions=interactions,
+    )
     for users in tables.users.iter_slices(chunk_users):
         proposed = candidates(
             als=als,
@@ -188,6 +247,7 @@ def publishable(
             interactions=interactions,
             eligible=eligible,
             per_source=per_source,
+            fitted=fitted,
         )
         proposed_rows += proposed.height
         ranked = scored(

@@ -28,8 +28,9 @@ import polars as pl
 
 from features.point_in_time import TRAINING_SCHEMA, UTC_US, features_at, labels
 from features.tables import AppTables
+from models import two_stage
 from models.als import ALSModel
-from models.ranker import FEATURES, LambdaRanker, RankerParams
+from models.ranker import DEFAULT_PARAMS, FEATURES, LambdaRanker, RankerParams
 from pipelines.evaluation import Holdout, StageModels
 
 WINDOW_DAYS = 28.0
@@ -96,11 +97,14 @@ def ranker_examples(
 
 
 def fit_ranker(examples: pl.DataFrame, params: RankerParams | None = None) -> LambdaRanker:
-    """LambdaRank on the point-in-time features, early-stopped on the newest days."""
-    ranker = LambdaRanker()
-    if params is None:
-        return ranker.fit(examples, features=FEATURES, valid_share=VALID_SHARE)
-    return ranker.fit(examples, features=FEATURES, params=params, valid_share=VALID_SHARE)
+    """LambdaRank on the point-in-time features, early-stopped on the newest days (the
+    two-stage core's `fit_ranker`, which `godo evaluate` uses with held-out users)."""
+    return two_stage.fit_ranker(
+        examples,
+        features=FEATURES,
+        params=params or DEFAULT_PARAMS,
+        valid_share=VALID_SHARE,
+    )
 
 
 def train(holdout: Holdout, tables: AppTables) -> StageModels:
