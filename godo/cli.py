@@ -358,47 +358,104 @@ def token(
     typer.echo(issue_token(get_settings(), user_id, ttl_seconds=ttl))
 
 
+JSON_COLUMNS = ("model", "ndcg@10", "precision@10", "recall@10", "map@10", "coverage")
+TABLE_COLUMNS = (*JSON_COLUMNS[:5], "mrr", "coverage", "novelty")
+TABLE_WIDTH = 110
+
+
 @app.command()
 def evaluate(
     interactions: Annotated[
         Path, typer.Option(help="CSV, TSV or Parquet of interactions.", exists=True, dir_okay=False)
     ],
+    items: Annotated[
+        Path | None,
+        typer.Option(
+            help="Optional CSV, TSV or Parquet of items: the item column (same name as "
+            "--item-col) and any of `category` (several separated by |), `title`, `text`.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     protocol: Annotated[str, typer.Option(help="time | random | leave-one-out")] = "time",
     test_share: Annotated[float, typer.Option(help="Share held out per user.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the random split, tuning and ranker.")] = 0,
+    rerank: Annotated[
+        bool, typer.Option(help="Diversify the pipeline's lists by primary item category.")
+    ] = False,
+    tune: Annotated[
+        bool, typer.Option(help="Tune ALS and EASE on a validation split of the train side.")
+    ] = True,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the table, as a JSON list of rows.")
+    ] = False,
     user_col: Annotated[str, typer.Option(help="Column holding the user.")] = "user",
     item_col: Annotated[str, typer.Option(help="Column holding the item.")] = "item",
     time_col: Annotated[str, typer.Option(help="Column holding the timestamp.")] = "timestamp",
     weight_col: Annotated[str | None, typer.Option(help="Optional weight column.")] = None,
 ) -> None:
-    """Score the baselines (random, popularity, ALS) on any interaction file, side by side."""
-    from models.baselines import evaluate_baselines
+    """Score the baselines and the project's two-stage pipeline on any interaction file.
+
+    Rows: random, popularity, als, ease, item_knn and pipeline (candidates from every
+    generator, LambdaRank on generic features, optional re-rank), full ranking over the
+    train items. With --json, stdout is only the JSON table; everything else goes to stderr.
+    """
+    import json
+
+    from models.baselines import compare
     from models.evaluation import leave_one_out, load_interactions, random_split, side_by_side
     from models.evaluation import time_split as time_protocol
+    from models.evaluation.protocols import load_items
+    from models.generic import Items
 
+    # In --json mode stdout carries the table alone: notes and progress go to stderr.
+    notes = Console(stderr=True) if as_json else console
     frame = load_interactions(
         interactions, user_col=user_col, item_col=item_col, time_col=time_col, weight_col=weight_col
     )
+    catalogue = Items.of(load_items(items, item_col=item_col)) if items is not None else None
     splits = {
         "time": lambda: time_protocol(frame, test_share=test_share),
-        "random": lambda: random_split(frame, test_share=test_share),
+        "random": lambda: random_split(frame, test_share=test_share, seed=seed),
         "leave-one-out": lambda: leave_one_out(frame),
     }
     if protocol not in splits:
         raise typer.BadParameter(f"protocol must be one of {sorted(splits)}", param_hint="protocol")
     split = splits[protocol]()
-    table = side_by_side(evaluate_baselines(split))
-    wanted = ("model", "ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty")
-    table = table.select([c for c in wanted if c in table.columns])
-    console.print(
+    notes.print(
         f"{interactions.name}: {frame.height:,} interactions, protocol {protocol}, "
         f"{split.test['user_id'].n_unique():,} test users"
     )
-    shown = Table()
-    for column in table.columns:
-        shown.add_column(column, justify="left" if column == "model" else "right")
-    for row in table.iter_rows():
-        shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
-    console.print(shown)
+    with notes.status("Scoring...") as status:
+        comparison = compare(
+            split,
+            items=catalogue,
+            rerank=rerank,
+            seed=seed,
+            label_share=test_share,
+            tune=tune,
+            progress=lambda step: status.update(f"Scoring: {step}..."),
+        )
+    table = side_by_side(comparison.results)
+    if as_json:
+        typer.echo(json.dumps(table.select(JSON_COLUMNS).to_dicts()))
+    else:
+        shown = Table()
+        columns = [c for c in TABLE_COLUMNS if c in table.columns]
+        for column in columns:
+            shown.add_column(column, justify="left" if column == "model" else "right")
+        for row in table.select(columns).iter_rows():
+            shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+        Console(width=max(console.width, TABLE_WIDTH)).print(shown)  # never truncate a name
+    for model, chosen in comparison.chosen.items():
+        described = ", ".join(
+            f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+            for name, value in chosen.items()
+        )
+        notes.print(f"[bold]{model}[/]: {described}")
+    notes.print(
+        "seconds: " + ", ".join(f"{name} {value:.1f}" for name, value in comparison.seconds.items())
+    )
 
 
 @services_app.command("start")

@@ -1,20 +1,41 @@
-"""Baselines scored on any interaction table, the same way on every dataset.
+"""Every model `godo evaluate --interactions FILE` scores, the same way on every dataset.
 
-`godo evaluate --interactions FILE` runs these so Godo's numbers can sit next to published
-tables; the pipeline's own evaluation reuses the same split and metric functions.
+Rows: `random` (the floor), `popularity`, `als` (implicit ALS), `ease`, `item_knn` and
+`pipeline` (the project's own two-stage recommender, `models.generic`). ALS and EASE are
+tuned per dataset on a validation split carved from the train side (`models.tuning`), and the
+pipeline's generators use the same tuned params, so every row gets the same chance. Every
+model ranks every train item it has not seen for each test user (full ranking), so the
+numbers sit next to published tables.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
 import numpy as np
 import polars as pl
 
-from models.als import ALSModel
+from models.als import ALSModel, ALSParams
 from models.base import CandidateModel
+from models.ease import EASEModel, EASEParams
 from models.evaluation import Split, evaluate
+from models.generic import (
+    Items,
+    PipelineConfig,
+    UserCodes,
+    pipeline_recommendations,
+    pool,
+    request_users,
+)
+from models.item_knn import ItemKNNModel, ItemKNNParams
 from models.popularity import PopularityModel
+from models.tuning import tune_als, tune_ease
 
-ONE_METRO = "all"  # generic datasets have no metros: one shared candidate pool
+K_VALUES = (10, 20)
+MODELS = ("random", "popularity", "als", "ease", "item_knn", "pipeline")
 
 
 def random_recommendations(split: Split, k: int, seed: int = 0) -> pl.DataFrame:
@@ -46,50 +67,97 @@ def model_recommendations(model: CandidateModel, split: Split, k: int) -> pl.Dat
     """Fit on train and rank every unseen item for each test user (full ranking).
 
     Godo's models key users by integer id and items by string id; any dataset's ids are
-    mapped onto that and back, so the models run unchanged.
+    mapped onto that and back (`models.generic.UserCodes`), so the models run unchanged.
     """
-    users = (
-        pl.concat([split.train.select("user_id"), split.test.select("user_id")])
-        .unique()
-        .sort("user_id")
-        .with_row_index("code")
-        .with_columns(pl.col("code").cast(pl.Int64))
-    )
-    train = split.train.join(users, on="user_id").with_columns(
-        event_id=pl.col("item_id").cast(pl.Utf8)
-    )
-    weight = pl.col("weight").cast(pl.Float64) if "weight" in train.columns else pl.lit(1.0)
-    interactions = train.select(pl.col("code").alias("user_id"), "event_id", weight.alias("weight"))
+    codes = UserCodes.of(split.train, split.test)
+    interactions = codes.encode(split.train)
     model.fit(interactions)
-    test_users = (
-        split.test.select("user_id")
-        .unique()
-        .join(users, on="user_id")
-        .select(pl.col("code").alias("user_id"), metro=pl.lit(ONE_METRO))
-    )
-    candidates = interactions.select("event_id").unique().with_columns(metro=pl.lit(ONE_METRO))
     recs = model.recommend(
-        users=test_users,
-        candidates=candidates,
+        users=request_users(codes.encode(split.test)),
+        candidates=pool(interactions),
         exclude=interactions.select("user_id", "event_id"),
         n=k,
     )
-    return recs.join(users, left_on="user_id", right_on="code").select(
-        pl.col("user_id_right").alias("user_id"),
-        pl.col("event_id").cast(split.train["item_id"].dtype).alias("item_id"),
-        "rank",
-    )
+    return codes.decode(recs, split.train.schema["item_id"])
 
 
-def evaluate_baselines(
-    split: Split, k_values: tuple[int, ...] = (10, 20)
-) -> dict[str, dict[str, float]]:
-    """Random, popularity and implicit ALS on one split, every metric side by side."""
+@dataclass(frozen=True)
+class Comparison:
+    """Every model's metrics, what was chosen on the validation split, and seconds per step."""
+
+    results: dict[str, dict[str, float]]
+    chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def compare(
+    split: Split,
+    *,
+    items: Items | None = None,
+    k_values: tuple[int, ...] = K_VALUES,
+    rerank: bool = False,
+    seed: int = 0,
+    label_share: float = 0.2,
+    tune: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> Comparison:
+    """Tune ALS and EASE on the train side, then score every model of `MODELS` on `split`.
+
+    `label_share` is the share the pipeline carves from the train side for its ranker's
+    labels (`godo evaluate` passes its test share, so the replay mirrors the test cut).
+    """
     k = max(k_values)
     test = split.test.select("user_id", "item_id")
+    seconds: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        if progress is not None:
+            progress(name)
+        started = time.perf_counter()
+        out = fn()
+        seconds[name] = round(time.perf_counter() - started, 2)
+        return out
+
+    als_params, ease_params = ALSParams(), EASEParams()
+    chosen: dict[str, dict[str, Any]] = {}
+    if tune:
+        train = UserCodes.of(split.train).encode(split.train)
+        tuned_als = step("tune als", lambda: tune_als(train, seed=seed))
+        tuned_ease = step("tune ease", lambda: tune_ease(train, seed=seed))
+        als_params, ease_params = tuned_als.params, tuned_ease.params
+        chosen["als"] = {**asdict(als_params), "validation ndcg@10": tuned_als.validation_ndcg}
+        chosen["ease"] = {**asdict(ease_params), "validation ndcg@10": tuned_ease.validation_ndcg}
+    knn_params = ItemKNNParams()
     recs = {
-        "random": random_recommendations(split, k),
-        "popularity": model_recommendations(PopularityModel(), split, k),
-        "implicit_als": model_recommendations(ALSModel(), split, k),
+        "random": step("random", lambda: random_recommendations(split, k, seed)),
+        "popularity": step(
+            "popularity", lambda: model_recommendations(PopularityModel(), split, k)
+        ),
+        "als": step("als", lambda: model_recommendations(ALSModel(als_params), split, k)),
+        "ease": step("ease", lambda: model_recommendations(EASEModel(ease_params), split, k)),
+        "item_knn": step(
+            "item_knn", lambda: model_recommendations(ItemKNNModel(knn_params), split, k)
+        ),
     }
-    return {name: evaluate(r, test, k_values, train=split.train) for name, r in recs.items()}
+    config = PipelineConfig(
+        protocol=split.protocol,
+        label_share=label_share,
+        als=als_params,
+        ease=ease_params,
+        item_knn=knn_params,
+        rerank=rerank,
+        seed=seed,
+    )
+    run = step("pipeline", lambda: pipeline_recommendations(split, k, config=config, items=items))
+    recs["pipeline"] = run.recs
+    ranker = run.trained.ranker
+    chosen["pipeline"] = {
+        "generators": ", ".join(run.generators),
+        "features": len(run.features),
+        "ranker rows": run.trained.rows,
+        "ranker trees": ranker.best_iteration,
+        "ranker validation ndcg@10": ranker.validation_ndcg,
+        "rerank": rerank,
+    }
+    results = {name: evaluate(r, test, k_values, train=split.train) for name, r in recs.items()}
+    return Comparison(results=results, chosen=chosen, seconds=seconds)

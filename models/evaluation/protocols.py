@@ -317,13 +317,7 @@ def load_interactions(
     `weight_col` (a weight or a rating) becomes a Float64 `weight` column.
     """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in {".parquet", ".pq"}:
-        raw = pl.read_parquet(path)
-    elif suffix in {".csv", ".tsv", ".txt"}:
-        raw = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", try_parse_dates=False)
-    else:
-        raise ValueError(f"{path}: expected a .csv, .tsv or .parquet file, got {suffix!r}")
+    raw = _read_table(path)
     wanted = {user_col: "user_id", item_col: "item_id", time_col: "timestamp"}
     if weight_col is not None:
         wanted[weight_col] = "weight"
@@ -345,6 +339,61 @@ def load_interactions(
         for dst, src in renamed.items():
             message = message.replace(f"'{dst}'", f"'{src}' ({dst})")
         raise ValueError(f"{path}: {message}") from error
+
+
+ITEM_COLUMNS: tuple[str, ...] = ("category", "title", "text")
+CATEGORY_SEPARATOR = "|"
+
+
+def _read_table(path: Path, *, infer_schema: bool = True) -> pl.DataFrame:
+    """A CSV (`,`), TSV (tab) or Parquet file as a frame; the suffix says which."""
+    suffix = path.suffix.lower()
+    if suffix in {".parquet", ".pq"}:
+        return pl.read_parquet(path)
+    if suffix in {".csv", ".tsv", ".txt"}:
+        return pl.read_csv(
+            path,
+            separator="\t" if suffix == ".tsv" else ",",
+            try_parse_dates=False,
+            infer_schema=infer_schema,
+        )
+    raise ValueError(f"{path}: expected a .csv, .tsv or .parquet file, got {suffix!r}")
+
+
+def load_items(path: Path, item_col: str = "item") -> pl.DataFrame:
+    """Read an item file: item_id (as a string), categories (List(Utf8)), title, text.
+
+    Expected columns: the item id under `item_col` (the same name as in the interaction file)
+    and any of `category` (one category, or several separated by `|`, the MovieLens genre
+    style; the first is the item's primary category), `title` and `text` (free text such as
+    a description). Missing optional columns come back null; other columns are ignored.
+    Every value is read as text, so ids match however the interaction file spells them.
+    """
+    path = Path(path)
+    raw = _read_table(path, infer_schema=False)
+    if item_col not in raw.columns:
+        raise ValueError(f"{path}: missing item column {item_col!r} (has {raw.columns})")
+    present = [c for c in ITEM_COLUMNS if c in raw.columns]
+    if not present:
+        raise ValueError(
+            f"{path}: an item file needs at least one of {list(ITEM_COLUMNS)} (has {raw.columns})"
+        )
+    text = {c: pl.col(c).cast(pl.Utf8).str.strip_chars() for c in present}
+    frame = raw.select(pl.col(item_col).cast(pl.Utf8).str.strip_chars().alias("item_id"), **text)
+    for column in ITEM_COLUMNS:
+        if column not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(column))
+    categories = (
+        pl.col("category")
+        .str.split(CATEGORY_SEPARATOR)
+        .list.eval(pl.element().str.strip_chars())
+        .list.eval(pl.element().filter(pl.element() != ""))
+    )
+    return (
+        frame.filter(pl.col("item_id").is_not_null() & (pl.col("item_id") != ""))
+        .unique("item_id", keep="first", maintain_order=True)
+        .select("item_id", categories.alias("categories"), "title", "text")
+    )
 
 
 def _parse_time(column: pl.Series, epoch_unit: Literal["s", "ms"]) -> pl.Series:

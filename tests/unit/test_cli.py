@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from godo.cli import app
+from godo.cli import JSON_COLUMNS, app
 from godo.settings import get_settings
 from godo.tokens import verify_token
+from models.baselines import MODELS
 
 runner = CliRunner()
 
@@ -59,15 +62,63 @@ def test_evaluate_scores_baselines_on_an_interaction_file(tmp_path: Path) -> Non
             )
     path = tmp_path / "interactions.csv"
     pl.DataFrame(rows).write_csv(path)
-    result = runner.invoke(app, ["evaluate", "--interactions", str(path), "--protocol", "time"])
+    result = runner.invoke(
+        app, ["evaluate", "--interactions", str(path), "--protocol", "time", "--no-tune"]
+    )
     assert result.exit_code == 0, result.output
     scores = {
         line.split()[1]: float(line.split()[3])
         for line in result.output.splitlines()
-        if line.startswith("│") and line.split()[1] in {"random", "popularity", "implicit_als"}
+        if line.startswith("│") and line.split()[1] in MODELS
     }
-    assert scores["implicit_als"] > scores["random"]
-    assert set(scores) == {"random", "popularity", "implicit_als"}
+    assert set(scores) == set(MODELS)
+    assert scores["als"] > scores["random"] and scores["ease"] > scores["random"]
+
+
+def _evaluate_json(*args: str) -> tuple[list[dict[str, object]], str]:
+    result = runner.invoke(app, ["evaluate", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result.stderr
+
+
+@pytest.mark.parametrize("protocol", ["random", "time", "leave-one-out"])
+def test_evaluate_json_is_only_the_table_and_the_pipeline_beats_the_floor(
+    planted: Any, protocol: str
+) -> None:
+    """On planted taste groups the pipeline must beat random and popularity; stdout must parse
+    as the JSON rows and nothing else."""
+    rows, _ = _evaluate_json(
+        "--interactions",
+        str(planted.interactions),
+        "--protocol",
+        protocol,
+        "--test-share",
+        "0.25",
+        "--no-tune",
+    )
+    assert [set(row) for row in rows] == [set(JSON_COLUMNS)] * len(MODELS)
+    ndcg = {str(row["model"]): float(row["ndcg@10"]) for row in rows}  # type: ignore[arg-type]
+    assert set(ndcg) == set(MODELS)
+    assert ndcg["pipeline"] > ndcg["popularity"] > ndcg["random"]
+    assert all(0.0 <= float(row["coverage"]) <= 1.0 for row in rows)  # type: ignore[arg-type]
+
+
+def test_evaluate_prints_the_tuned_params_outside_the_json(planted: Any) -> None:
+    rows, notes = _evaluate_json(
+        "--interactions", str(planted.interactions), "--protocol", "random", "--seed", "3"
+    )
+    assert {row["model"] for row in rows} == set(MODELS)
+    assert "l2" in notes and "factors" in notes  # EASE's and ALS's choices, on stderr
+
+
+def test_evaluate_with_items_and_rerank_runs_the_pipeline_on_category_features(
+    planted: Any,
+) -> None:
+    args = ["--interactions", str(planted.interactions), "--items", str(planted.items)]
+    rows, notes = _evaluate_json(*args, "--protocol", "random", "--no-tune", "--rerank")
+    ndcg = {str(row["model"]): float(row["ndcg@10"]) for row in rows}  # type: ignore[arg-type]
+    assert ndcg["pipeline"] > ndcg["popularity"]
+    assert "content" in notes  # an item file with text adds the TF-IDF generator
 
 
 def test_evaluate_rejects_an_unknown_protocol(tmp_path: Path) -> None:

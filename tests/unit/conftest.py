@@ -1,0 +1,67 @@
+"""Interaction files with a planted structure, for `godo evaluate` and the generic pipeline.
+
+Users belong to one of `GROUPS` taste groups and mostly pick items of their group (Zipf-like
+within it), plus a few global hits. Popularity only knows the hits and the biggest group's
+favourites, so anything that learns the groups must beat it; an item file says which group
+(category) each item belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+GROUPS = 4
+ITEMS_PER_GROUP = 30
+HITS = 8
+USERS = 200
+PER_USER = 14
+START = 1_700_000_000
+
+
+@dataclass(frozen=True)
+class PlantedFiles:
+    interactions: Path  # user, item, timestamp (CSV)
+    items: Path  # item, category, title (CSV)
+
+
+def planted_frame(users: int = USERS, seed: int = 0) -> pl.DataFrame:
+    """user, item, timestamp: `PER_USER` distinct items per user, ~85% from its own group."""
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, ITEMS_PER_GROUP + 1) ** 0.7
+    weights /= weights.sum()
+    rows: list[dict[str, object]] = []
+    for user in range(users):
+        group = user % GROUPS
+        own = rng.choice(ITEMS_PER_GROUP, size=PER_USER - 2, replace=False, p=weights)
+        items = [f"g{group}-{i:02d}" for i in own]
+        items += [f"hit-{h}" for h in rng.choice(HITS, size=2, replace=False)]
+        for step, item in enumerate(rng.permutation(items)):
+            rows.append({"user": f"u{user:03d}", "item": item, "timestamp": START + 3600 * step})
+    return pl.DataFrame(rows)
+
+
+def planted_items() -> pl.DataFrame:
+    """item, category, title: each group's items share a category, hits are "hits"."""
+    rows = [
+        {"item": f"g{g}-{i:02d}", "category": f"group{g}", "title": f"group {g} show {i}"}
+        for g in range(GROUPS)
+        for i in range(ITEMS_PER_GROUP)
+    ]
+    rows += [
+        {"item": f"hit-{h}", "category": "hits", "title": f"blockbuster {h}"} for h in range(HITS)
+    ]
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> PlantedFiles:
+    """The planted interaction file and its item file, written as CSV in a fresh folder."""
+    files = PlantedFiles(tmp_path / "interactions.csv", tmp_path / "items.csv")
+    planted_frame().write_csv(files.interactions)
+    planted_items().write_csv(files.items)
+    return files
