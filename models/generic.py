@@ -230,14 +230,31 @@ def carve(train: pl.DataFrame, protocol: str, share: float, seed: int) -> Split:
 
 
 def carves(train: pl.DataFrame, config: PipelineConfig) -> list[Split]:
-    """The label splits the ranker learns from: `config.carves` independently seeded random
-    carves pooled (more query groups, the same density), or the one deterministic carve of
-    the time and leave-one-out protocols."""
-    n = config.carves if config.protocol == "random" else 1
-    return [
-        carve(train, config.protocol, config.label_share, config.seed + 100 * i)
-        for i in range(max(1, n))
-    ]
+    """The label splits the ranker learns from, pooled (more query groups, the same density).
+
+    `random`: `config.carves` independently seeded carves. `leave-one-out`: `config.carves`
+    carves stepping back in time, each cut from the previous one's train side (each user's
+    last item, then the one before it), because one label per user is too thin for
+    LambdaRank to early-stop on (MovieLens-100K: 3 trees and NDCG@10 0.038 with one carve,
+    60 trees and 0.054 with two). `time`: one carve, the latest share of each user's items,
+    already dense; stepping back again fits the second history further from the test
+    moment (0.206 with one carve, 0.197 with two). The test side is never an argument.
+    """
+    if config.protocol == "random":
+        return [
+            carve(train, config.protocol, config.label_share, config.seed + 100 * i)
+            for i in range(max(1, config.carves))
+        ]
+    steps = config.carves if config.protocol == "leave-one-out" else 1
+    stepped: list[Split] = []
+    history = train
+    for _ in range(max(1, steps)):
+        split = carve(history, config.protocol, config.label_share, config.seed)
+        if split.test.is_empty():
+            break
+        stepped.append(split)
+        history = split.train
+    return stepped or [carve(train, config.protocol, config.label_share, config.seed)]
 
 
 def label_users(labels: pl.DataFrame, max_users: int | None, seed: int) -> pl.DataFrame:

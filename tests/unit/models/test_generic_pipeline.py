@@ -46,10 +46,29 @@ def _rows(frame: pl.DataFrame) -> set[tuple[object, ...]]:
 def test_label_carves_partition_the_train_side_only(planted: Any, protocol: str) -> None:
     split = _split(planted, protocol)
     config = replace(CONFIG, protocol=protocol, label_share=0.25)
-    for carved in carves(split.train, config):
-        assert _rows(carved.train) | _rows(carved.test) == _rows(split.train)
+    cut = carves(split.train, config)
+    for previous, carved in zip([None, *cut], cut, strict=False):
+        # Random carves each partition the train side; leave-one-out steps back, each carve
+        # partitioning the train side of the one before it.
+        whole = split.train if previous is None or protocol == "random" else previous.train
+        assert _rows(carved.train) | _rows(carved.test) == _rows(whole)
         assert not _rows(carved.train) & _rows(carved.test)
         assert not (_rows(carved.train) | _rows(carved.test)) & _rows(split.test)
+
+
+def test_leave_one_out_carves_step_back_one_item_per_user(planted: Any) -> None:
+    """Two carves: each user's last train item, then the one before it; never a later label
+    than its own history."""
+    split = _split(planted, "leave-one-out")
+    first, second = carves(split.train, replace(CONFIG, protocol="leave-one-out", carves=2))
+    assert second.test["user_id"].is_unique().all()
+    for carved in (first, second):
+        last_seen = carved.train.group_by("user_id").agg(pl.col("timestamp").max())
+        labelled = carved.test.join(last_seen, on="user_id", suffix="_history")
+        assert (labelled["timestamp"] >= labelled["timestamp_history"]).all()
+    assert _rows(second.test) <= _rows(first.train)
+    one = carves(split.train, replace(CONFIG, protocol="time", carves=2))
+    assert len(one) == 1
 
 
 def test_the_ranker_is_the_same_whatever_the_test_side_holds(planted: Any) -> None:
