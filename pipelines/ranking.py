@@ -19,7 +19,7 @@ from models.base import CandidateModel
 from models.content import ContentModel
 from models.ease import EASEModel, EASEParams
 from models.geo import GeoModel
-from models.item_knn import ItemKNNModel
+from models.item_knn import ItemKNNModel, ItemKNNParams
 from models.popularity import PopularityModel
 from models.ranker import CANDIDATE_FEATURES, NIGHTLY_SOURCES, LambdaRanker
 from models.rerank import final_feed
@@ -36,6 +36,10 @@ CHUNK_USERS = 20_000
 # events instead of minutes and 1.6 GB, and item-kNN's cosine blocks shrink alike. Events
 # below the cap are left to ALS, content, geo and popularity, as events ALS never saw are.
 ITEM_ITEM_EVENTS = 5_000
+# Fixed per night (logged with each evaluation run): tuning them per night, as `godo evaluate`
+# does per file, would refit EASE and item-kNN several times on the whole training window.
+EASE_PARAMS = EASEParams(max_items=ITEM_ITEM_EVENTS)
+ITEM_KNN_PARAMS = ItemKNNParams()
 
 
 def most_used(interactions: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -67,8 +71,8 @@ def generators(
     )
     fitted: dict[str, CandidateModel] = {
         "als": als,
-        "ease": EASEModel(EASEParams(max_items=ITEM_ITEM_EVENTS)).fit(interactions),
-        "item_knn": ItemKNNModel().fit(most_used(interactions, ITEM_ITEM_EVENTS)),
+        "ease": EASEModel(EASE_PARAMS).fit(interactions),
+        "item_knn": ItemKNNModel(ITEM_KNN_PARAMS).fit(most_used(interactions, ITEM_ITEM_EVENTS)),
         "content": ContentModel(events.select("event_id", "name", "summary", "category")).fit(
             interactions, onboarding=users
         ),

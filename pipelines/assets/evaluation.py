@@ -50,6 +50,7 @@ from pipelines.evaluation import (
     split_at,
     with_online,
 )
+from pipelines.ranking import EASE_PARAMS, ITEM_KNN_PARAMS
 from pipelines.resources import LocalStorage, MLflowResource, SyntheticCityResource
 from pipelines.tracking import ModelRegistry, TrainingRun
 from pipelines.training import MAX_EXAMPLES, WINDOW_DAYS
@@ -165,6 +166,8 @@ def _log_run(
         {
             **{f"als.{k}": v for k, v in vars(challenger.als.params).items()},
             **{f"ranker.{k}": v for k, v in vars(challenger.ranker.params).items()},
+            **{f"ease.{k}": v for k, v in vars(EASE_PARAMS).items()},
+            **{f"item_knn.{k}": v for k, v in vars(ITEM_KNN_PARAMS).items()},
             "ranker.best_iteration": challenger.ranker.best_iteration,
             "holdout.cutoff": holdout.cutoff.isoformat(),
             "holdout.users": holdout.users.height,

@@ -573,7 +573,13 @@ def test_the_training_run_is_tracked_in_mlflow(tiny_city: TinyCity) -> None:
     registry = tiny_city.resources["mlflow"].registry()
     first = registry.version(1)
     run = registry.client.get_run(first.run_id)
-    assert {"als.factors", "ranker.learning_rate", "holdout.cutoff"} <= set(run.data.params)
+    assert {
+        "als.factors",
+        "ease.l2",
+        "item_knn.weighting",
+        "ranker.learning_rate",
+        "holdout.cutoff",
+    } <= set(run.data.params)
     for stage in ("random", "popularity", "als", "ranker", "final_feed", "oracle"):
         assert f"{stage}.ndcg_at_10" in run.data.metrics, stage
     assert run.data.metrics["final_feed.ndcg_at_10"] > run.data.metrics["random.ndcg_at_10"]
