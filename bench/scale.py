@@ -2,6 +2,7 @@
 
     uv run python -m bench.scale                                   # 100k users / 20k events
     uv run python -m bench.scale --users 20000 --events 5000       # a quicker look
+    uv run python -m bench.scale --json                            # one JSON object, nothing else
 
 Why: the nightly run trains and evaluates the whole model stage (holdout split, ALS, ranker
 snapshots, LambdaRank, then the holdout evaluation) in one go, and the target machine has 2
@@ -21,15 +22,18 @@ mark. Targets are reported, not asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import json
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -330,6 +334,40 @@ def report(runs: list[StageRun]) -> None:
     )
 
 
+def as_json(runs: list[StageRun]) -> dict[str, Any]:
+    """The figures of `report` as one object: every run's phases, and the targets' verdicts."""
+    big = runs[-1]
+    memory = max_rss_gib()
+    return {
+        "runs": {
+            r.label: {
+                "users": r.users,
+                "events": r.events,
+                "swipes": r.swipes,
+                **r.counts,
+                "build_seconds": round(r.build_seconds, 1),
+                "stage_seconds": round(r.total, 1),
+                "peak_gib": gib(r.peak_kib),
+                "seconds": {p: round(r.seconds[p], 1) for p in PHASES},
+                "peak_gib_by_phase": {p: gib(r.peaks[p]) for p in PHASES},
+            }
+            for r in runs
+        },
+        "targets": {
+            "stage_seconds": {
+                "value": round(big.total, 1),
+                "limit": TARGET_SECONDS,
+                "met": big.total < TARGET_SECONDS,
+            },
+            "max_rss_gib": {
+                "value": round(memory, 2),
+                "limit": TARGET_GIB,
+                "met": memory < TARGET_GIB,
+            },
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000)
@@ -341,6 +379,7 @@ def main() -> None:
     parser.add_argument("--per-source", type=int, default=100)
     parser.add_argument("--eval-users", type=int, default=EVAL_USERS)
     parser.add_argument("--no-baseline", action="store_true", help="skip the default-size run")
+    parser.add_argument("--json", action="store_true", help="print only the figures as JSON")
     args = parser.parse_args()
     now = datetime(2026, 11, 25, 10, tzinfo=UTC)
     plans = []
@@ -360,7 +399,9 @@ def main() -> None:
         )
     )
     runs: list[StageRun] = []
-    with RssSampler() as sampler:
+    # With --json, progress lines go to stderr so stdout holds only the JSON object.
+    progress = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with progress, RssSampler() as sampler:
         for label, config, behaviour in plans:
             tables, run = build(config, behaviour, sampler, label)
             model_stage(
@@ -376,7 +417,11 @@ def main() -> None:
             runs.append(run)
             del tables
             gc.collect()
-    report(runs)
+    if args.json:
+        json.dump(as_json(runs), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        report(runs)
 
 
 if __name__ == "__main__":
