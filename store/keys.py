@@ -16,6 +16,9 @@ Layout (with the default prefix `godo`):
 - `godo:live:user:{user_id}:events` -> stream of live events for one user (`friend_rsvp`...),
   trimmed to ~500 entries, expiring a week after its last event (`store.live_events`)
 - `godo:live:broadcast` -> stream of live events for everyone (`feed_refreshed`), ~100 entries
+- `{stream}:added` -> how many entries were ever added to that live stream (written in the same
+  MULTI as each XADD, same TTL): Redis 7 reports it as `entries-added`, 6.2 does not, and a
+  resuming client needs it to know whether entries after its position were trimmed
 - `godo:live:notify` -> pub/sub channel: "these users' streams (or the broadcast) grew"
 
 Run keys are versioned by run id and expire on their own, so a half-written run is never
@@ -82,6 +85,10 @@ class RedisKeys:
     def live_broadcast_stream(self) -> str:
         """The bounded stream of live events every connected user receives."""
         return f"{self.prefix}:live:broadcast"
+
+    def stream_added(self, stream: str) -> str:
+        """Counter of every entry ever added to `stream` (one of the live streams above)."""
+        return f"{stream}:added"
 
     def live_notify_channel(self) -> str:
         """Pub/sub channel telling every API process which streams just grew."""

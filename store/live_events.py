@@ -255,6 +255,8 @@ def _fan_out(
     for stream, max_events in streams:
         pipe.xadd(stream, fields, maxlen=max_events, approximate=True)
         pipe.expire(stream, STREAM_TTL_SECONDS)
+        pipe.incr(keys.stream_added(stream))
+        pipe.expire(keys.stream_added(stream), STREAM_TTL_SECONDS)
     pipe.publish(keys.live_notify_channel(), encode_notification(recipients))
     pipe.execute()
 
@@ -273,35 +275,52 @@ async def start_cursor(
     Call after subscribing, so nothing written between this read and the first wake-up is lost.
     """
     user_stream, user_resync = await _start_id(
-        client, keys.live_user_stream(user_id), None if requested is None else requested.user
+        client, keys, keys.live_user_stream(user_id), None if requested is None else requested.user
     )
     broadcast, broadcast_resync = await _start_id(
-        client, keys.live_broadcast_stream(), None if requested is None else requested.broadcast
+        client,
+        keys,
+        keys.live_broadcast_stream(),
+        None if requested is None else requested.broadcast,
     )
     return Cursor(user=user_stream, broadcast=broadcast), user_resync or broadcast_resync
 
 
 async def _start_id(
-    client: redis.asyncio.Redis, stream: str, requested: str | None
+    client: redis.asyncio.Redis, keys: RedisKeys, stream: str, requested: str | None
 ) -> tuple[str, bool]:
+    pipe = client.pipeline(transaction=False)
+    pipe.xinfo_stream(stream)
+    pipe.get(keys.stream_added(stream))
     try:
-        info = await client.xinfo_stream(stream)
+        info, added = await pipe.execute()
     except ResponseError:  # no such key: never written, or expired
         return ZERO_ID, requested is not None and requested != ZERO_ID
+    if added is not None and "entries-added" not in info:  # Redis 6.2: our own count
+        info = {**info, "entries-added": int(added)}
     last = _text(info["last-generated-id"])
     if requested is None:
         return last, False
     if stream_id_key(requested) > stream_id_key(last):
         return last, True  # from the future (or a Redis that lost data): restart at the end
-    # Trimming removes the oldest entries (and does not move `max-deleted-entry-id`): if any
-    # were removed and the client's position is before the oldest one left, some it never saw
-    # may be gone. (Wrong only when its own entry was the last one trimmed: a needless resync.)
+    return requested, _before_trimmed(info, requested)
+
+
+def _before_trimmed(info: Mapping[str, Any], requested: str) -> bool:
+    """Whether entries after `requested` may have been trimmed away (XINFO STREAM `info`).
+
+    Trimming removes the oldest entries, so only a position before the oldest entry left can
+    have missed any, and only if the stream ever held more than it holds now: Redis 7
+    reports `entries-added`; on 6.2 (the embedded server) `_start_id` fills it in from the
+    counter written beside every XADD (`RedisKeys.stream_added`). A stream with neither
+    (written before the counter existed) is taken as trimmed when the position is before its
+    oldest entry: the cost of doubt is a needless resync, never a silent gap.
+    """
     first = info.get("first-entry")
-    trimmed = int(info.get("entries-added", 0)) > int(info.get("length", 0))
-    gone = (
-        trimmed and first is not None and stream_id_key(requested) < stream_id_key(_text(first[0]))
-    )
-    return requested, gone
+    if first is None or stream_id_key(requested) >= stream_id_key(_text(first[0])):
+        return False
+    added = info.get("entries-added")
+    return added is None or int(added) > int(info.get("length", 0))
 
 
 async def read_events(

@@ -228,11 +228,12 @@ def test_private_rsvps_and_strangers_get_nothing(
         assert _receive(viewer)["type"] == "feed_refreshed"
 
     # Only the viewer's and OTHER_FRIEND's streams exist (OTHER_FRIEND is FRIEND's friend).
-    streams = {
+    keys = {
         key.decode() for key in redis_client.scan_iter(match=f"{redis_keys.prefix}:live:user:*")
     }
-    assert streams == {redis_keys.live_user_stream(VIEWER), redis_keys.live_user_stream(4)}
-    for key in streams:
+    streams = {redis_keys.live_user_stream(VIEWER), redis_keys.live_user_stream(4)}
+    assert keys == streams | {redis_keys.stream_added(stream) for stream in streams}
+    for key in keys:  # each stream and its count of entries added expire together
         assert 0 < redis_client.ttl(key) <= 7 * 24 * 3600
 
 
