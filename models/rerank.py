@@ -2,7 +2,7 @@
 
 The ranker optimises relevance only; a feed also has to be *valid* (nothing past, inactive,
 out of reach or already swiped), *varied* (not ten jazz nights in a row), leave room to
-*explore* (fresh events have no interactions, so no model would ever surface them), and say
+*explore* (a logged, seeded draw at a share of the slots: `models.exploration`), and say
 *why* each item is there. Each concern is its own function over plain frames, so each can be
 tested with hand-made tables and `final_feed` only composes them.
 """
@@ -16,9 +16,9 @@ import numpy.typing as npt
 import polars as pl
 
 from features.geo import haversine_km
+from models.exploration import Exploration, explore
 from models.topn import TOPN_SCHEMA
 
-EXPLORATION_REASON = "something new"
 FALLBACK_REASON = "picked for you"
 LIKED_REASON = "because you liked "
 ONBOARDING_REASON = "because you picked "
@@ -31,14 +31,22 @@ SOURCE_REASONS: dict[str, str] = {
     "item_knn": "often liked with events you liked",
 }
 _KEY = ["user_id", "event_id"]
+FEED_SCHEMA: dict[str, pl.DataType] = {**TOPN_SCHEMA, "propensity": pl.Float64()}
 
 # Measured in simulation (`bench/quality.py`, same ranker scores, 4,000-user city, value of
-# the by-score order 8.80): a cap of 3 per category cost 1.01 of value with the exploration
-# card at slot 5 and 0.76 without it, a cap of 5 with slot 10 cost 0.38. With a cap of 6 and
-# slot 10 the re-rank costs 0.26 (8.88 by score, 8.62 served). The simulated users never
-# tire of a category, so these are upper bounds on what variety costs.
+# the by-score order 8.80): a cap of 3 per category cost 1.01 of value with a fixed
+# exploration card at slot 5 and 0.76 without it, a cap of 5 with slot 10 cost 0.38. With a
+# cap of 6 and slot 10 the re-rank costs 0.26 (8.88 by score, 8.62 served). The simulated
+# users never tire of a category, so these are upper bounds on what variety costs.
 FEED_MAX_PER_CATEGORY = 6
-EXPLORATION_SLOT = 10
+# The ranking config of exploration, the one place the nightly feed and its evaluation read:
+# every 10th slot (10, 20, ...) drawn by a softmax over the user's standardised scores.
+# Measured in simulation (same city, 20-card lists, so 2 drawn slots; value 8.686 with none):
+# temperature 0.25 gained 0.016 (a draw ignores the category cap, and near-best items win),
+# 0.5 cost 0.005, 1.0 cost 0.033, 2.0 cost 0.058; the fixed "something new" slot this
+# replaced cost about 0.07. At 1.0 the smallest logged propensity was 2.4e-4 (4e-5 at 0.5):
+# broad enough support for off-policy estimates at well under 1% of the value.
+FEED_EXPLORATION = Exploration(share=0.1, temperature=1.0)
 
 
 def _utc(column: str, dtype: pl.DataType) -> pl.Expr:
@@ -222,79 +230,6 @@ def diversify(
     )
 
 
-def _splitmix64(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """SplitMix64 finaliser: a stable integer hash (unlike `pl.Expr.hash`, fixed across
-    library versions), so the exploration pick replays identically run after run."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return np.asarray(z ^ (z >> np.uint64(31)), dtype=np.uint64)
-
-
-def exploration_slot(
-    ranked: pl.DataFrame, *, pool: pl.DataFrame, slot: int = 5, seed: int = 0
-) -> pl.DataFrame:
-    """Put one event the user was not otherwise shown at rank `slot` (1-based).
-
-    Fresh events have no interactions, so the models can never learn about them unless some
-    users see them: one fixed slot buys that signal at a bounded cost. Items from `slot` on
-    move down one place and the last falls off, so the list length is unchanged; a list
-    shorter than `slot` has no such place and is left as is. The pick is drawn from the
-    user's `pool` events (user_id, event_id) not already in their list, by a hash of
-    (seed, user) over the event-id-sorted pool: the same inputs give the same feed. It takes
-    the score of the item it displaced (ranks stay consistent with scores) and is marked
-    `reason = "something new"`; other rows keep their `reason`, or get null.
-    """
-    if slot < 1:
-        raise ValueError("slot must be >= 1")
-    if "reason" not in ranked.columns:
-        ranked = ranked.with_columns(reason=pl.lit(None, dtype=pl.Utf8))
-    lists = ranked.group_by("user_id").agg(
-        _len=pl.len(), _slot_score=pl.col("score").filter(pl.col("rank") == slot).first()
-    )
-    cand = (
-        pool.select(_KEY)
-        .unique()
-        .join(ranked.select(_KEY), on=_KEY, how="anti")
-        .join(lists.filter(pl.col("_len") >= slot), on="user_id", how="inner")
-        .sort("user_id", "event_id")
-        .with_columns(_idx=pl.int_range(pl.len()).over("user_id"), _n=pl.len().over("user_id"))
-    )
-    users = cand["user_id"].unique().sort()
-    seed_hash = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
-    user_bits = users.cast(pl.Int64).to_numpy().astype(np.int64).view(np.uint64)
-    draws = pl.DataFrame(
-        {"user_id": users, "_draw": _splitmix64(seed_hash ^ user_bits)},
-        schema={"user_id": users.dtype, "_draw": pl.UInt64},
-    )
-    picks = (
-        cand.join(draws, on="user_id")
-        .filter(pl.col("_idx") == (pl.col("_draw") % pl.col("_n").cast(pl.UInt64)))
-        .select(
-            "user_id",
-            "event_id",
-            rank=pl.lit(slot, dtype=ranked.schema["rank"]),
-            score=pl.col("_slot_score").cast(ranked.schema["score"]),
-            reason=pl.lit(EXPLORATION_REASON),
-        )
-    )
-    explored = picks.select("user_id", _shift=pl.lit(True))
-    shifted = (
-        ranked.join(explored, on="user_id", how="left")
-        .join(lists.select("user_id", "_len"), on="user_id")
-        .with_columns(
-            rank=pl.when(pl.col("_shift") & (pl.col("rank") >= slot))
-            .then(pl.col("rank") + 1)
-            .otherwise(pl.col("rank"))
-            .cast(ranked.schema["rank"])
-        )
-        .filter(pl.col("rank") <= pl.col("_len"))
-        .drop("_shift", "_len")
-    )
-    return pl.concat([shifted, picks], how="diagonal_relaxed").sort("user_id", "rank")
-
-
 def reasons(
     ranked: pl.DataFrame,
     *,
@@ -312,10 +247,10 @@ def reasons(
     <category>" when it is among their `onboarding_categories` (user_id, category: what they
     ticked at signup), then what the candidate `source` (user_id, event_id, source) implies:
     popularity, geo, content, als, ease or item_knn; anything else gets "picked for you", so
-    no published item lacks a reason. A reason already present (the exploration slot's
-    "something new") is kept: it explains an item no other rule would. The event's category
-    is read from `ranked.category`, or joined from `categories` (event_id, category) when
-    given.
+    no published item lacks a reason. A reason already present in `ranked` is kept: whoever
+    set it knew something these rules do not. An explored item is a candidate like any
+    other and is explained by the same rules. The event's category is read from
+    `ranked.category`, or joined from `categories` (event_id, category) when given.
 
     Onboarding only speaks for users without likes: once a user has liked something, that is
     the better and more specific explanation. For such an onboarding-only user a content
@@ -402,22 +337,25 @@ def final_feed(
     friends_going: pl.DataFrame,
     liked_categories: pl.DataFrame,
     source: pl.DataFrame,
-    pool: pl.DataFrame,
+    run_id: str,
     onboarding_categories: pl.DataFrame | None = None,
     n: int = 20,
     radius_km: float = 25.0,
     max_per_category: int = FEED_MAX_PER_CATEGORY,
     mmr_lambda: float | None = None,
-    slot: int = EXPLORATION_SLOT,
-    seed: int = 0,
+    exploration: Exploration = FEED_EXPLORATION,
 ) -> pl.DataFrame:
     """The publishable feed: filters → diversity → exploration → reasons → ranks 1..n.
 
-    `scored` is the ranker's output (user_id, event_id, score). The exploration `pool` goes
-    through the same hard filters, so exploring never shows an invalid event.
+    `scored` is the ranker's output (user_id, event_id, score). Exploration
+    (`models.exploration.explore`) fills `exploration.share` of the slots by a draw, seeded
+    per (user, `run_id`), over every valid candidate not placed above, so exploring never
+    shows an invalid event; the other slots keep the diversified order.
     `onboarding_categories` (user_id, category; `features.onboarding.onboarding_picks` makes
     it from the users table) lets users without likes hear "because you picked <category>".
-    Returns user_id, rank, event_id, score, reason: what `store.publish.publish_run` takes.
+    Returns user_id, rank, event_id, score, reason, propensity (1.0 on deterministic slots;
+    on explored ones the probability of that pick given the items above): what
+    `store.publish.publish_run` takes.
     """
     valid = hard_filters(
         scored.select(*_KEY, "score"),
@@ -435,10 +373,7 @@ def final_feed(
         max_per_category=max_per_category,
         mmr_lambda=mmr_lambda,
     )
-    fresh = hard_filters(
-        pool.select(_KEY), events=events, users=users, swiped=swiped, now=now, radius_km=radius_km
-    )
-    explored = exploration_slot(picked, pool=fresh, slot=slot, seed=seed)
+    explored = explore(picked, candidates=valid, run_id=run_id, exploration=exploration)
     explained = reasons(
         explored,
         friends_going=friends_going,
@@ -450,8 +385,8 @@ def final_feed(
     return (
         explained.sort("user_id", "rank")
         .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id"))
-        .select(list(TOPN_SCHEMA))
-        .cast(TOPN_SCHEMA)  # type: ignore[arg-type]
+        .select(list(FEED_SCHEMA))
+        .cast(FEED_SCHEMA)  # type: ignore[arg-type]
     )
 
 
@@ -469,7 +404,8 @@ def diversify_by_category(
 ) -> pl.DataFrame:
     """The re-rank step on a public dataset: user_id, rank, event_id, score.
 
-    Only the `diversify` cap applies there (no start times, homes or exploration pool exist);
+    Only the `diversify` cap applies there (no start times or homes exist, and nothing is
+    served, so nothing is explored);
     `categories` (event_id, category: one per item) is the item file's primary category.
     Without categories it is a no-op: the ranker's order, cut at `n`.
     """

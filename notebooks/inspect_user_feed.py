@@ -82,7 +82,9 @@ home = (user["home_lat"], user["home_lon"]) if user["home_lat"] is not None else
 # was published (started, cancelled or full events, and anything the user swiped since).
 # `source` says whether Redis served it (the normal path) or Postgres did (Redis down or
 # expired); `cold_start` means the run had no list for this user and the popular fallback
-# stands in. Distances are from the user's home.
+# stands in. Distances are from the user's home. `propensity` is 1 for a slot the ranking
+# decided and below 1 for an explored slot (drawn from the ranker's scores,
+# `models.exploration`): the probability of that draw, which impressions log.
 
 # %%
 feed = read_feed(
@@ -107,11 +109,17 @@ feed_table = pl.DataFrame(
             "venue": item.card.venue.name if item.card.venue else None,
             "km": item.distance_km,
             "friends_going": item.friends_going,
+            "propensity": item.propensity,
             "event_id": item.event_id,
         }
         for item in feed.items
     ],
-    schema_overrides={"score": pl.Float64, "km": pl.Float64, "venue": pl.Utf8},
+    schema_overrides={
+        "score": pl.Float64,
+        "km": pl.Float64,
+        "venue": pl.Utf8,
+        "propensity": pl.Float64,
+    },
 )
 with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=220, fmt_str_lengths=45):
     print(feed_table)
@@ -210,7 +218,8 @@ figures.keep("feed_scores_and_reasons", fig)
 # ## What they did recently
 # The newest swipes (with the deck position they were shown at) and the categories the user
 # likes most, next to the categories of the feed. A feed whose categories look nothing like
-# the likes is either exploring on purpose (`something new`) or missing the user's taste.
+# the likes is either exploring on purpose (slots with a propensity below 1) or missing the
+# user's taste.
 
 # %%
 RECENT = 20

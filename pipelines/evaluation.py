@@ -43,8 +43,10 @@ from models.evaluation.bootstrap import (
     resample_indices,
 )
 from models.evaluation.off_policy import LoggedBandit, estimate_all
+from models.exploration import Exploration
 from models.popularity import PopularityModel
 from models.ranker import LambdaRanker
+from models.rerank import FEED_EXPLORATION
 from models.two_stage import top_n
 from pipelines import ranking
 from sources.synthetic.online import (
@@ -61,6 +63,7 @@ LIST_LENGTH = max(K_VALUES)
 NEVER_SHOWABLE = ("canceled", "draft")
 GOING_RELEVANCE = 2  # an RSVP "going" counts like a superlike
 CHALLENGER = "final_feed"
+NO_EXPLORATION = "no_exploration"  # the final feed with every slot deterministic
 CHAMPION = "champion"
 ORACLE = "oracle"
 GATE_METRIC = "value"  # expected graded relevance per session, simulated or off-policy
@@ -236,15 +239,29 @@ def by_score(scored: pl.DataFrame, n: int = LIST_LENGTH) -> pl.DataFrame:
     return top_n(scored, n)
 
 
+def evaluation_run(holdout: Holdout) -> str:
+    """The run id that seeds the evaluation's exploration draws: one per cutoff, so the
+    challenger and the champion explore with the same uniforms (a tie stays exactly 0)."""
+    return f"evaluation@{holdout.cutoff.isoformat()}"
+
+
 def feed_lists(
-    holdout: Holdout, models: StageModels, *, per_source: int, n: int = LIST_LENGTH
+    holdout: Holdout,
+    models: StageModels,
+    *,
+    per_source: int,
+    n: int = LIST_LENGTH,
+    exploration: Exploration = FEED_EXPLORATION,
 ) -> dict[str, pl.DataFrame]:
     """What one model would have served at the cutoff: candidates, every candidate's score,
     the ranker's order and the final feed.
 
     EASE, item-kNN, content, geo and popularity are refitted on the train side here exactly
     as the publish step refits them on everything; only ALS and the ranker are the versioned
-    artifacts.
+    artifacts. `final_feed` is what would be published, explored slots drawn as the nightly
+    run draws them (seeded by `evaluation_run`); when `exploration` explores at all,
+    `no_exploration` is the same feed with every slot deterministic, so the simulated value
+    lost to exploring is the difference of two rows.
     """
     proposed = ranking.candidates(
         als=models.als,
@@ -266,21 +283,29 @@ def feed_lists(
         users=holdout.users,
         venues=holdout.venues,
     )
-    final = ranking.feed(
-        scored,
-        now=holdout.cutoff,
-        events=holdout.events,
-        venues=holdout.venues,
-        users=holdout.users,
-        interactions=holdout.interactions,
-        n=n,
-    )
-    return {
+
+    def final(explored: Exploration) -> pl.DataFrame:
+        return ranking.feed(
+            scored,
+            now=holdout.cutoff,
+            events=holdout.events,
+            venues=holdout.venues,
+            users=holdout.users,
+            interactions=holdout.interactions,
+            n=n,
+            run_id=evaluation_run(holdout),
+            exploration=explored,
+        )
+
+    lists = {
         "candidates": proposed,
         "scored": scored.select("user_id", "event_id", "score"),
         "ranker": by_score(scored, n),
-        "final_feed": final,
+        CHALLENGER: final(exploration),
     }
+    if exploration.share > 0:
+        lists[NO_EXPLORATION] = final(Exploration(share=0.0))
+    return lists
 
 
 def baseline_lists(

@@ -18,11 +18,12 @@ from models.als import ALSModel
 from models.base import CandidateModel
 from models.content import ContentModel
 from models.ease import EASEModel, EASEParams
+from models.exploration import Exploration
 from models.geo import GeoModel
 from models.item_knn import ItemKNNModel, ItemKNNParams
 from models.popularity import PopularityModel
 from models.ranker import CANDIDATE_FEATURES, NIGHTLY_SOURCES, LambdaRanker
-from models.rerank import final_feed
+from models.rerank import FEED_EXPLORATION, final_feed
 from models.two_stage import Featurize, Generators, propose
 from models.two_stage import scored as scored_by
 
@@ -178,8 +179,14 @@ def feed(
     users: pl.DataFrame,
     interactions: pl.DataFrame,
     n: int,
+    run_id: str,
+    exploration: Exploration = FEED_EXPLORATION,
 ) -> pl.DataFrame:
-    """Filters, diversity, an exploration slot and reasons: the list users see."""
+    """Filters, diversity, explored slots and reasons: the list users see.
+
+    `run_id` seeds the exploration draw per (user, run): the run's list is fixed once
+    drawn, the next run draws afresh.
+    """
     located = events.join(
         venues.select("venue_id", "latitude", "longitude"), on="venue_id", how="left"
     )
@@ -194,8 +201,6 @@ def feed(
         .head(2)
         .select("user_id", "category")
     )
-    counts = interactions.group_by("event_id").len()
-    fresh = ranked.join(counts, on="event_id", how="left").filter(pl.col("len").is_null())
     return final_feed(
         ranked.select("user_id", "event_id", "score"),
         events=located.select(
@@ -210,8 +215,9 @@ def feed(
         liked_categories=liked,
         onboarding_categories=onboarding_picks(users),
         source=ranked.select("user_id", "event_id", "source"),
-        pool=fresh.select("user_id", "event_id"),
+        run_id=run_id,
         n=n,
+        exploration=exploration,
     )
 
 
@@ -225,9 +231,12 @@ def publishable(
     now: datetime,
     per_source: int,
     n: int,
+    run_id: str,
     chunk_users: int = CHUNK_USERS,
 ) -> tuple[pl.DataFrame, int]:
     """Every user's final list as of `now`, `chunk_users` users at a time; (lists, candidates).
+
+    `run_id` seeds the exploration draw (per user, so chunking does not change it).
 
     The generators are fitted once; users are independent after that, so chunking bounds
     memory by the chunk (about 300 candidates x ~40 feature columns per user) instead of the
@@ -274,6 +283,7 @@ def publishable(
                 users=users,
                 interactions=interactions,
                 n=n,
+                run_id=run_id,
             )
         )
     return pl.concat(lists), proposed_rows

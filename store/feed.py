@@ -32,7 +32,7 @@ from store.live_cache import (
     head_commands,
     parse_changes,
 )
-from store.publish import PUBLISHED_TIME_FORMAT
+from store.publish import CERTAIN, PUBLISHED_TIME_FORMAT
 from store.steps import PostgresStep, RedisStep, Steps, run_async, run_blocking
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ def _feed_steps(
             reason=row.reason,
             friends_going=card.friends_going(friends),
             distance_km=card.distance_km(origin),
+            propensity=row.propensity,
         )
         for row, card in kept
     ]
@@ -154,7 +155,10 @@ class FeedItem(NamedTuple):
     """One ranked event in a user's feed: its live card, where and why it was ranked, and
     what depends on the viewer (friends going as they allow, distance from `origin`).
 
-    A tuple rather than a dataclass: fifty are built per feed request."""
+    `propensity` is the probability the run chose this item for this slot given the items
+    above it (`models.exploration`): 1.0 for a deterministic slot, the cold-start list and
+    runs published before propensities were kept. Impressions log it; the API does not show
+    it. A tuple rather than a dataclass: fifty are built per feed request."""
 
     card: EventCard
     rank: int
@@ -162,6 +166,7 @@ class FeedItem(NamedTuple):
     reason: str
     friends_going: int
     distance_km: float | None
+    propensity: float = CERTAIN
 
     @property
     def event_id(self) -> str:
@@ -175,6 +180,7 @@ class _Row(NamedTuple):
     rank: int
     score: float
     reason: str
+    propensity: float
 
 
 @dataclass(frozen=True)
@@ -375,7 +381,7 @@ _SWIPED_SINCE = sa.text(
     "SELECT event_id FROM swipes WHERE user_id = :user_id AND created_at >= :since"
 )
 _USER_ROWS = sa.text(
-    "SELECT rank, event_id, score, reason FROM recommendations "
+    "SELECT rank, event_id, score, reason, propensity FROM recommendations "
     "WHERE run_id = :run_id AND user_id = :user_id ORDER BY rank"
 )
 
@@ -399,7 +405,13 @@ def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page) -> _Ranked
         for r in conn.execute(_SWIPED_SINCE, {"user_id": user_id, "since": run.published_at})
     }
     kept = [
-        _Row(r["event_id"], int(r["rank"]), float(r["score"]), str(r["reason"]))
+        _Row(
+            r["event_id"],
+            int(r["rank"]),
+            float(r["score"]),
+            str(r["reason"]),
+            float(r.get("propensity", CERTAIN)),  # the run's fallback JSON keeps none
+        )
         for r in ranked
         if r["event_id"] not in swiped
     ]
@@ -408,7 +420,14 @@ def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page) -> _Ranked
 
 def _row_from_json(item: dict[str, Any]) -> _Row:
     # Typed already: the publisher wrote them from typed columns, and orjson keeps the types.
-    return _Row(item["event_id"], item["rank"], item["score"], item["reason"])
+    # Runs published before propensities were kept have none: their slots were certain.
+    return _Row(
+        item["event_id"],
+        item["rank"],
+        item["score"],
+        item["reason"],
+        item.get("propensity", CERTAIN),
+    )
 
 
 def _text(value: bytes | str) -> str:

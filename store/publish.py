@@ -30,14 +30,18 @@ from store.keys import RedisKeys
 from store.live_events import publish_feed_refreshed
 from store.schema import recommendation_runs
 
-RECOMMENDATION_COLUMNS = ("user_id", "rank", "event_id", "score", "reason")
+RECOMMENDATION_COLUMNS = ("user_id", "rank", "event_id", "score", "reason", "propensity")
 FALLBACK_COLUMNS = ("rank", "event_id", "score", "reason")
+# A slot the feed did not draw was certain: what a row without a propensity means, here and
+# for readers of runs published before the column existed (`store.feed`).
+CERTAIN = 1.0
 log = logging.getLogger(__name__)
 _ITEM_FIELDS = (
     "event_id",
     "rank",
     "score",
     "reason",
+    "propensity",
     "name",
     "category",
     "start_utc",
@@ -84,13 +88,19 @@ def publish_run(
 ) -> PublishResult:
     """Publish one run; see the module docstring for the crash-safety argument.
 
-    `recommendations` holds (user_id, rank, event_id, score, reason), ranks starting at 1;
+    `recommendations` holds (user_id, rank, event_id, score, reason) and optionally
+    `propensity` (the probability the slot's item was chosen, in (0, 1]; 1.0 when absent),
+    ranks starting at 1; both stores keep the propensity with each item.
     `fallback` holds (rank, event_id, score, reason), the cold-start list. `on_progress`
     is called with (users written, users total) after each Redis batch. Once the run is
     live, Postgres keeps only the newest `keep_runs` runs (Redis expires its own by TTL).
     """
     started = time.perf_counter()
+    if "propensity" not in recommendations.columns:
+        recommendations = recommendations.with_columns(propensity=pl.lit(CERTAIN))
     recs = _validated(recommendations, RECOMMENDATION_COLUMNS, ("user_id", "rank"))
+    if recs.height and not recs["propensity"].is_between(0.0, 1.0, closed="right").all():
+        raise ValueError("publish_run: propensities must lie in (0, 1]")
     fall = _validated(fallback, FALLBACK_COLUMNS, ("rank",))
     n_users = recs["user_id"].n_unique()
     with engine.begin() as conn:
@@ -154,7 +164,10 @@ def _validated(
 
 
 def _items(frame: pl.DataFrame, cards: pl.DataFrame) -> pl.DataFrame:
-    """Join ranked rows to their cards and encode each row as one JSON object."""
+    """Join ranked rows to their cards and encode each row as one JSON object (the
+    cold-start list has no propensity column: every one of its slots is certain)."""
+    if "propensity" not in frame.columns:
+        frame = frame.with_columns(propensity=pl.lit(CERTAIN))
     joined = frame.join(cards.drop("is_active"), on="event_id", how="inner")
     lost = frame.height - joined.height
     if lost:

@@ -219,6 +219,11 @@ recommendations = sa.Table(
     sa.Column("event_id", sa.Text, nullable=False),
     sa.Column("score", sa.Float, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+    # The probability the run chose this event for this slot given the ranks above it
+    # (migration 0009; `models.exploration`): 1.0 for a deterministic slot, and for rows
+    # published before the column existed. Impressions copy it for off-policy estimates.
+    sa.Column("propensity", sa.Float, nullable=False, server_default=sa.text("1.0")),
+    sa.CheckConstraint("propensity > 0 AND propensity <= 1", name="propensity"),
 )
 
 # --- Notifications (migration 0007) -------------------------------------------------------

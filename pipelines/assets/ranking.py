@@ -15,6 +15,7 @@ from pipelines.resources import LocalStorage, MLflowResource
 
 @dg.asset(group_name="recommendations", deps=["champion_model"], kinds={"polars", "duckdb"})
 def ranked_feed(
+    context: dg.AssetExecutionContext,
     config: FeedConfig,
     app_users: pl.DataFrame,
     app_swipes: pl.DataFrame,
@@ -31,7 +32,8 @@ def ranked_feed(
 
     Only the champion's learned parts (ALS, ranker) come from the registry; every generator
     without learned state and every feature is computed on all data as of now. Users are
-    ranked in chunks, so memory follows the chunk, not the user base.
+    ranked in chunks, so memory follows the chunk, not the user base. The explored slots
+    (`models.rerank.FEED_EXPLORATION`) are drawn with this run's id as the seed.
     """
     version, champion = champion_models(mlflow.registry(), storage)
     final, proposed = ranking.publishable(
@@ -45,10 +47,13 @@ def ranked_feed(
         now=datetime.now(UTC),
         per_source=CANDIDATES_PER_SOURCE,
         n=config.size,
+        run_id=context.run.run_id,
     )
     return frame_output(
         final,
         candidates=proposed,
         users=final["user_id"].n_unique(),
         model_version=version,
+        exploration_seed=context.run.run_id,
+        stochastic_cards=final.filter(pl.col("propensity") < 1.0).height,
     )

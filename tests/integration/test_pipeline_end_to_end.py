@@ -36,6 +36,7 @@ from godo.demo import (
 from godo.services import ServiceUrls
 from godo.settings import Settings
 from godo.tokens import issue_token
+from models.rerank import FEED_EXPLORATION
 from pipelines.definitions import defs
 from pipelines.resources import MLflowResource, SyntheticCityResource
 from pipelines.training import fit_ranker
@@ -152,7 +153,15 @@ def test_every_asset_runs_and_the_api_serves_the_published_feed(
         events = {
             r.id: r for r in conn.execute(sa.text("SELECT id, start_utc, is_active FROM events"))
         }
+        slots = conn.execute(
+            sa.text("SELECT rank, propensity FROM recommendations WHERE run_id = :r"),
+            {"r": run_id},
+        ).all()
     assert redis_client.get(redis_keys.current_run()) == run_id.encode()
+    # Explored slots carry their draw's probability; every other slot was certain.
+    drawn = {rank for rank, propensity in slots if propensity < 1.0}
+    assert drawn and drawn <= set(FEED_EXPLORATION.slots(max(rank for rank, _ in slots)))
+    assert all(0.0 < propensity <= 1.0 for _, propensity in slots)
 
     settings = Settings(
         database_url=database_url, redis_url=service_urls.redis_url, redis_prefix=redis_keys.prefix

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import polars as pl
 import pytest
 import redis
@@ -210,3 +211,75 @@ def test_postgres_keeps_only_the_newest_runs(
         assert list(kept_rows) == ["run-3", "run-4"]
     redis_client.delete(redis_keys.current_run())
     assert feed_ids(catalogue, redis_client, redis_keys, 1) == ("run-4", "postgres", ["e4"])
+
+
+def test_propensities_round_trip_through_redis_and_postgres(
+    catalogue: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    frame = recs([1], ["e1", "e2", "e3"], "a").with_columns(propensity=pl.Series([1.0, 0.125, 1.0]))
+    publish(catalogue, redis_client, redis_keys, "run-1", frame)
+    blob = orjson.loads(redis_client.get(redis_keys.run_user_feed("run-1", 1)) or b"[]")
+    assert [item["propensity"] for item in blob] == [1.0, 0.125, 1.0]
+    with catalogue.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT propensity FROM recommendations WHERE run_id = 'run-1' ORDER BY rank")
+        ).scalars()
+        assert list(stored) == [1.0, 0.125, 1.0]
+    hot = read_feed(engine=catalogue, redis_client=redis_client, keys=redis_keys, user_id=1)
+    assert hot.source == "redis"
+    assert [(i.event_id, i.propensity) for i in hot.items] == [
+        ("e1", 1.0),
+        ("e2", 0.125),
+        ("e3", 1.0),
+    ]
+    redis_client.delete(redis_keys.current_run())
+    durable = read_feed(engine=catalogue, redis_client=redis_client, keys=redis_keys, user_id=1)
+    assert durable.source == "postgres"
+    assert [(i.event_id, i.propensity) for i in durable.items] == [
+        ("e1", 1.0),
+        ("e2", 0.125),
+        ("e3", 1.0),
+    ]
+    stranger = read_feed(engine=catalogue, redis_client=redis_client, keys=redis_keys, user_id=9)
+    assert stranger.cold_start and [i.propensity for i in stranger.items] == [1.0]
+
+
+def test_runs_published_before_propensities_read_as_certain(
+    catalogue: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    """Rows and JSON items written without the field (an older publisher) read as 1.0."""
+    publish(catalogue, redis_client, redis_keys, "run-1", recs([1], ["e1", "e2"], "a"))
+    key = redis_keys.run_user_feed("run-1", 1)
+    items = orjson.loads(redis_client.get(key) or b"[]")
+    assert [item.pop("propensity") for item in items] == [1.0, 1.0]  # absent column: certain
+    redis_client.set(key, orjson.dumps(items))
+    hot = read_feed(engine=catalogue, redis_client=redis_client, keys=redis_keys, user_id=1)
+    assert hot.source == "redis" and [i.propensity for i in hot.items] == [1.0, 1.0]
+
+    with catalogue.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO recommendation_runs (id, status, model, published_at) "
+                "VALUES ('old-run', 'published', 'old', now() + interval '1 minute')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO recommendations (run_id, user_id, rank, event_id, score, reason) "
+                "VALUES ('old-run', 1, 1, 'e3', 1.0, 'a'), ('old-run', 1, 2, 'e4', 0.5, 'a')"
+            )
+        )
+    redis_client.delete(redis_keys.current_run())
+    durable = read_feed(engine=catalogue, redis_client=redis_client, keys=redis_keys, user_id=1)
+    assert durable.run_id == "old-run" and durable.source == "postgres"
+    assert [(i.event_id, i.propensity) for i in durable.items] == [("e3", 1.0), ("e4", 1.0)]
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.5, float("nan")])
+def test_publish_refuses_a_propensity_outside_0_1(
+    catalogue: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys, bad: float
+) -> None:
+    frame = recs([1], ["e1", "e2"], "a").with_columns(propensity=pl.Series([1.0, bad]))
+    with pytest.raises(ValueError, match="propensities"):
+        publish(catalogue, redis_client, redis_keys, "run-1", frame)
+    assert feed_ids(catalogue, redis_client, redis_keys, 1) == (None, "none", [])

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from models.rerank import diversify, exploration_slot, final_feed, hard_filters, reasons
+from models.exploration import Exploration
+from models.rerank import diversify, final_feed, hard_filters, reasons
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 SF = (37.7749, -122.4194)
@@ -135,69 +136,13 @@ def test_mmr_respects_cap_and_matches_vectorised_path() -> None:
     assert capped["event_id"].to_list() == plain["event_id"].to_list()
 
 
-def ranked_lists() -> pl.DataFrame:
-    rows = [(u, r, f"e{r}", 10.0 - r) for u in (1, 2, 3) for r in range(1, 7)]
-    return pl.DataFrame(
-        rows,
-        schema={"user_id": pl.Int64, "rank": pl.Int32, "event_id": pl.Utf8, "score": pl.Float64},
-        orient="row",
-    )
-
-
-POOL = pl.DataFrame(
-    {
-        "user_id": [1, 1, 1, 2, 2, 3],
-        "event_id": ["new1", "new2", "e2", "new1", "new3", "e1"],  # e2/e1 are already listed
-    }
-)
-
-
-def test_exploration_lands_at_slot_and_keeps_length() -> None:
-    ranked = ranked_lists()
-    out = exploration_slot(ranked, pool=POOL, slot=3, seed=7)
-    for user in (1, 2):
-        rows = out.filter(pl.col("user_id") == user).sort("rank")
-        assert rows.height == 6
-        assert rows["rank"].to_list() == [1, 2, 3, 4, 5, 6]
-        new = rows.filter(pl.col("reason") == "something new")
-        assert new["rank"].to_list() == [3]
-        assert new["event_id"][0].startswith("new")
-        assert rows["event_id"].to_list()[:2] == ["e1", "e2"]
-        assert rows["event_id"].to_list()[3:] == ["e3", "e4", "e5"]
-        assert rows["event_id"].n_unique() == 6
-    # user 3's only pool event is already listed: no duplicate, list unchanged
-    assert out.filter(pl.col("user_id") == 3)["event_id"].to_list() == [
-        f"e{r}" for r in range(1, 7)
-    ]
-
-
-def test_exploration_is_deterministic_and_seeded() -> None:
-    pool = pl.DataFrame({"user_id": [1] * 20, "event_id": [f"new{i}" for i in range(20)]})
-    ranked = ranked_lists().filter(pl.col("user_id") == 1)
-    first = exploration_slot(ranked, pool=pool, slot=5, seed=1)
-    assert first.equals(exploration_slot(ranked, pool=pool, slot=5, seed=1))
-    picks = {
-        exploration_slot(ranked, pool=pool, slot=5, seed=s).filter(pl.col("rank") == 5)["event_id"][
-            0
-        ]
-        for s in range(10)
-    }
-    assert len(picks) > 1
-
-
-def test_exploration_leaves_short_lists_alone() -> None:
-    ranked = ranked_lists().filter(pl.col("rank") <= 2)
-    out = exploration_slot(ranked, pool=POOL, slot=3)
-    assert out.sort("user_id", "rank")["event_id"].to_list() == ranked["event_id"].to_list()
-
-
 def test_reasons_priority_and_plural() -> None:
     ranked = pl.DataFrame(
         {
             "user_id": [1] * 7,
             "event_id": ["a", "b", "c", "d", "e", "f", "g"],
             "category": ["jazz", "jazz", "jazz", "food", "food", "food", "food"],
-            "reason": [None, None, None, None, None, None, "something new"],
+            "reason": [None, None, None, None, None, None, "set upstream"],
         }
     )
     friends = pl.DataFrame({"user_id": [1, 1, 2], "event_id": ["a", "b", "d"], "n": [3, 1, 5]})
@@ -217,7 +162,7 @@ def test_reasons_priority_and_plural() -> None:
         "close to you",
         "people like you liked this",
         "picked for you",
-        "something new",
+        "set upstream",  # a reason already given is kept
     ]
     assert out.columns == ranked.columns
 
@@ -260,7 +205,7 @@ def test_onboarding_picks_explain_items_for_users_without_likes() -> None:
     assert without["reason"][0] == "popular near you"
 
 
-def test_final_feed_ranks_are_dense_and_unique() -> None:
+def _dense_case(exploration: Exploration, run_id: str = "run-1") -> pl.DataFrame:
     later = NOW + timedelta(days=3)
     ids = [f"ev{i}" for i in range(12)]
     events = pl.DataFrame(
@@ -280,8 +225,7 @@ def test_final_feed_ranks_are_dense_and_unique() -> None:
             "score": [float(10 - i) for _ in (1, 2) for i in range(10)],
         }
     )
-    pool = pl.DataFrame({"user_id": [1, 2], "event_id": ["ev11", "ev10"]})
-    feed = final_feed(
+    return final_feed(
         scored,
         events=events,
         users=USERS,
@@ -290,21 +234,41 @@ def test_final_feed_ranks_are_dense_and_unique() -> None:
         friends_going=pl.DataFrame({"user_id": [1], "event_id": ["ev1"], "n": [2]}),
         liked_categories=pl.DataFrame({"user_id": [2], "category": ["sport"]}),
         source=scored.select("user_id", "event_id").with_columns(source=pl.lit("als")),
-        pool=pool,
+        run_id=run_id,
         n=6,
-        slot=2,
         max_per_category=2,
+        exploration=exploration,
     )
-    assert feed.columns == ["user_id", "rank", "event_id", "score", "reason"]
+
+
+def test_final_feed_ranks_are_dense_and_unique() -> None:
+    feed = _dense_case(Exploration(share=0.5, temperature=1.0))
+    assert feed.columns == ["user_id", "rank", "event_id", "score", "reason", "propensity"]
     for user in (1, 2):
         rows = feed.filter(pl.col("user_id") == user)
         assert rows["rank"].to_list() == list(range(1, 7))
         assert rows["event_id"].n_unique() == 6
         assert rows["reason"].null_count() == 0
+        # odd ranks keep the diversified order (certain), even ranks are drawn
+        certain = rows.filter(pl.col("rank") % 2 == 1)["propensity"]
+        drawn = rows.filter(pl.col("rank") % 2 == 0)["propensity"]
+        assert (certain == 1.0).all()
+        assert ((drawn > 0) & (drawn < 1)).all()
+        assert set(rows["event_id"]) <= {f"ev{i}" for i in range(10)}  # only scored events
     user1 = feed.filter(pl.col("user_id") == 1)
-    assert "ev0" not in user1["event_id"].to_list()  # swiped
-    assert user1.filter(pl.col("rank") == 2)["event_id"][0] == "ev11"
+    assert "ev0" not in user1["event_id"].to_list()  # swiped: never drawn either
+    assert user1.filter(pl.col("rank") == 1)["event_id"][0] == "ev1"
     assert user1.filter(pl.col("event_id") == "ev1")["reason"][0] == "2 friends going"
+    assert feed.equals(_dense_case(Exploration(share=0.5, temperature=1.0)))  # same run
+
+
+def test_final_feed_without_exploration_is_the_diversified_order_all_certain() -> None:
+    feed = _dense_case(Exploration(share=0.0))
+    assert (feed["propensity"] == 1.0).all()
+    user1 = feed.filter(pl.col("user_id") == 1)["event_id"].to_list()
+    # ev0 swiped; capped at 2 per category (jazz ev3, ev6, ev9; food ev1, ev4, ev7; ...)
+    assert user1 == ["ev1", "ev2", "ev3", "ev4", "ev5", "ev6"]
+    assert feed.equals(_dense_case(Exploration(share=0.0), run_id="another run"))
 
 
 def test_final_feed_says_why_for_a_newcomer_from_their_onboarding_picks() -> None:
@@ -334,7 +298,7 @@ def test_final_feed_says_why_for_a_newcomer_from_their_onboarding_picks() -> Non
         ),
         liked_categories=pl.DataFrame(schema={"user_id": pl.Int64, "category": pl.Utf8}),
         source=scored.select("user_id", "event_id").with_columns(source=pl.lit("popularity")),
-        pool=pl.DataFrame(schema={"user_id": pl.Int64, "event_id": pl.Utf8}),
+        run_id="run-1",
         onboarding_categories=pl.DataFrame({"user_id": [2], "category": ["food"]}),
         n=6,
     )

@@ -33,7 +33,7 @@ def stage_models(city: OfflineCity, holdout: ev.Holdout) -> ev.StageModels:
 
 @pytest.fixture(scope="session")
 def policy_lists(holdout: ev.Holdout, stage_models: ev.StageModels) -> dict[str, pl.DataFrame]:
-    """random, popularity, als, ranker and final_feed at the cutoff."""
+    """random, popularity, als, ranker, final_feed and no_exploration at the cutoff."""
     lists = ev.baseline_lists(holdout, stage_models.als)
     feed = ev.feed_lists(holdout, stage_models, per_source=PER_SOURCE)
     feed.pop("candidates")

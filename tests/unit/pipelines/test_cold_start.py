@@ -78,6 +78,7 @@ def _feed(
         users=city.users,
         interactions=seen,
         n=20,
+        run_id="cold-start",
     )
     return proposed, feed
 

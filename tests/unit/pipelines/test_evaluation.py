@@ -136,7 +136,14 @@ def test_whole_evaluation_scores_every_stage_and_beats_random(
     scores = ev.ranker_scores(feed.pop("scored"), holdout.test)
     lists |= feed
     table = ev.score_table(lists, holdout, versions={"final_feed": 3})
-    assert set(table["model"].to_list()) == {"random", "popularity", "als", "ranker", "final_feed"}
+    assert set(table["model"].to_list()) == {
+        "random",
+        "popularity",
+        "als",
+        "ranker",
+        "final_feed",
+        ev.NO_EXPLORATION,
+    }
     ndcg = dict(zip(table["model"].to_list(), table["ndcg@10"].to_list(), strict=True))
     assert ndcg["final_feed"] > ndcg["random"]
     assert table.filter(pl.col("model") == "final_feed")["version"].item() == 3

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.rerank import FEED_EXPLORATION
 from pipelines import evaluation as ev
 from sources.synthetic.behaviour import BehaviourConfig, _decide, _session_lengths
 from sources.synthetic.online import (
@@ -127,6 +128,25 @@ def test_no_list_of_showable_events_beats_the_oracle(
     value = simulation.outcomes(simulation.decks(listed)).value
     ceiling = simulation.outcomes(simulation.oracle_decks()).value
     assert np.all(value <= ceiling + 1e-9)
+
+
+def test_the_final_feed_is_scored_as_published_with_its_explored_slots(
+    simulation: SimulatedHoldout, policy_lists: dict[str, pl.DataFrame]
+) -> None:
+    """`final_feed` carries the draws the nightly run would make; `no_exploration` is the
+    same feed with every slot deterministic, so what exploring costs is two rows apart."""
+    final, plain = policy_lists[ev.CHALLENGER], policy_lists[ev.NO_EXPLORATION]
+    drawn = final.filter(pl.col("propensity") < 1.0)
+    assert drawn.height > 0
+    assert set(drawn["rank"].to_list()) <= set(FEED_EXPLORATION.slots(ev.LIST_LENGTH))
+    assert (plain["propensity"] == 1.0).all()
+    assert not final.select("user_id", "rank", "event_id").equals(
+        plain.select("user_id", "rank", "event_id")
+    )
+    lengths = final.group_by("user_id").len().sort("user_id")
+    assert lengths.equals(plain.group_by("user_id").len().sort("user_id"))
+    table = ev.simulated_online(simulation, policy_lists).table
+    assert {ev.CHALLENGER, ev.NO_EXPLORATION} <= set(table["model"].to_list())
 
 
 def test_a_tie_has_a_gain_of_exactly_zero(

@@ -37,6 +37,7 @@ def test_chunks_do_not_change_any_list(city: OfflineCity) -> None:
             now=NOW,
             per_source=30,
             n=10,
+            run_id="nightly",
             chunk_users=chunk_users,
         )
         return frame.sort("user_id", "rank"), proposed
@@ -44,4 +45,5 @@ def test_chunks_do_not_change_any_list(city: OfflineCity) -> None:
     whole, whole_proposed = lists(10_000)
     chunked, chunked_proposed = lists(7)
     assert whole.height > 0 and whole_proposed == chunked_proposed
-    assert whole.equals(chunked)  # type: ignore[attr-defined]
+    assert whole.equals(chunked)  # type: ignore[attr-defined]  # explored slots included
+    assert (whole["propensity"] < 1.0).any()  # type: ignore[index]
