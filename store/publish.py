@@ -14,8 +14,9 @@ and rows are untouched, and the orphaned keys of the failed run expire on their 
 
 An experiment's arm is published the same way as a run of its own: the same steps, but
 the pointer flipped in step 4 is the arm's (`RedisKeys.arm_run`), not `feed:current`, so each
-arm flips atomically and only once its run is complete. `publish_arms` publishes every arm
-first and the champion last, so `feed_refreshed` goes out when all of them are live.
+arm flips atomically and only once its run is complete. The pipeline publishes every arm
+first (`published_arms`) and the champion last (`published_feed`), so `feed_refreshed` goes
+out when all of them are live.
 """
 
 from __future__ import annotations

@@ -1,15 +1,18 @@
-"""The published list: the champion model over fresh candidates and fresh features."""
+"""The published lists: the champion model, and each experiment arm's model or rule, over
+fresh candidates and fresh features."""
 
 from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
+from features.tables import AppTables
 from pipelines import ranking
 from pipelines.assets.common import app_tables, frame_output
 from pipelines.assets.evaluation import champion_models
 from pipelines.assets.models import FeedConfig
 from pipelines.assets.training import CANDIDATES_PER_SOURCE
+from pipelines.evaluation import StageModels
 from pipelines.resources import LocalStorage, MLflowResource
 
 
@@ -34,21 +37,33 @@ def ranked_feed(
     ranked in chunks, so memory follows the chunk, not the user base.
     """
     version, champion = champion_models(mlflow.registry(), storage)
-    final, proposed = ranking.publishable(
-        als=champion.als,
-        ranker=champion.ranker,
-        tables=app_tables(
-            app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
-        ),
-        interactions=interactions,
-        eligible=feed_candidates,
-        now=datetime.now(UTC),
-        per_source=CANDIDATES_PER_SOURCE,
-        n=config.size,
+    tables = app_tables(
+        app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
     )
+    final, proposed = ranked_with(champion, tables, interactions, feed_candidates, config.size)
     return frame_output(
         final,
         candidates=proposed,
         users=final["user_id"].n_unique(),
         model_version=version,
+    )
+
+
+def ranked_with(
+    models: StageModels,
+    tables: AppTables,
+    interactions: pl.DataFrame,
+    eligible: pl.DataFrame,
+    size: int,
+) -> tuple[pl.DataFrame, int]:
+    """Every user's final list by `models` as of now; (lists, candidates proposed)."""
+    return ranking.publishable(
+        als=models.als,
+        ranker=models.ranker,
+        tables=tables,
+        interactions=interactions,
+        eligible=eligible,
+        now=datetime.now(UTC),
+        per_source=CANDIDATES_PER_SOURCE,
+        n=size,
     )
