@@ -22,6 +22,7 @@ from rich.table import Table
 
 from godo import services
 from godo.backup_cli import backup_app
+from godo.experiment_cli import experiment_app
 from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
@@ -38,6 +39,7 @@ services_app = typer.Typer(
 )
 app.add_typer(services_app, name="services")
 app.add_typer(backup_app, name="backup")
+app.add_typer(experiment_app, name="experiment")
 console = Console()
 
 Host = Annotated[str | None, typer.Option(help="Interface to serve on (default from settings).")]

@@ -225,6 +225,25 @@ class ModelRegistry:
             return None
         return self.version(int(version))
 
+    def resolve(self, ref: str) -> ModelVersionInfo | None:
+        """A version number ("7") or an alias ("champion") of the model; None if the registry
+        has no such version or alias (an experiment's arm names one of them)."""
+        try:
+            registered = self.client.get_registered_model(self.model_name)
+        except MlflowException as error:
+            if _error_is(error, RESOURCE_DOES_NOT_EXIST):
+                return None
+            raise
+        version = ref if ref.isdigit() else registered.aliases.get(ref)
+        if version is None:
+            return None
+        try:
+            return self.version(int(version))
+        except MlflowException as error:
+            if _error_is(error, RESOURCE_DOES_NOT_EXIST):
+                return None
+            raise
+
     def version(self, version: int) -> ModelVersionInfo:
         """One registered version; raises MlflowException if it does not exist."""
         return self._info(self.client.get_model_version(self.model_name, str(version)))

@@ -5,11 +5,18 @@ the ranked ids; cards are read live at read time (Postgres, or the API's cache t
 counters keep exact: `store.live_cache`). Items whose event
 has started, was cancelled or is full, or that the user swiped since the run was published,
 are dropped at read time; the published list itself is immutable.
+
+Which run: the champion's (`feed:current`), unless the user is in a running experiment
+(`store.experiments`: a hash of the user against the serving document kept in Redis), in
+which case it is their arm's run (the arm's pointer). An arm not published yet serves the
+champion, with a log line. The `Feed` names the experiment, arm and model version of the run
+it was read from, so what was served can be attributed.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +29,7 @@ import redis.asyncio
 import sqlalchemy as sa
 
 from store.cards import EventCard, load_live_cards, load_mutual_friends
+from store.experiments import Assignment, ServingExperiments, serving_document
 from store.keys import RedisKeys
 from store.live_cache import (
     FriendIds,
@@ -49,6 +57,8 @@ class Feed:
     """A user's ranked feed. `cold_start` means the run had no list for this user.
 
     `has_more` says items ranked after the last one returned are still left to page through.
+    `experiment` and `arm` name the experiment arm whose run was served (None: the champion's
+    run); `model_version` is what ranked that run (a registry version or a rule), if known.
     """
 
     user_id: int
@@ -57,6 +67,9 @@ class Feed:
     cold_start: bool
     items: list[FeedItem] = field(default_factory=list)
     has_more: bool = False
+    experiment: str | None = None
+    arm: str | None = None
+    model_version: str | None = None
 
 
 def read_feed(
@@ -131,7 +144,7 @@ def _feed_steps(
         redis_up = False
         ranked = None
     if ranked is None:
-        ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page))
+        ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page, now=now))
     friends = yield from _friends(keys, user_id, ranked.friend_ids if redis_up else None)
     position = (yield from _catch_up(keys, cache, ranked)) if redis_up else None
     cards = _Cards(cache, position)
@@ -148,7 +161,17 @@ def _feed_steps(
         )
         for row, card in kept
     ]
-    return Feed(user_id, ranked.run_id, ranked.source, ranked.cold_start, items, more)
+    return Feed(
+        user_id,
+        ranked.run_id,
+        ranked.source,
+        ranked.cold_start,
+        items,
+        more,
+        ranked.experiment,
+        ranked.arm,
+        ranked.model_version,
+    )
 
 
 class FeedItem(NamedTuple):
@@ -199,6 +222,9 @@ class _Ranked:
     friend_ids: FriendIds | None = None
     epoch: int | None = None
     log_head: LogHead | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -292,15 +318,28 @@ def mark_seen(
     event_ids: Iterable[str],
     ttl_seconds: int,
 ) -> None:
-    """Remember swipes made since the current run was published, so the feed drops them."""
-    run_id = redis_client.get(keys.current_run())
+    """Remember swipes made since the served run was published, so the feed drops them.
+
+    The served run is the champion's or, for a user in a running experiment, their arm's;
+    both are marked (the arm's may be unpublished, and then the champion's is served).
+    """
     ids = list(event_ids)
-    if run_id is None or not ids:
+    if not ids:
         return
-    key = keys.seen(_text(run_id), user_id)
+    current, document = redis_client.mget(keys.current_run(), keys.experiments())
+    runs = {_text(current)} if current is not None else set()
+    assignment = ServingExperiments.parse(document).assignment(user_id, time.time())
+    if assignment is not None:
+        arm_run = redis_client.get(keys.arm_run(assignment.experiment, assignment.arm))
+        if arm_run is not None:
+            runs.add(_text(arm_run))
+    if not runs:
+        return
     pipe = redis_client.pipeline(transaction=False)
-    pipe.sadd(key, *ids)
-    pipe.expire(key, ttl_seconds)
+    for run_id in sorted(runs):
+        key = keys.seen(run_id, user_id)
+        pipe.sadd(key, *ids)
+        pipe.expire(key, ttl_seconds)
     pipe.execute()
 
 
@@ -309,39 +348,61 @@ def _from_redis(
 ) -> Steps[_Ranked | None]:
     """The list from Redis, or None when Redis holds no run (or the run's keys expired).
 
-    Unpinned reads guess the current run (the one seen last time) and check the guess in the
-    same round trip, so the steady state costs one round trip; a wrong guess (a publish since)
-    costs a second. The viewer's stored friend list rides along.
+    Unpinned reads guess the run to serve (the user's arm's run, or the champion's, as seen
+    last time) and check the guess in the same round trip: the pointers and the serving
+    document ride along. The steady state costs one round trip; a wrong guess (a publish, a
+    new or stopped experiment since) costs another. The viewer's stored friend list and the
+    run's meta (experiment, arm, model version) ride along too.
     """
-    run_id = page.run_id or (cache.current_run_hint if cache else None)
-    if run_id is None:
-        (raw_run,) = yield RedisStep([("GET", keys.current_run())])
-        if raw_run is None:
-            return None
-        run_id = _text(raw_run)
-    for _ in range(2):
-        commands: list[tuple[Any, ...]] = [
-            ("GET", keys.run_user_feed(run_id, user_id)),
-            ("GET", keys.run_fallback(run_id)),
-            ("SMEMBERS", keys.seen(run_id, user_id)),
-            ("GET", keys.card_epoch()),
-            ("GET", keys.friends_version(user_id)),
-            ("GET", keys.friend_ids(user_id)),
-            *head_commands(keys),
-        ]
-        if page.run_id is None:
-            commands.append(("GET", keys.current_run()))
+    moment = now.timestamp()
+    pinned = page.run_id is not None
+    run_id = page.run_id
+    assignment: Assignment | None = None
+    if not pinned and cache is not None:
+        if cache.experiments is not None:
+            assignment = cache.experiments.assignment(user_id, moment)
+        run_id = _hint(cache, assignment)
+    settled = False
+    replies: list[Any] = []
+    for _ in range(4):
+        commands = _run_commands(keys, run_id, user_id) if run_id is not None else []
+        if not pinned:
+            commands += [("GET", keys.current_run()), ("GET", keys.experiments())]
+            if assignment is not None:
+                commands.append(("GET", keys.arm_run(assignment.experiment, assignment.arm)))
         replies = yield RedisStep(commands)
-        own, fallback, seen, epoch, friends_version, friend_ids, newest, oldest, *current = replies
-        if page.run_id is None:
-            if current[0] is None:
-                return None
-            if _text(current[0]) != run_id:
-                run_id = _text(current[0])  # published since the guess: read that run
-                continue
-            if cache is not None:
-                cache.current_run_hint = run_id
+        if pinned:
+            settled = True
+            break
+        pointers = replies[len(commands) - (3 if assignment is not None else 2) :]
+        current, document = pointers[0], pointers[1]
+        assigned = _experiments(cache, document).assignment(user_id, moment)
+        if assigned != assignment:  # an experiment started, ended or stopped since the guess
+            assignment = assigned
+            run_id = _hint(cache, assignment) if assignment is not None else _maybe(current)
+            continue
+        target = current
+        if assignment is not None:
+            if pointers[2] is None:
+                _unpublished_arm(assignment)
+            else:
+                target = pointers[2]
+        if target is None:
+            return None
+        target_id = _text(target)
+        if cache is not None:
+            if assignment is None or pointers[2] is None:
+                cache.current_run_hint = _maybe(current)
+            else:
+                cache.arm_run_hints[assignment] = target_id
+        if target_id != run_id:
+            run_id = target_id  # published since the guess: read that run
+            continue
+        settled = True
         break
+    if not settled or run_id is None:
+        return None  # pointers kept moving: let Postgres answer
+    own, fallback, seen, epoch, friends_version, friend_ids, newest, oldest, meta = replies[:9]
     blob = own if own is not None else fallback
     if blob is None:
         return None  # the run's keys expired: let Postgres answer
@@ -356,6 +417,7 @@ def _from_redis(
         if item["event_id"] not in seen_ids and (item.get("start_utc") or "9") > now_text
     ]
     stored_friends = FriendIds(epoch, friends_version, friend_ids)
+    experiment, arm, model_version = (_maybe(value) for value in meta)
     return _Ranked(
         run_id,
         "redis",
@@ -364,16 +426,75 @@ def _from_redis(
         stored_friends,
         epoch=int(epoch or 0),
         log_head=LogHead(newest, oldest),
+        experiment=experiment,
+        arm=arm,
+        model_version=model_version,
     )
 
 
+def _run_commands(keys: RedisKeys, run_id: str, user_id: int) -> list[tuple[Any, ...]]:
+    """What a read needs of one run, and what the caches need, in one pipeline (9 replies)."""
+    return [
+        ("GET", keys.run_user_feed(run_id, user_id)),
+        ("GET", keys.run_fallback(run_id)),
+        ("SMEMBERS", keys.seen(run_id, user_id)),
+        ("GET", keys.card_epoch()),
+        ("GET", keys.friends_version(user_id)),
+        ("GET", keys.friend_ids(user_id)),
+        *head_commands(keys),
+        ("HMGET", keys.run_meta(run_id), "experiment", "arm", "model_version"),
+    ]
+
+
+def _hint(cache: LiveCache | None, assignment: Assignment | None) -> str | None:
+    """The run this process last saw serving `assignment` (None: the champion's)."""
+    if cache is None:
+        return None
+    if assignment is None:
+        return cache.current_run_hint
+    return cache.arm_run_hints.get(assignment)
+
+
+def _experiments(cache: LiveCache | None, raw: bytes | None) -> ServingExperiments:
+    """The serving document, parsed once per change when a cache keeps it."""
+    if cache is None:
+        return ServingExperiments.parse(raw)
+    if cache.experiments is None or cache.experiments_raw != raw:
+        cache.experiments = ServingExperiments.parse(raw)
+        cache.experiments_raw = raw
+    return cache.experiments
+
+
+# When each unpublished arm was last logged: once a minute per process is enough to notice.
+_UNPUBLISHED_LOGGED: dict[Assignment, float] = {}
+_UNPUBLISHED_LOG_SECONDS = 60.0
+
+
+def _unpublished_arm(assignment: Assignment) -> None:
+    now = time.monotonic()
+    if now - _UNPUBLISHED_LOGGED.get(assignment, -_UNPUBLISHED_LOG_SECONDS) >= 60.0:
+        _UNPUBLISHED_LOGGED[assignment] = now
+        log.warning(
+            "arm %r of experiment %r has no published run yet: serving its users the champion",
+            assignment.arm,
+            assignment.experiment,
+        )
+
+
+_RUN_COLUMNS = "id, fallback, published_at, experiment, arm, model_version"
+# The champion's newest run: arm runs are published beside it and never served by default.
 _LATEST_RUN = sa.text(
-    "SELECT id, fallback, published_at FROM recommendation_runs WHERE status = 'published' "
+    f"SELECT {_RUN_COLUMNS} FROM recommendation_runs "
+    "WHERE status = 'published' AND experiment IS NULL ORDER BY published_at DESC LIMIT 1"
+)
+_LATEST_ARM_RUN = sa.text(
+    f"SELECT {_RUN_COLUMNS} FROM recommendation_runs "
+    "WHERE status = 'published' AND experiment = :experiment AND arm = :arm "
     "ORDER BY published_at DESC LIMIT 1"
 )
 # A pinned run may have been superseded since; it is still served while it is kept.
 _PINNED_RUN = sa.text(
-    "SELECT id, fallback, published_at FROM recommendation_runs "
+    f"SELECT {_RUN_COLUMNS} FROM recommendation_runs "
     "WHERE id = :run_id AND published_at IS NOT NULL"
 )
 # Redis remembers swipes made since the run was published; Postgres reads them directly.
@@ -386,9 +507,17 @@ _USER_ROWS = sa.text(
 )
 
 
-def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page) -> _Ranked:
+def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page, now: datetime) -> _Ranked:
     if page.run_id is None:
-        run = conn.execute(_LATEST_RUN).first()
+        run = None
+        assignment = serving_document(conn).assignment(user_id, now.timestamp())
+        if assignment is not None:
+            arm = {"experiment": assignment.experiment, "arm": assignment.arm}
+            run = conn.execute(_LATEST_ARM_RUN, arm).first()
+            if run is None:
+                _unpublished_arm(assignment)
+        if run is None:
+            run = conn.execute(_LATEST_RUN).first()
     else:
         run = conn.execute(_PINNED_RUN, {"run_id": page.run_id}).first()
         if run is None:
@@ -415,7 +544,15 @@ def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page) -> _Ranked
         for r in ranked
         if r["event_id"] not in swiped
     ]
-    return _Ranked(str(run.id), "postgres", cold_start, kept)
+    return _Ranked(
+        str(run.id),
+        "postgres",
+        cold_start,
+        kept,
+        experiment=run.experiment,
+        arm=run.arm,
+        model_version=run.model_version,
+    )
 
 
 def _row_from_json(item: dict[str, Any]) -> _Row:
@@ -432,3 +569,7 @@ def _row_from_json(item: dict[str, Any]) -> _Row:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _maybe(value: bytes | str | None) -> str | None:
+    return None if value is None else _text(value)

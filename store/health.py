@@ -23,7 +23,7 @@ POSTGRES_STATEMENT_TIMEOUT_MS = 2000
 
 _LATEST_PUBLISHED_RUN = sa.text(
     "SELECT id, published_at FROM recommendation_runs "
-    "WHERE status = 'published' AND published_at IS NOT NULL "
+    "WHERE status = 'published' AND published_at IS NOT NULL AND experiment IS NULL "
     "ORDER BY published_at DESC LIMIT 1"
 )
 
@@ -39,7 +39,8 @@ class StoreProbe:
 
 @dataclass(frozen=True)
 class PublishedRun:
-    """The run readers are served: the newest one marked `published` in Postgres."""
+    """The run readers are served: the newest champion's run (not an experiment arm's)
+    marked `published` in Postgres."""
 
     run_id: str
     published_at: datetime

@@ -5,7 +5,14 @@ Layout (with the default prefix `godo`):
 - `godo:feed:current` -> run id of the published run (the one pointer a publish flips)
 - `godo:feed:run:{run_id}:user:{user_id}` -> JSON list of that user's feed items
 - `godo:feed:run:{run_id}:fallback` -> JSON list of the cold-start items of that run
-- `godo:feed:run:{run_id}:meta` -> hash: user count, row count, published_at
+- `godo:feed:run:{run_id}:meta` -> hash: user count, published_at, and the run's experiment,
+  arm and model version (empty for the champion's run when unknown)
+- `godo:feed:arm:{experiment}:{arm}` -> run id of the run an experiment's arm serves: one
+  pointer per arm, flipped like `feed:current` once that arm's run is complete
+- `godo:experiments:serving` -> JSON of the experiments that may serve (not stopped, not ended):
+  name, salt, layer, traffic range, start and end, arms and weights. Written by
+  `godo experiment create|stop` and every publish (`store.experiments`), read in the feed's
+  one round trip, so assigning a user to an arm costs no Postgres query
 - `godo:seen:{run_id}:{user_id}` -> set of event ids the user swiped since the run was published
 - `godo:cards:epoch` -> counter bumped whenever the catalogue or activity is bulk-loaded
 - `godo:cards:changes` -> stream of changed event ids (`e`), trimmed to ~100k entries
@@ -47,6 +54,14 @@ class RedisKeys:
 
     def run_meta(self, run_id: str) -> str:
         return f"{self.prefix}:feed:run:{run_id}:meta"
+
+    def arm_run(self, experiment: str, arm: str) -> str:
+        """The pointer to the run an experiment's arm serves (names hold no ':')."""
+        return f"{self.prefix}:feed:arm:{experiment}:{arm}"
+
+    def experiments(self) -> str:
+        """The experiments that may serve, as one JSON document (`store.experiments`)."""
+        return f"{self.prefix}:experiments:serving"
 
     def run_pattern(self, run_id: str) -> str:
         """Glob matching every key of one run (for inspection and tests, never hot paths)."""

@@ -41,6 +41,7 @@ import redis
 import sqlalchemy as sa
 
 from store.cards import EventCard, load_mutual_friends_of
+from store.experiments import Assignment, ServingExperiments
 from store.keys import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,11 @@ class LiveCache:
         # The run the pointer named last time: reading it and the run's keys in one round
         # trip is right on every request but the first after a publish.
         self.current_run_hint: str | None = None
+        # The same for experiments: the serving document last read (raw, and parsed once per
+        # change) and the run each arm's pointer named last time.
+        self.experiments_raw: bytes | None = None
+        self.experiments: ServingExperiments | None = None
+        self.arm_run_hints: dict[Assignment, str] = {}
 
     def __len__(self) -> int:
         return len(self._cards)

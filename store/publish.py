@@ -11,6 +11,12 @@ Order of operations, chosen so that a crash at any point leaves readers on a com
 
 If anything fails, the run is marked `failed` and the error is raised; the previous run's keys
 and rows are untouched, and the orphaned keys of the failed run expire on their own.
+
+An experiment's arm is published the same way as a run of its own: the same steps, but
+the pointer flipped in step 4 is the arm's (`RedisKeys.arm_run`), not `feed:current`, so each
+arm flips atomically and only once its run is complete. The pipeline publishes every arm
+first (`published_arms`) and the champion last (`published_feed`), so `feed_refreshed` goes
+out when all of them are live.
 """
 
 from __future__ import annotations
@@ -85,6 +91,9 @@ def publish_run(
     keep_runs: int = 5,
     batch_size: int = 500,
     on_progress: ProgressCallback | None = None,
+    experiment: str | None = None,
+    arm: str | None = None,
+    model_version: str | None = None,
 ) -> PublishResult:
     """Publish one run; see the module docstring for the crash-safety argument.
 
@@ -93,8 +102,13 @@ def publish_run(
     ranks starting at 1; both stores keep the propensity with each item.
     `fallback` holds (rank, event_id, score, reason), the cold-start list. `on_progress`
     is called with (users written, users total) after each Redis batch. Once the run is
-    live, Postgres keeps only the newest `keep_runs` runs (Redis expires its own by TTL).
+    live, Postgres keeps only the newest `keep_runs` runs of its lineage (the champion's, or
+    the arm's); Redis expires its own by TTL. With `experiment` and `arm`, the run is that
+    arm's and flips the arm's pointer; `model_version` names what ranked it.
     """
+    if (experiment is None) != (arm is None):
+        raise ValueError("publish_run: an arm's run needs both `experiment` and `arm`")
+    tags = {"experiment": experiment, "arm": arm, "model_version": model_version}
     started = time.perf_counter()
     if "propensity" not in recommendations.columns:
         recommendations = recommendations.with_columns(propensity=pl.lit(CERTAIN))
@@ -112,6 +126,7 @@ def publish_run(
                 n_users=n_users,
                 n_rows=recs.height,
                 fallback=fall.select(FALLBACK_COLUMNS).to_dicts(),
+                **tags,
             )
         )
         copy_frame(conn, "recommendations", recs.with_columns(run_id=pl.lit(run_id)))
@@ -130,6 +145,7 @@ def publish_run(
             ttl_seconds,
             batch_size,
             on_progress,
+            {k: v for k, v in tags.items() if v is not None},
         )
         with engine.begin() as conn:
             conn.execute(
@@ -137,11 +153,13 @@ def publish_run(
                 .where(recommendation_runs.c.id == run_id)
                 .values(status="published", published_at=sa.func.now())
             )
-        redis_client.set(keys.current_run(), run_id)
+        pointer = keys.current_run() if arm is None else keys.arm_run(experiment or "", arm)
+        redis_client.set(pointer, run_id)
     except Exception as error:
         _mark_failed(engine, run_id)
         raise PublishError(f"publishing run {run_id} failed: {error}") from error
-    publish_feed_refreshed(redis_client, keys, run_id)  # best effort: never fails the publish
+    if arm is None:
+        publish_feed_refreshed(redis_client, keys, run_id)  # best effort: never fails it
     prune_runs(engine, keep=keep_runs)
     return PublishResult(run_id, n_users, recs.height, fall.height, time.perf_counter() - started)
 
@@ -201,6 +219,7 @@ def _write_redis(
     ttl_seconds: int,
     batch_size: int,
     on_progress: ProgressCallback | None,
+    tags: dict[str, str],
 ) -> None:
     total = blobs.height
     written = 0
@@ -214,27 +233,34 @@ def _write_redis(
             on_progress(written, total)
     pipe = client.pipeline(transaction=False)
     pipe.set(keys.run_fallback(run_id), fallback_blob, ex=ttl_seconds)
-    pipe.hset(keys.run_meta(run_id), mapping={"n_users": total, "published_at": time.time()})
+    meta: dict[str, str | int | float] = {"n_users": total, "published_at": time.time(), **tags}
+    pipe.hset(keys.run_meta(run_id), mapping=meta)  # type: ignore[arg-type]
     pipe.expire(keys.run_meta(run_id), ttl_seconds)
     pipe.execute()
 
 
 def prune_runs(engine: sa.Engine, *, keep: int) -> int:
-    """Delete all but the newest `keep` runs (their rows go by cascade); returns runs deleted.
+    """Delete all but the newest `keep` runs of each lineage (the champion's, and each
+    experiment arm's); their rows go by cascade. Returns the runs deleted.
 
-    The published run is always among the newest, so readers never lose it.
+    A lineage's published run is always among its newest, so readers never lose it, however
+    many arms a publish adds.
     """
     if keep < 1:
         raise ValueError("keep must be at least 1: the published run must survive")
-    newest = (
-        sa.select(recommendation_runs.c.id)
-        .order_by(recommendation_runs.c.created_at.desc(), recommendation_runs.c.id.desc())
-        .limit(keep)
-    )
-    with engine.begin() as conn:
-        result = conn.execute(
-            recommendation_runs.delete().where(recommendation_runs.c.id.not_in(newest))
+    runs = recommendation_runs.c
+    position = (
+        sa.func.row_number()
+        .over(
+            partition_by=(runs.experiment, runs.arm),
+            order_by=(runs.created_at.desc(), runs.id.desc()),
         )
+        .label("position")
+    )
+    ranked = sa.select(runs.id, position).subquery()
+    stale = sa.select(ranked.c.id).where(ranked.c.position > keep)
+    with engine.begin() as conn:
+        result = conn.execute(recommendation_runs.delete().where(runs.id.in_(stale)))
     return result.rowcount
 
 

@@ -199,7 +199,15 @@ recommendation_runs = sa.Table(
     sa.Column("fallback", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
     sa.Column("published_at", TZ, nullable=True),
+    # Set for a run published for an experiment's arm (migration 0010); NULL for the
+    # champion's run, the one `feed:current` names and everyone outside experiments reads.
+    sa.Column("experiment", sa.Text, nullable=True),
+    sa.Column("arm", sa.Text, nullable=True),
+    # The registry version that ranked the run, or a rule's name ('popularity'); NULL when
+    # unknown (runs published before 0010).
+    sa.Column("model_version", sa.Text, nullable=True),
     sa.CheckConstraint("status IN ('staged', 'published', 'failed')", name="status"),
+    sa.CheckConstraint("(experiment IS NULL) = (arm IS NULL)", name="arm_of_experiment"),
     # Readers find the newest published run.
     sa.Index(None, "status", "published_at"),
 )
@@ -224,6 +232,53 @@ recommendations = sa.Table(
     # published before the column existed. Impressions copy it for off-policy estimates.
     sa.Column("propensity", sa.Float, nullable=False, server_default=sa.text("1.0")),
     sa.CheckConstraint("propensity > 0 AND propensity <= 1", name="propensity"),
+)
+
+# --- Experiments (migration 0010) ---------------------------------------------------------
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    # hash(salt, user) picks the arm (`store.experiments.unit_hash`): never changes once created.
+    sa.Column("salt", sa.Text, nullable=False),
+    # Experiments of one layer never share users at the same time; layers are independent.
+    sa.Column("layer", sa.Text, nullable=False, server_default="default"),
+    # The range of the layer's hash space whose users are in the experiment.
+    sa.Column("traffic_from", sa.Float, nullable=False, server_default="0"),
+    sa.Column("traffic_to", sa.Float, nullable=False, server_default="1"),
+    sa.Column("start_at", TZ, nullable=False),
+    sa.Column("end_at", TZ, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Set by `godo experiment stop`: from then on its users get the champion.
+    sa.Column("stopped_at", TZ, nullable=True),
+    sa.CheckConstraint("end_at > start_at", name="ends_after_start"),
+    sa.CheckConstraint(
+        "traffic_from >= 0 AND traffic_from < traffic_to AND traffic_to <= 1", name="traffic"
+    ),
+    # The overlap check reads a layer's experiments by time.
+    sa.Index(None, "layer", "start_at"),
+)
+
+experiment_arms = sa.Table(
+    "experiment_arms",
+    metadata,
+    sa.Column(
+        "experiment",
+        sa.Text,
+        sa.ForeignKey("experiments.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", sa.Text, primary_key=True),
+    # Order of the cumulative weights: part of the assignment, so it is stored.
+    sa.Column("position", sa.SmallInteger, nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    # 'model': `serves` is a registry version number or alias; 'rule': a rule's name.
+    sa.Column("serves_kind", sa.Text, nullable=False),
+    sa.Column("serves", sa.Text, nullable=False),
+    sa.CheckConstraint("weight >= 0 AND weight <= 1", name="weight"),
+    sa.CheckConstraint("serves_kind IN ('model', 'rule')", name="serves_kind"),
+    sa.UniqueConstraint("experiment", "position"),
 )
 
 # --- Notifications (migration 0007) -------------------------------------------------------

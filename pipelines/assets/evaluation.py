@@ -77,8 +77,13 @@ def champion_models(registry: ModelRegistry, storage: LocalStorage) -> tuple[int
     champion = registry.champion()
     if champion is None:
         raise dg.Failure(description="no champion model yet: run the retrain_and_evaluate job")
-    folder = storage.folder("models", "champion", f"v{champion.version}")
-    return champion.version, load_models(registry.download_bundle(champion.version, folder))
+    return champion.version, version_models(registry, storage, champion.version)
+
+
+def version_models(registry: ModelRegistry, storage: LocalStorage, version: int) -> StageModels:
+    """A registered version's artifacts (the champion's, or an experiment arm's)."""
+    folder = storage.folder("models", "versions", f"v{version}")
+    return load_models(registry.download_bundle(version, folder))
 
 
 def _markdown(table: pl.DataFrame, metrics: tuple[str, ...], sort: str) -> str:

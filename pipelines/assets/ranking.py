@@ -1,15 +1,18 @@
-"""The published list: the champion model over fresh candidates and fresh features."""
+"""The published lists: the champion model, and each experiment arm's model or rule, over
+fresh candidates and fresh features."""
 
 from datetime import UTC, datetime
 
 import dagster as dg
 import polars as pl
 
+from features.tables import AppTables
 from pipelines import ranking
 from pipelines.assets.common import app_tables, frame_output
 from pipelines.assets.evaluation import champion_models
 from pipelines.assets.models import FeedConfig
 from pipelines.assets.training import CANDIDATES_PER_SOURCE
+from pipelines.evaluation import StageModels
 from pipelines.resources import LocalStorage, MLflowResource
 
 
@@ -36,18 +39,11 @@ def ranked_feed(
     (`models.rerank.FEED_EXPLORATION`) are drawn with this run's id as the seed.
     """
     version, champion = champion_models(mlflow.registry(), storage)
-    final, proposed = ranking.publishable(
-        als=champion.als,
-        ranker=champion.ranker,
-        tables=app_tables(
-            app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
-        ),
-        interactions=interactions,
-        eligible=feed_candidates,
-        now=datetime.now(UTC),
-        per_source=CANDIDATES_PER_SOURCE,
-        n=config.size,
-        run_id=context.run.run_id,
+    tables = app_tables(
+        app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
+    )
+    final, proposed = ranked_with(
+        champion, tables, interactions, feed_candidates, config.size, context.run.run_id
     )
     return frame_output(
         final,
@@ -56,4 +52,28 @@ def ranked_feed(
         model_version=version,
         exploration_seed=context.run.run_id,
         stochastic_cards=final.filter(pl.col("propensity") < 1.0).height,
+    )
+
+
+def ranked_with(
+    models: StageModels,
+    tables: AppTables,
+    interactions: pl.DataFrame,
+    eligible: pl.DataFrame,
+    size: int,
+    seed: str,
+) -> tuple[pl.DataFrame, int]:
+    """Every user's final list by `models` as of now; (lists, candidates proposed).
+
+    `seed` (a run id) seeds the explored slots' draw."""
+    return ranking.publishable(
+        als=models.als,
+        ranker=models.ranker,
+        tables=tables,
+        interactions=interactions,
+        eligible=eligible,
+        now=datetime.now(UTC),
+        per_source=CANDIDATES_PER_SOURCE,
+        n=size,
+        run_id=seed,
     )

@@ -9,7 +9,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,15 @@ from pipelines.training import fit_ranker
 from serving.app import create_app
 from sources.fakes import FakeUpstream, FaultPlan
 from store.app_data import most_active_user
+from store.experiments import (
+    ArmSpec,
+    ExperimentSpec,
+    Serves,
+    ServingExperiments,
+    create_experiment,
+    stop_experiment,
+)
+from store.feed import read_feed
 from store.keys import RedisKeys
 from store.schema import metadata
 
@@ -533,6 +542,13 @@ def _evaluate_and_gate(tiny_city: TinyCity) -> dg.ExecuteInProcessResult:
 
 def _register_a_worse_champion(tiny_city: TinyCity, mlflow: MLflowResource) -> int:
     """A ranker trained to put untouched candidates first, promoted by hand."""
+    version = _register_a_worse_version(tiny_city, mlflow)
+    mlflow.registry().promote(version, reason="test: a deliberately worse champion")
+    return version
+
+
+def _register_a_worse_version(tiny_city: TinyCity, mlflow: MLflowResource) -> int:
+    """A ranker trained to put untouched candidates first, registered (not promoted)."""
     with duckdb.connect(str(tiny_city.warehouse), read_only=True) as con:
         examples = con.sql("SELECT * FROM godo.ranker_examples").pl()
     inverted = examples.with_columns(
@@ -547,7 +563,6 @@ def _register_a_worse_champion(tiny_city: TinyCity, mlflow: MLflowResource) -> i
     with registry.start_run("worse-on-purpose") as run:
         run.log_bundle(bundle)
         version = run.register(ranker.booster)
-    registry.promote(version, reason="test: a deliberately worse champion")
     return version
 
 
@@ -615,3 +630,82 @@ def test_the_synthetic_city_is_notified_through_the_fakes(tiny_city: TinyCity) -
     )
     assert push_sent == tiny_city.pushed > 0
     assert outcomes["weekly_digest_email"].get("sent", 0) == tiny_city.emailed > 0
+
+
+def test_each_experiment_arm_is_published_with_what_it_serves(
+    tiny_city: TinyCity, session_engine: sa.Engine, redis_client: redis.Redis
+) -> None:
+    """Arms on the champion, on another registered version and on popularity: each gets a
+    run of its own behind its own pointer, ranked by what it names; the feed serves them."""
+    mlflow: MLflowResource = tiny_city.resources["mlflow"]
+    registry = mlflow.registry()
+    champion = registry.champion()
+    assert champion is not None
+    challenger = _register_a_worse_version(tiny_city, mlflow)
+    keys = tiny_city.keys
+    create_experiment(
+        engine=session_engine,
+        redis_client=redis_client,
+        keys=keys,
+        spec=ExperimentSpec(
+            name="arms",
+            arms=(
+                ArmSpec("control", 0.4, Serves("model", "champion")),
+                ArmSpec("challenger", 0.3, Serves("model", str(challenger))),
+                ArmSpec("popular", 0.3, Serves("rule", "popularity")),
+            ),
+            start=datetime.now(UTC) - timedelta(minutes=1),
+            end=datetime.now(UTC) + timedelta(days=1),
+        ),
+        model_registered=lambda ref: registry.resolve(ref) is not None,
+    )
+    with dg.DagsterInstance.local_temp(str(tiny_city.dagster_home)) as instance:
+        result = dg.materialize(
+            definitions_to_run(defs),
+            selection=["ranked_feed", "published_arms", "published_feed"],
+            resources=tiny_city.resources,
+            instance=instance,
+        )
+    assert result.success
+    with session_engine.connect() as conn:
+        runs = {
+            row.arm: row
+            for row in conn.execute(
+                sa.text(
+                    "SELECT DISTINCT ON (arm) id, arm, model_version FROM recommendation_runs "
+                    "WHERE status = 'published' ORDER BY arm, published_at DESC"
+                )
+            )
+        }
+        lists = {
+            arm: {
+                row.user_id: row.events
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT user_id, array_agg(event_id ORDER BY rank) AS events "
+                        "FROM recommendations WHERE run_id = :run GROUP BY user_id"
+                    ),
+                    {"run": run.id},
+                )
+            }
+            for arm, run in runs.items()
+        }
+    assert set(runs) == {None, "control", "challenger", "popular"}
+    assert runs[None].model_version == runs["control"].model_version == str(champion.version)
+    assert runs["challenger"].model_version == str(challenger)
+    assert runs["popular"].model_version == "popularity"
+    for arm in ("control", "challenger", "popular"):
+        assert redis_client.get(keys.arm_run("arms", arm)) == runs[arm].id.encode()
+    assert redis_client.get(keys.current_run()) == runs[None].id.encode()
+    assert lists["control"] == lists[None]  # the champion's own version: the same lists
+    assert lists["challenger"] != lists[None]  # ranked by the other version's artifacts
+    assert lists["popular"] != lists[None]
+    document = ServingExperiments.parse(redis_client.get(keys.experiments()))
+    for user in sorted(lists[None])[:40]:
+        feed = read_feed(engine=session_engine, redis_client=redis_client, keys=keys, user_id=user)
+        assignment = document.assignment(user, datetime.now(UTC).timestamp())
+        assert assignment is not None and feed.arm == assignment.arm
+        assert feed.run_id == runs[feed.arm].id
+    stop_experiment(engine=session_engine, redis_client=redis_client, keys=keys, name="arms")
+    feed = read_feed(engine=session_engine, redis_client=redis_client, keys=keys, user_id=user)
+    assert feed.arm is None and feed.run_id == runs[None].id

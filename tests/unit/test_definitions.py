@@ -25,6 +25,7 @@ def test_definitions_load_with_every_asset_documented() -> None:
         "ranking_evaluation",
         "champion_model",
         "ranked_feed",
+        "published_arms",
         "published_feed",
     } <= keys
     for key in graph.get_all_asset_keys():
@@ -62,6 +63,7 @@ def test_the_gate_runs_with_the_promotion_in_one_step() -> None:
     }
     assert {k.to_user_string() for k in publish.asset_layer.executable_asset_keys} == {
         "ranked_feed",
+        "published_arms",
         "published_feed",
     }
 

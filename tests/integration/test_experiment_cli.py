@@ -1,0 +1,153 @@
+"""`godo experiment create|list|stop` against real PostgreSQL, Redis and a SQLite MLflow
+registry, through Typer's runner: every refusal, overlaps and layers, the serving document."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from godo.cli import app
+from godo.services import ServiceUrls
+from godo.settings import get_settings
+from pipelines.tracking import ModelRegistry
+from store.experiments import ServingExperiments, list_experiments
+from store.keys import RedisKeys
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli(
+    engine: sa.Engine,
+    database_url: str,
+    service_urls: ServiceUrls,
+    redis_keys: RedisKeys,
+    model_registry: ModelRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[CliRunner]:
+    """`godo` pointed at this test's database, Redis namespace and registry."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REDIS_URL", service_urls.redis_url)
+    monkeypatch.setenv("GODO_REDIS_PREFIX", redis_keys.prefix)
+    monkeypatch.setenv("GODO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GODO_MLFLOW_TRACKING_URI", model_registry.tracking_uri)
+    monkeypatch.setenv("GODO_MLFLOW_EXPERIMENT", model_registry.experiment)
+    monkeypatch.setenv("GODO_MLFLOW_MODEL_NAME", model_registry.model_name)
+    monkeypatch.setenv("COLUMNS", "200")  # Rich tables unwrapped, so lines can be matched
+    get_settings.cache_clear()
+    yield runner
+    get_settings.cache_clear()
+
+
+def _create(cli: CliRunner, name: str, *args: str) -> tuple[int, str]:
+    arms = ("--arm", "control=0.5:model:champion", "--arm", "challenger=0.5:model:2")
+    given = args if any(a == "--arm" for a in args) else (*arms, *args)
+    result = cli.invoke(app, ["experiment", "create", name, *given])
+    return result.exit_code, result.output
+
+
+def _serving(client: redis.Redis, keys: RedisKeys) -> ServingExperiments:
+    return ServingExperiments.parse(client.get(keys.experiments()))
+
+
+def test_create_list_and_stop_through_the_cli(
+    cli: CliRunner, engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    code, output = _create(cli, "ranker-v2", "--traffic", "0:0.5", "--salt", "pepper")
+    assert code == 0, output
+    (stored,) = list_experiments(engine)
+    assert stored.salt == "pepper" and stored.traffic == (0.0, 0.5)
+    assert [(a.name, a.weight, str(a.serves)) for a in stored.arms] == [
+        ("control", 0.5, "model:champion"),
+        ("challenger", 0.5, "model:2"),
+    ]
+    assert stored.end - stored.start == timedelta(days=14)
+    document = _serving(redis_client, redis_keys)
+    assert [e.name for e in document.experiments] == ["ranker-v2"]
+    assert document.experiments[0].arms == (("control", 0.5), ("challenger", 0.5))
+
+    listed = cli.invoke(app, ["experiment", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "ranker-v2" in listed.output and "running" in listed.output
+    assert "challenger 0.5 model:2" in listed.output
+
+    stopped = cli.invoke(app, ["experiment", "stop", "ranker-v2"])
+    assert stopped.exit_code == 0, stopped.output
+    assert _serving(redis_client, redis_keys).experiments == ()
+    assert "stopped" in cli.invoke(app, ["experiment", "list"]).output
+    again = cli.invoke(app, ["experiment", "stop", "ranker-v2"])
+    assert again.exit_code == 1 and "was stopped already" in again.output
+    unknown = cli.invoke(app, ["experiment", "stop", "nope"])
+    assert unknown.exit_code == 1 and "no experiment named 'nope'" in unknown.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--arm", "a=0.5:model:1", "--arm", "b=0.6:model:2"), "arm weights sum to 1.1"),
+        (("--arm", "a=0.5:model:1", "--arm", "b=0.4:model:2"), "arm weights sum to 0.9"),
+        (("--arm", "a=0.5:model:1", "--arm", "b=0.5:model:9"), "no model version or alias '9'"),
+        (
+            ("--arm", "a=0.5:model:champion", "--arm", "b=0.5:model:challenger"),
+            "no model version or alias 'challenger'",
+        ),
+        (("--arm", "a=0.5:model:1", "--arm", "b=0.5:rule:random"), "unknown rule 'random'"),
+        (("--arm", "a=0.5:model:1", "--arm", "a=0.5:model:2"), "duplicate arm name 'a'"),
+        (("--arm", "a=1:model:1"), "at least two arms"),
+        (("--arm", "a=0.5:model:1", "--arm", "b=0.5:champion"), "names nothing to serve"),
+        (("--start", "2027-01-10", "--end", "2027-01-01"), "is not after start"),
+        (("--start", "2027-01-10", "--end", "2027-01-10"), "is not after start"),
+        (("--start", "next week"), "not an ISO-8601 time"),
+        (("--traffic", "0.5:0.2"), "not a range of the layer"),
+        (("--layer", "A:B"), "layer name 'A:B'"),
+    ],
+)
+def test_the_cli_refuses_a_bad_experiment_naming_the_problem(
+    cli: CliRunner,
+    engine: sa.Engine,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+    args: tuple[str, ...],
+    message: str,
+) -> None:
+    code, output = _create(cli, "refused", *args)
+    assert code != 0
+    assert message in output, output
+    assert list_experiments(engine) == []
+    assert redis_client.get(redis_keys.experiments()) is None
+
+
+def test_overlapping_experiments_are_refused_unless_layers_or_users_differ(
+    cli: CliRunner, engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys
+) -> None:
+    start, end = "2030-01-01T00:00:00+00:00", "2030-01-15T00:00:00+00:00"
+    assert _create(cli, "first", "--start", start, "--end", end)[0] == 0
+    code, output = _create(cli, "second", "--start", "2030-01-10", "--end", "2030-02-01")
+    assert code == 1 and "would overlap 'first'" in output and "layer 'default'" in output
+    code, output = _create(cli, "half", "--start", start, "--end", end, "--traffic", "0.5:1")
+    assert code == 1 and "would overlap 'first'" in output
+    assert _create(cli, "first", "--start", "2031-01-01", "--end", "2031-02-01")[1].count(
+        "exists already"
+    )
+    # Another layer, a later time, or disjoint users of one layer are fine.
+    assert _create(cli, "other-layer", "--start", start, "--end", end, "--layer", "ui")[0] == 0
+    assert _create(cli, "after", "--start", end, "--end", "2030-02-01")[0] == 0
+    assert _create(cli, "left", "--layer", "x", "--traffic", "0:0.5")[0] == 0
+    assert _create(cli, "right", "--layer", "x", "--traffic", "0.5:1")[0] == 0
+    code, output = _create(cli, "middle", "--layer", "x", "--traffic", "0.4:0.6")
+    assert code == 1 and "would overlap 'left', 'right'" in output
+    # A stopped experiment no longer holds its users.
+    assert cli.invoke(app, ["experiment", "stop", "left"]).exit_code == 0
+    assert _create(cli, "middle", "--layer", "x", "--traffic", "0.2:0.4")[0] == 0
+    names = {e.name for e in list_experiments(engine)}
+    assert names == {"first", "other-layer", "after", "left", "right", "middle"}
+    # The serving document holds what can still serve: not stopped, not ended.
+    served = {e.name for e in _serving(redis_client, redis_keys).experiments}
+    assert served == names - {"left"}
