@@ -49,6 +49,9 @@ class Feed:
     """A user's ranked feed. `cold_start` means the run had no list for this user.
 
     `has_more` says items ranked after the last one returned are still left to page through.
+    `redis_failed` says Redis could not be reached for this read (so recording its
+    impressions is not even tried: `store.impressions`). `model_version`, `experiment` and
+    `arm` describe what served the run, for the impression log; None until a read knows.
     """
 
     user_id: int
@@ -57,6 +60,10 @@ class Feed:
     cold_start: bool
     items: list[FeedItem] = field(default_factory=list)
     has_more: bool = False
+    redis_failed: bool = False
+    model_version: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
 
 
 def read_feed(
@@ -144,15 +151,25 @@ def _feed_steps(
             reason=row.reason,
             friends_going=card.friends_going(friends),
             distance_km=card.distance_km(origin),
+            propensity=row.propensity,
         )
         for row, card in kept
     ]
-    return Feed(user_id, ranked.run_id, ranked.source, ranked.cold_start, items, more)
+    return Feed(
+        user_id,
+        ranked.run_id,
+        ranked.source,
+        ranked.cold_start,
+        items,
+        more,
+        redis_failed=not redis_up,
+    )
 
 
 class FeedItem(NamedTuple):
     """One ranked event in a user's feed: its live card, where and why it was ranked, and
-    what depends on the viewer (friends going as they allow, distance from `origin`).
+    what depends on the viewer (friends going as they allow, distance from `origin`), and
+    the probability the card was chosen for its slot (1.0 unless the run explored).
 
     A tuple rather than a dataclass: fifty are built per feed request."""
 
@@ -162,6 +179,7 @@ class FeedItem(NamedTuple):
     reason: str
     friends_going: int
     distance_km: float | None
+    propensity: float = 1.0
 
     @property
     def event_id(self) -> str:
@@ -169,12 +187,16 @@ class FeedItem(NamedTuple):
 
 
 class _Row(NamedTuple):
-    """A ranked event as the run holds it (a tuple: fifty are built per request)."""
+    """A ranked event as the run holds it (a tuple: fifty are built per request).
+
+    `propensity` is the published item's, 1.0 when the run wrote none (deterministic slots,
+    and every run published before exploration)."""
 
     event_id: str
     rank: int
     score: float
     reason: str
+    propensity: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -399,7 +421,13 @@ def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page) -> _Ranked
         for r in conn.execute(_SWIPED_SINCE, {"user_id": user_id, "since": run.published_at})
     }
     kept = [
-        _Row(r["event_id"], int(r["rank"]), float(r["score"]), str(r["reason"]))
+        _Row(
+            r["event_id"],
+            int(r["rank"]),
+            float(r["score"]),
+            str(r["reason"]),
+            float(r.get("propensity", 1.0)),  # absent until the run records one
+        )
         for r in ranked
         if r["event_id"] not in swiped
     ]
@@ -408,7 +436,13 @@ def _from_postgres(conn: sa.Connection, *, user_id: int, page: _Page) -> _Ranked
 
 def _row_from_json(item: dict[str, Any]) -> _Row:
     # Typed already: the publisher wrote them from typed columns, and orjson keeps the types.
-    return _Row(item["event_id"], item["rank"], item["score"], item["reason"])
+    return _Row(
+        item["event_id"],
+        item["rank"],
+        item["score"],
+        item["reason"],
+        item.get("propensity", 1.0),
+    )
 
 
 def _text(value: bytes | str) -> str:

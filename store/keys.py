@@ -17,6 +17,12 @@ Layout (with the default prefix `godo`):
   trimmed to ~500 entries, expiring a week after its last event (`store.live_events`)
 - `godo:live:broadcast` -> stream of live events for everyone (`feed_refreshed`), ~100 entries
 - `godo:live:notify` -> pub/sub channel: "these users' streams (or the broadcast) grew"
+- `godo:impressions` -> stream of served feed pages, one entry per page (field `p`: JSON of
+  user, served time, run, model version, experiment, arm, the page's uuid nonce and its
+  items' event, rank and propensity), appended by the API with each page it serves and
+  emptied by the `impression_log` asset: it deletes entries only after their rows are
+  committed in Postgres, so the stream is never trimmed by length (that would drop
+  impressions nobody had moved yet; `store.impressions`)
 
 Run keys are versioned by run id and expire on their own, so a half-written run is never
 reachable (the pointer still names the old one) and old runs need no clean-up job.
@@ -82,6 +88,10 @@ class RedisKeys:
     def live_broadcast_stream(self) -> str:
         """The bounded stream of live events every connected user receives."""
         return f"{self.prefix}:live:broadcast"
+
+    def impressions(self) -> str:
+        """The stream of served feed pages, waiting to be moved into Postgres."""
+        return f"{self.prefix}:impressions"
 
     def live_notify_channel(self) -> str:
         """Pub/sub channel telling every API process which streams just grew."""
