@@ -4,13 +4,14 @@ An id that does not verify (malformed, forged, another user's, another event's, 
 ignored, never an error: the swipe or RSVP is what matters, and older app versions, replays
 and clock trouble must not cost the user their action. Each id counts once in
 `godo_impression_attributions_total` by outcome, so a spike of `forged` or `foreign_user`
-shows up on a dashboard instead of in a 4xx rate. Verification is pure CPU (an HMAC), so
-it runs wherever the route does.
+shows up on a dashboard instead of in a 4xx rate. Routers verify first (pure CPU: one MAC)
+and count once the action is stored, so a refused request counts nothing.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,18 @@ from serving.observability import record_attribution
 
 
 @dataclass(frozen=True)
+class Attribution:
+    """What an action's impression id came to: the uuid to store (None when ignored or
+    absent) and the outcome to count (None when no id was sent)."""
+
+    impression_id: uuid.UUID | None
+    outcome: str | None
+
+
+NO_ID = Attribution(None, None)
+
+
+@dataclass(frozen=True)
 class ImpressionCheck:
     """The app's impression key and max age, bound to the request whose metrics count."""
 
@@ -28,18 +41,12 @@ class ImpressionCheck:
     key: bytes
     max_age: timedelta
 
-    def attribute(
-        self,
-        token: str | None,
-        *,
-        user_id: int,
-        event_id: str,
-        action: str,
-        now: datetime | None = None,
-    ) -> uuid.UUID | None:
-        """The impression `token` names if it may be stored with this action, else None."""
+    def verify(
+        self, token: str | None, *, user_id: int, event_id: str, now: datetime | None = None
+    ) -> Attribution:
+        """Whether `token` may be stored with `user_id`'s action on `event_id`, and why not."""
         if token is None:
-            return None
+            return NO_ID
         try:
             impression = verify_impression(
                 self.key,
@@ -50,7 +57,11 @@ class ImpressionCheck:
                 max_age=self.max_age,
             )
         except RejectedImpression as rejected:
-            record_attribution(self.request, action=action, outcome=rejected.reason)
-            return None
-        record_attribution(self.request, action=action, outcome="attributed")
-        return impression.impression_id
+            return Attribution(None, rejected.reason)
+        return Attribution(impression.impression_id, "attributed")
+
+    def count(self, attributions: Iterable[Attribution], *, action: str) -> None:
+        """Count the outcomes of stored actions (`action`: "swipe" or "rsvp")."""
+        for attribution in attributions:
+            if attribution.outcome is not None:
+                record_attribution(self.request, action=action, outcome=attribution.outcome)

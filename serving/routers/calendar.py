@@ -287,6 +287,7 @@ def put_attendance(
     forged) is ignored and counted in `/metrics`; the answer is stored all the same.
     """
     before = live_events.attendance_visibility(engine, user_id=user_id, event_id=event_id)
+    attribution = impressions.verify(body.impression_id, user_id=user_id, event_id=event_id)
     try:
         stored = set_attendance(
             engine,
@@ -295,14 +296,13 @@ def put_attendance(
             status=body.status,
             visibility=body.visibility,
             notes=body.notes,
-            impression_id=impressions.attribute(
-                body.impression_id, user_id=user_id, event_id=event_id, action="rsvp"
-            ),
+            impression_id=attribution.impression_id,
         )
     except UnknownEventError as error:
         raise HTTPException(404, f"Event {event_id!r} does not exist.") from error
     except UnknownUserError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
+    impressions.count([attribution], action="rsvp")
     invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
     touch_events(redis_client, keys, [event_id])  # its going count and goers changed
     live_events.publish_rsvp_change(

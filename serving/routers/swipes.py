@@ -91,17 +91,13 @@ def post_swipes(
     ignored (counted in `/metrics`), never an error: the swipe is stored without it.
     """
     # A plain `def`: Postgres and Redis calls block, so FastAPI runs this in its thread pool.
-    records = [
-        SwipeRecord(
-            s.client_id,
-            s.event_id,
-            s.direction,
-            s.ts,
-            impressions.attribute(
-                s.impression_id, user_id=user_id, event_id=s.event_id, action="swipe"
-            ),
-        )
+    attributions = [
+        impressions.verify(s.impression_id, user_id=user_id, event_id=s.event_id)
         for s in batch.swipes
+    ]
+    records = [
+        SwipeRecord(s.client_id, s.event_id, s.direction, s.ts, a.impression_id)
+        for s, a in zip(batch.swipes, attributions, strict=True)
     ]
     try:
         result = record_swipes(engine, user_id, records)
@@ -121,6 +117,7 @@ def post_swipes(
         ) from error
     except UnknownUserError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
+    impressions.count(attributions, action="swipe")
     feed_updated = hide_swiped_from_feed(
         redis_client=redis_client,
         keys=keys,

@@ -426,6 +426,9 @@ def test_swipes_store_valid_ids_and_ignore_and_count_the_rest(
 ) -> None:
     ids = {i["event_id"]: i["impression_id"] for i in _feed(client, settings, 1)}
     other_users = {i["event_id"]: i["impression_id"] for i in _feed(client, settings, 2)}
+    refused = [_swipe("ev-3", "valid", ids["ev-3"]), _swipe("no-such-event", "x", None)]
+    response = client.post("/v1/swipes", json={"swipes": refused}, headers=_auth(settings, 1))
+    assert response.status_code == 422  # nothing stored, so nothing counted either
     old = datetime.now(UTC) - timedelta(seconds=settings.impression_max_age_seconds + 60)
     batch = [
         _swipe("ev-3", "valid", ids["ev-3"]),
