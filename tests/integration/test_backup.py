@@ -36,6 +36,7 @@ EXPECTED = {
     "events": 2,
     "friend_requests": 0,
     "friendships": 2,
+    "impressions": 0,
     "invites": 0,
     "notification_log": 0,
     "notification_preferences": 0,
