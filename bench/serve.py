@@ -1,6 +1,7 @@
 """Serving the feed over real sockets: `GET /v1/feed` against a bare endpoint of the same app.
 
     uv run python -m bench.serve [--users 100000] [--items 50] [--seconds 10] [--concurrency 32]
+    uv run python -m bench.serve --json   # the same run, only the figures as one JSON object
 
 Why: `bench.publish` times `read_feed` as a function call; this measures what a client sees,
 through uvicorn, the middleware stack (metrics, security headers, CORS, gzip, the rate
@@ -18,6 +19,13 @@ connections, rotating through pre-issued tokens of up to 10,000 users, then driv
 open-loop at half its measured peak (requests paced on a fixed schedule, latency counted from
 the scheduled send time, so a stall is not hidden by the client waiting). Uses DATABASE_URL /
 REDIS_URL when set, else the embedded servers under .godo/ (`godo.services`).
+
+Recording impressions (`GODO_RECORD_IMPRESSIONS`, on by default: one XADD per page and a
+signed id per item) is then measured side by side: the feed runs closed-loop on a server with
+recording off and one with it on, alternating `--rounds` times (off, on, off, on, ...) so
+drift in the machine's load falls on both, and the server CPU per feed request of each is
+compared. The impressions the "on" servers appended are then moved into Postgres once with
+`store.impressions.flush_impressions`, which times the pipeline's side.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +62,7 @@ from godo.tokens import issue_token
 from serving.app import create_app
 from store import migrate
 from store.db import copy_frame, make_engine, sqlalchemy_url
+from store.impressions import flush_impressions
 from store.keys import RedisKeys
 from store.live_cache import warm_friend_ids
 from store.publish import publish_run
@@ -65,6 +76,7 @@ BENCH_SECRET = "bench-serve-secret-0123456789abcdefghijklmnop"
 UNTHROTTLED = 1_000_000_000
 TARGET_RATIO = 0.6
 TARGET_P99_MS = 10.0
+TARGET_RECORDING_CPU = 1.05  # recording may cost at most 5% more server CPU per feed request
 
 
 def bench_app() -> FastAPI:
@@ -297,6 +309,11 @@ class Phase:
     def rps(self) -> float:
         return self.requests / self.seconds
 
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """Server CPU per request answered in the measured window."""
+        return self.server_cpu / self.requests * 1000 if self.requests else float("nan")
+
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -421,6 +438,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="off/on pairs of the recording comparison"
+    )
+    parser.add_argument("--json", action="store_true", help="print only the figures as JSON")
     args = parser.parse_args()
     if args.events < args.items:
         parser.error("--events must be at least --items (each list holds distinct events)")
@@ -457,6 +478,8 @@ def main() -> None:
         step = max(1, args.users // n_tokens)
         tokens = Tokens([issue_token(settings, 1 + i * step) for i in range(n_tokens)])
         port = free_port()
+        if not args.json:
+            print(f"setup done in {setup_seconds:.1f} s; measuring", flush=True)
         with uvicorn_server(env, port) as server:
             bare = asyncio.run(
                 closed_loop(port, BARE_PATH, tokens, args.concurrency, args.seconds, server.pid)
@@ -475,9 +498,67 @@ def main() -> None:
                     server.pid,
                 )
             )
+        store.redis_client.delete(store.keys.impressions())
+        recording: dict[bool, list[Phase]] = {False: [], True: []}
+        for _ in range(args.rounds):
+            for on in (False, True):
+                mode_env = {**env, "GODO_RECORD_IMPRESSIONS": "true" if on else "false"}
+                with uvicorn_server(mode_env, port) as server:
+                    recording[on].append(
+                        asyncio.run(
+                            closed_loop(
+                                port, FEED_PATH, tokens, args.concurrency, args.seconds, server.pid
+                            )
+                        )
+                    )
+        pages = store.redis_client.xlen(store.keys.impressions())
+        flush_started = time.perf_counter()
+        flushed = flush_impressions(
+            engine=store.engine,
+            redis_client=store.redis_client,
+            keys=store.keys,
+            now=datetime.now(UTC),
+            retention_days=1,
+        )
+        flush_seconds = time.perf_counter() - flush_started
 
+    cpu_off = statistics.median(p.cpu_ms_per_request for p in recording[False])
+    cpu_on = statistics.median(p.cpu_ms_per_request for p in recording[True])
+    cpu_ratio = cpu_on / cpu_off
     ratio = feed.rps / bare.rps
     p99_half = half.percentile(0.99)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "users": args.users,
+                    "items": args.items,
+                    "seconds": args.seconds,
+                    "concurrency": args.concurrency,
+                    "phases": {
+                        name: _figures(phase)
+                        for name, phase in (("bare", bare), ("feed", feed), ("feed_half", half))
+                    },
+                    "feed_over_bare_rps": round(ratio, 3),
+                    "feed_p99_ms_at_half_load": round(p99_half, 2),
+                    "recording": {
+                        "off": [_figures(p) for p in recording[False]],
+                        "on": [_figures(p) for p in recording[True]],
+                        "cpu_ms_per_request_off": round(cpu_off, 4),
+                        "cpu_ms_per_request_on": round(cpu_on, 4),
+                        "cpu_ratio_on_over_off": round(cpu_ratio, 4),
+                        "target_ratio": TARGET_RECORDING_CPU,
+                        "met": cpu_ratio <= TARGET_RECORDING_CPU,
+                    },
+                    "flush": {
+                        "pages": pages,
+                        "impressions": flushed.inserted,
+                        "seconds": round(flush_seconds, 3),
+                    },
+                }
+            )
+        )
+        return
     print(
         f"serve {args.users:,} users x {args.items} items ({result.n_rows:,} rows, "
         f"{args.events:,} events; published in {result.seconds:.1f} s, setup {setup_seconds:.1f} s)"
@@ -503,8 +584,35 @@ def main() -> None:
     print(f"  feed / bare rps      {ratio:5.2f}x   (target >= {TARGET_RATIO}x: {met})")
     met = "met" if p99_half <= TARGET_P99_MS else "missed"
     print(f"  feed p99 at 50% load {p99_half:5.2f} ms  (target <= {TARGET_P99_MS:g} ms: {met})")
-    if bare.errors or feed.errors or half.errors:
+    print("recording impressions, server CPU per feed request (median of the rounds):")
+    for on in (False, True):
+        per_round = ", ".join(f"{p.cpu_ms_per_request:.3f}" for p in recording[on])
+        median = cpu_on if on else cpu_off
+        label = "on " if on else "off"
+        print(f"  recording {label}  {median:6.3f} ms   (rounds: {per_round})")
+    met = "met" if cpu_ratio <= TARGET_RECORDING_CPU else "missed"
+    print(
+        f"  on / off CPU         {cpu_ratio:5.3f}x   (target <= {TARGET_RECORDING_CPU:.2f}x: {met})"
+    )
+    rate = flushed.inserted / flush_seconds if flush_seconds else float("nan")
+    print(
+        f"moved {pages:,} pages ({flushed.inserted:,} impressions) from the stream into "
+        f"Postgres in {flush_seconds:.2f} s ({rate:,.0f} impressions/s)"
+    )
+    errors = [p.errors for p in (bare, feed, half, *recording[False], *recording[True])]
+    if any(errors):
         print("  note: non-200 responses were counted as errors above")
+
+
+def _figures(phase: Phase) -> dict[str, float]:
+    return {
+        "rps": round(phase.rps, 1),
+        "p50_ms": round(phase.percentile(0.5), 2),
+        "p99_ms": round(phase.percentile(0.99), 2),
+        "errors": phase.errors,
+        "server_cores": round(phase.server_cpu / phase.seconds, 3),
+        "server_cpu_ms_per_request": round(phase.cpu_ms_per_request, 4),
+    }
 
 
 if __name__ == "__main__":

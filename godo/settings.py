@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from godo.impression_ids import impression_key
+
 DEV_JWT_SECRET = "godo-development-secret-change-me-0123456789"
 
 Environment = Literal["development", "staging", "production"]
@@ -172,6 +174,33 @@ class Settings(BaseSettings):
     invite_recipient_daily_limit: int = Field(
         default=3, gt=0, description="Invites one address may receive in any 24 hours."
     )
+    # Impressions (every feed item served) and their attribution to swipes and RSVPs.
+    record_impressions: bool = Field(
+        default=True,
+        description="Record every feed item served (a Redis stream the `impression_log` asset "
+        "moves into Postgres) and give it a signed `impression_id`; off: items carry null.",
+    )
+    impression_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs impression ids (32+ characters outside development); unset: a key "
+        "derived from GODO_JWT_SECRET, so a deployment needs no second secret. Setting it lets "
+        "the ids' key rotate on its own (ids signed with the old key stop attributing).",
+    )
+    impression_max_age_seconds: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="How long after serving an impression id still attributes a swipe or RSVP.",
+    )
+    impression_retention_days: int = Field(
+        default=90,
+        gt=0,
+        description="Days of impressions kept in Postgres; older daily partitions are dropped.",
+    )
+    impression_partitions_ahead_days: int = Field(
+        default=3,
+        ge=1,
+        description="Daily partitions of `impressions` created ahead of today by the pipeline.",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
@@ -183,7 +212,24 @@ class Settings(BaseSettings):
                 f"GODO_JWT_SECRET must be set to a random value of 32+ characters "
                 f"outside development (GODO_ENVIRONMENT={self.environment})"
             )
+        impression = self.impression_secret
+        if (
+            self.environment != "development"
+            and impression is not None
+            and len(impression.get_secret_value()) < 32
+        ):
+            raise ValueError(
+                "GODO_IMPRESSION_SECRET, when set, must be 32+ random characters outside "
+                f"development (GODO_ENVIRONMENT={self.environment})"
+            )
         return self
+
+    @property
+    def impression_key(self) -> bytes:
+        """The MAC key of impression ids (`godo.impression_ids`): from `impression_secret`, or
+        derived from the JWT secret (itself refused outside development when it is the default)."""
+        secret = self.impression_secret or self.jwt_secret
+        return impression_key(secret.get_secret_value())
 
     @property
     def data_path(self) -> Path:

@@ -11,6 +11,7 @@ from pipelines.assets import (
     email,
     evaluation,
     features,
+    impressions,
     ingest,
     models,
     push,
@@ -20,6 +21,7 @@ from pipelines.assets import (
     training,
 )
 from pipelines.jobs import (
+    impressions_job,
     ingest_job,
     outreach_job,
     publish_job,
@@ -31,6 +33,7 @@ from pipelines.logs import json_lines_logger
 from pipelines.resources import (
     EventbriteResource,
     GoogleMapsResource,
+    ImpressionRetentionResource,
     LocalStorage,
     MLflowResource,
     PostgresResource,
@@ -40,6 +43,7 @@ from pipelines.resources import (
 from pipelines.schedules import (
     hourly_ingest,
     hourly_notifications,
+    impressions_every_minute,
     nightly_retrain,
     push_receipts_every_15_minutes,
 )
@@ -63,6 +67,7 @@ ASSET_MODULES = [
     recommendations,
     push,
     email,
+    impressions,
 ]
 
 
@@ -102,6 +107,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
             model_name=settings.mlflow_model_name,
         ),
         "city": SyntheticCityResource(enabled=settings.has_synthetic_city),
+        "impression_retention": ImpressionRetentionResource(
+            retention_days=settings.impression_retention_days,
+            partitions_ahead_days=settings.impression_partitions_ahead_days,
+        ),
         **push.resources(settings),
         **email.resources(settings),
         "alerts": AlertsResource(
@@ -116,12 +125,21 @@ SETTINGS = get_settings()
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[ingest_job, retrain_job, publish_job, refresh_job, outreach_job, receipts_job],
+    jobs=[
+        ingest_job,
+        retrain_job,
+        publish_job,
+        refresh_job,
+        outreach_job,
+        receipts_job,
+        impressions_job,
+    ],
     schedules=[
         hourly_ingest,
         nightly_retrain,
         hourly_notifications,
         push_receipts_every_15_minutes,
+        impressions_every_minute,
     ],
     sensors=[
         publish_after_retrain,

@@ -70,3 +70,11 @@ receipts_job = dg.define_asset_job(
     tags={PIPELINE_TAG: "outreach"},
     config=RUN_CONFIG,
 )
+impressions_job = dg.define_asset_job(
+    "move_impressions",
+    selection=dg.AssetSelection.assets("impression_log"),
+    description="Move the feed impressions the API appended to Redis into Postgres' daily "
+    "partitions; create the next days' partitions, drop those past the retention.",
+    tags={PIPELINE_TAG: "impressions"},
+    config=RUN_CONFIG,
+)

@@ -51,6 +51,13 @@ class RedisResource(dg.ConfigurableResource):
         return RedisKeys(prefix=self.prefix)
 
 
+class ImpressionRetentionResource(dg.ConfigurableResource):
+    """How the impression log's daily partitions are kept (`GODO_IMPRESSION_*` settings)."""
+
+    retention_days: int = 90
+    partitions_ahead_days: int = 3
+
+
 class MLflowResource(dg.ConfigurableResource):
     """MLflow tracking and the model registry whose `champion` alias decides what publishes."""
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pipelines.jobs import ingest_job, outreach_job, receipts_job, retrain_job
+from pipelines.jobs import impressions_job, ingest_job, outreach_job, receipts_job, retrain_job
 from pipelines.partitions import metro_partitions
 
 
@@ -44,6 +44,16 @@ push_receipts_every_15_minutes = dg.ScheduleDefinition(
     name="push_receipts_every_15_minutes",
     job=receipts_job,
     cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
+# The stream holds what the API served since the last move, in Redis memory: every minute
+# keeps it small (one entry per page, ~1 KB for 50 cards) and the table a minute behind.
+impressions_every_minute = dg.ScheduleDefinition(
+    name="impressions_every_minute",
+    job=impressions_job,
+    cron_schedule="* * * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )

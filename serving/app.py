@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One verifier for the limiter and the routes: each token is verified once per process.
     app.state.token_verifier = TokenVerifier(settings)
     app.state.live_cache = LiveCache(max_age_seconds=settings.card_cache_seconds)
+    app.state.impression_key = settings.impression_key  # derived once, used per feed item
     app.state.accounts = AccountDirectory()
     # Order matters: each install wraps what came before. Rate limits inside the security
     # headers (so a 429 carries CORS and the headers), the timing around both (so it counts

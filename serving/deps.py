@@ -8,6 +8,7 @@ opened by the lifespan are the only connections serving ever uses.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated, Any
 
 import redis
@@ -19,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from godo.settings import Settings
 from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVerifier
+from serving.attribution import ImpressionCheck
 from store.accounts import AccountDirectory
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
@@ -82,6 +84,23 @@ async def _live_cache(request: Request) -> LiveCache:
 
 
 LiveCacheDep = Annotated[LiveCache, Depends(_live_cache)]
+
+
+async def _impression_key(request: Request) -> bytes:
+    key: bytes = _state(request, "impression_key")
+    return key
+
+
+ImpressionKeyDep = Annotated[bytes, Depends(_impression_key)]
+
+
+async def _impression_check(
+    request: Request, settings: SettingsDep, key: ImpressionKeyDep
+) -> ImpressionCheck:
+    return ImpressionCheck(request, key, timedelta(seconds=settings.impression_max_age_seconds))
+
+
+ImpressionCheckDep = Annotated[ImpressionCheck, Depends(_impression_check)]
 
 
 async def _keys(settings: SettingsDep) -> RedisKeys:

@@ -9,6 +9,15 @@ card and reused by every request that shows it; a request only adds what depends
 The body has exactly the shape of `serving.schemas.FeedOut`, which the route still declares
 for the OpenAPI schema: `tests/unit/test_feed_body.py` holds the two together field by field
 and value by value, and the schemathesis run checks real responses against the schema.
+
+Impression ids are spliced in last. `feed_body` writes a fixed placeholder where each item's
+`impression_id` goes; the ETag is taken over that template, so two responses that differ
+only in their (per-request, random) ids are the same weak entity and `If-None-Match` still
+gets a 304, for which nothing is recorded. `with_impression_ids` then splits the template at
+the placeholders and joins the ids in, one pass instead of a second serialization. The split
+is exact: orjson writes every quote inside a string with a backslash before it, so the
+placeholder's bytes (an unescaped quote, the key, a quote, a colon, the value) can only be
+the `impression_id` key itself, which only items have.
 """
 
 from __future__ import annotations
@@ -23,6 +32,11 @@ from store.feed import Feed
 
 # Datetimes as pydantic writes them (`Z` for UTC), so the body matches the documented model.
 _OPTIONS = orjson.OPT_UTC_Z
+_PLACEHOLDER = "-"
+_ID_SLOT = b'"impression_id":"-"'
+_ID_OPEN = b'"impression_id":"'
+_ID_CLOSE = b'"'
+_NO_ID = b'"impression_id":null'
 MAX_MEMO_ENTRIES = 100_000
 
 
@@ -87,7 +101,8 @@ def card_document(card: EventCard) -> dict[str, Any]:
 
 
 def feed_body(feed: Feed, next_cursor: str | None) -> bytes:
-    """`feed` as the JSON of `serving.schemas.FeedOut`."""
+    """`feed` as the JSON of `serving.schemas.FeedOut`, each `impression_id` a placeholder
+    (the template the ETag is taken over); `with_impression_ids` makes it the response."""
     items = [
         {
             **_documents.of(item.card),
@@ -96,6 +111,7 @@ def feed_body(feed: Feed, next_cursor: str | None) -> bytes:
             "score": item.score,
             "reason": item.reason,
             "friends_going": item.friends_going,
+            "impression_id": _PLACEHOLDER,
         }
         for item in feed.items
     ]
@@ -110,3 +126,17 @@ def feed_body(feed: Feed, next_cursor: str | None) -> bytes:
         },
         option=_OPTIONS,
     )
+
+
+def with_impression_ids(template: bytes, ids: list[bytes] | None) -> bytes:
+    """The response body: `template` with each item's id in order, or null for every item
+    when the page was not recorded (`ids` None)."""
+    if ids is None:
+        return template.replace(_ID_SLOT, _NO_ID)
+    parts = template.split(_ID_SLOT)
+    if len(parts) != len(ids) + 1:
+        raise ValueError(f"{len(parts) - 1} id slots in the body for {len(ids)} ids")
+    pieces = [parts[0]]
+    for token, part in zip(ids, parts[1:], strict=True):
+        pieces += (_ID_OPEN, token, _ID_CLOSE, part)
+    return b"".join(pieces)

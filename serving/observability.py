@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from godo.impression_ids import REJECT_REASONS
 from godo.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ UNMATCHED_ROUTE = "unmatched"
 FEED_SOURCES = ("redis", "postgres", "cold_start")
 CACHE_RESULTS = ("hit", "miss")
 RATE_LIMIT_SCOPES = ("user", "ip")
+IMPRESSION_OUTCOMES = ("recorded", "lost")
+ATTRIBUTION_ACTIONS = ("swipe", "rsvp")
+ATTRIBUTION_OUTCOMES = ("attributed", *REJECT_REASONS)
 # Anything else a client sends as a method is folded into "other", for the same cardinality
 # reason as route templates.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -54,6 +58,8 @@ class Metrics:
     cache_requests: Counter
     rate_limited: Counter
     emails: Counter
+    impressions: Counter
+    attributions: Counter
 
 
 def create_metrics() -> Metrics:
@@ -95,11 +101,30 @@ def create_metrics() -> Metrics:
             ["channel", "kind", "outcome"],
             registry=registry,
         ),
+        impressions=Counter(
+            "godo_impressions_total",
+            "Feed items served, by whether their impression was recorded (in the Redis "
+            "stream) or lost (Redis unreachable: the items went out without ids).",
+            ["outcome"],
+            registry=registry,
+        ),
+        attributions=Counter(
+            "godo_impression_attributions_total",
+            "Impression ids sent with swipes and RSVPs: attributed, or ignored and why "
+            "(malformed, forged, foreign_user, other_event, expired).",
+            ["action", "outcome"],
+            registry=registry,
+        ),
     )
     for source in FEED_SOURCES:
         metrics.feed_source.labels(source=source)
     for scope in RATE_LIMIT_SCOPES:
         metrics.rate_limited.labels(scope=scope)
+    for outcome in IMPRESSION_OUTCOMES:
+        metrics.impressions.labels(outcome=outcome)
+    for action in ATTRIBUTION_ACTIONS:
+        for outcome in ATTRIBUTION_OUTCOMES:
+            metrics.attributions.labels(action=action, outcome=outcome)
     return metrics
 
 
@@ -245,3 +270,23 @@ def _metrics(app_or_request: HTTPConnection | Starlette) -> Metrics | None:
     app = app_or_request.app if isinstance(app_or_request, HTTPConnection) else app_or_request
     metrics = getattr(app.state, "metrics", None)
     return metrics if isinstance(metrics, Metrics) else None
+
+
+def record_impressions(request: HTTPConnection, *, recorded: int, lost: int) -> None:
+    """Count a page's impressions: recorded in the stream, or lost with Redis down."""
+    metrics = _metrics(request)
+    if metrics is None:
+        return
+    if recorded:
+        metrics.impressions.labels(outcome="recorded").inc(recorded)
+    if lost:
+        metrics.impressions.labels(outcome="lost").inc(lost)
+
+
+def record_attribution(request: HTTPConnection, *, action: str, outcome: str) -> None:
+    """Count one impression id sent with a swipe or RSVP: "attributed", or why it was ignored."""
+    if action not in ATTRIBUTION_ACTIONS or outcome not in ATTRIBUTION_OUTCOMES:
+        raise ValueError(f"unknown attribution label {action!r}/{outcome!r}")
+    metrics = _metrics(request)
+    if metrics is not None:
+        metrics.attributions.labels(action=action, outcome=outcome).inc()

@@ -41,12 +41,18 @@ _CARD_EXAMPLE: JsonDict = {
     "price": _PRICE_EXAMPLE,
     "image_url": None,
 }
+# A real id (`godo.impression_ids`) of user 42 and that event, served 2026-03-01T18:33:20Z,
+# signed with a throwaway key.
+IMPRESSION_ID_EXAMPLE = (
+    "AQGcqq0lgAAAAAAAAAAqHkS0q-3ZRpKRY_yH_AEAADgxMjM0NTY3ODkwMYYZrHoaEEqpCe40pjBu76U"
+)
 _FEED_ITEM_EXAMPLE: JsonDict = {
     **_CARD_EXAMPLE,
     "rank": 1,
     "score": 0.8731,
     "reason": "2 friends going",
     "friends_going": 2,
+    "impression_id": IMPRESSION_ID_EXAMPLE,
 }
 _RUN_ID_EXAMPLE = "3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13"
 # What `serving.cursors.encode` gives for that run after rank 1.
@@ -134,6 +140,13 @@ class FeedItemOut(EventCardOut):
     friends_going: int = Field(
         description="The caller's friends going who share their RSVP (public or friends-only); "
         "private RSVPs are never counted."
+    )
+    impression_id: str | None = Field(
+        description="Opaque, signed id of this showing of the card: send it back with the "
+        "swipe (`POST /v1/swipes`) or RSVP (`PUT /v1/events/{id}/attendance`) it leads to. "
+        "It names the caller and this event and attributes for a limited time (7 days by "
+        "default). Null when the impression could not be recorded.",
+        max_length=512,
     )
 
 
@@ -240,6 +253,7 @@ _SWIPE_EXAMPLES: list[JsonValue] = [
         "event_id": "812345678901",
         "direction": "like",
         "ts": "2026-03-01T18:42:07Z",
+        "impression_id": IMPRESSION_ID_EXAMPLE,
     },
     {
         "client_id": "0b9a8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d",
@@ -266,6 +280,13 @@ class SwipeIn(BaseModel):
     direction: Literal["like", "pass", "superlike"]
     ts: AwareDatetime = Field(
         description="When the user swiped, with a timezone; at most 5 minutes in the future."
+    )
+    impression_id: str | None = Field(
+        default=None,
+        max_length=512,
+        description="The `impression_id` of the feed item swiped, if the app has it. Stored "
+        "with the swipe when it is valid (signed by this API, issued to the caller for this "
+        "event, not expired); otherwise ignored, and the swipe is stored without it.",
     )
 
     @field_validator("ts")

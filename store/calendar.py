@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import secrets
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -159,8 +160,11 @@ def set_attendance(
     status: AttendanceStatus,
     visibility: Visibility,
     notes: str | None,
+    impression_id: uuid.UUID | None = None,
 ) -> Attendance:
-    """Insert or replace the user's row for the event (a PUT: every field is overwritten).
+    """Insert or replace the user's row for the event (a PUT: every field is overwritten,
+    except the impression: a verified `impression_id` is stored, and a PUT without one keeps
+    the row's, since an answer changed from the calendar still came from that card).
 
     The user and event are checked and locked against deletion in the same transaction, so a
     missing one is a clear `UnknownUserError`/`UnknownEventError`, never a foreign-key error.
@@ -171,7 +175,12 @@ def set_attendance(
         if conn.execute(_LOCK_EVENT, {"event_id": event_id}).first() is None:
             raise UnknownEventError(event_id)
         values = insert(event_attendance).values(
-            user_id=user_id, event_id=event_id, status=status, visibility=visibility, notes=notes
+            user_id=user_id,
+            event_id=event_id,
+            status=status,
+            visibility=visibility,
+            notes=notes,
+            impression_id=impression_id,
         )
         statement = values.on_conflict_do_update(
             index_elements=[event_attendance.c.user_id, event_attendance.c.event_id],
@@ -179,6 +188,9 @@ def set_attendance(
                 "status": values.excluded.status,
                 "visibility": values.excluded.visibility,
                 "notes": values.excluded.notes,
+                "impression_id": sa.func.coalesce(
+                    values.excluded.impression_id, event_attendance.c.impression_id
+                ),
                 "updated_at": sa.func.now(),
             },
         ).returning(

@@ -59,6 +59,8 @@ class Feed:
     `has_more` says items ranked after the last one returned are still left to page through.
     `experiment` and `arm` name the experiment arm whose run was served (None: the champion's
     run); `model_version` is what ranked that run (a registry version or a rule), if known.
+    `redis_failed` says Redis could not be reached for this read (so recording its
+    impressions is not even tried: `store.impressions`).
     """
 
     user_id: int
@@ -70,6 +72,7 @@ class Feed:
     experiment: str | None = None
     arm: str | None = None
     model_version: str | None = None
+    redis_failed: bool = False
 
 
 def read_feed(
@@ -171,6 +174,7 @@ def _feed_steps(
         ranked.experiment,
         ranked.arm,
         ranked.model_version,
+        redis_failed=not redis_up,
     )
 
 
@@ -197,7 +201,10 @@ class FeedItem(NamedTuple):
 
 
 class _Row(NamedTuple):
-    """A ranked event as the run holds it (a tuple: fifty are built per request)."""
+    """A ranked event as the run holds it (a tuple: fifty are built per request).
+
+    `propensity` is the published item's, 1.0 when the run wrote none (deterministic slots,
+    and every run published before exploration)."""
 
     event_id: str
     rank: int

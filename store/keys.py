@@ -27,6 +27,12 @@ Layout (with the default prefix `godo`):
   MULTI as each XADD, same TTL): Redis 7 reports it as `entries-added`, 6.2 does not, and a
   resuming client needs it to know whether entries after its position were trimmed
 - `godo:live:notify` -> pub/sub channel: "these users' streams (or the broadcast) grew"
+- `godo:impressions` -> stream of served feed pages, one entry per page (field `p`: JSON of
+  user, served time, run, model version, experiment, arm, the page's uuid nonce and its
+  items' event, rank and propensity), appended by the API with each page it serves and
+  emptied by the `impression_log` asset: it deletes entries only after their rows are
+  committed in Postgres, so the stream is never trimmed by length (that would drop
+  impressions nobody had moved yet; `store.impressions`)
 
 Run keys are versioned by run id and expire on their own, so a half-written run is never
 reachable (the pointer still names the old one) and old runs need no clean-up job.
@@ -104,6 +110,10 @@ class RedisKeys:
     def stream_added(self, stream: str) -> str:
         """Counter of every entry ever added to `stream` (one of the live streams above)."""
         return f"{stream}:added"
+
+    def impressions(self) -> str:
+        """The stream of served feed pages, waiting to be moved into Postgres."""
+        return f"{self.prefix}:impressions"
 
     def live_notify_channel(self) -> str:
         """Pub/sub channel telling every API process which streams just grew."""

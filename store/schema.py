@@ -6,6 +6,8 @@ checks that the migrations and these definitions agree, so this module is the re
 
 from __future__ import annotations
 
+import re
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
@@ -140,6 +142,10 @@ swipes = sa.Table(
     # When the user swiped, as the app reported it (capped at created_at); a batch sent after an
     # offline session is older than its created_at. NULL for rows written before the API.
     sa.Column("swiped_at", TZ, nullable=True),
+    # The feed impression the swipe answers (migration 0011): set only when the app sent a
+    # signed id that names this user and event and is not expired (`godo.impression_ids`).
+    # No foreign key: impressions are partitioned and dropped after their retention.
+    sa.Column("impression_id", UUID(as_uuid=True), nullable=True),
     sa.CheckConstraint("action IN ('like', 'pass', 'superlike')", name="action"),
     # Idempotency key of the API, per user so two apps' ids never collide. A plain unique
     # constraint, not a partial index: Postgres treats NULLs as distinct, so legacy rows
@@ -163,6 +169,9 @@ event_attendance = sa.Table(
     sa.Column("visibility", sa.Text, nullable=False, server_default="friends"),
     sa.Column("notes", sa.Text, nullable=True),
     sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    # The feed impression the RSVP answers, verified like `swipes.impression_id`; a later PUT
+    # without a valid id keeps it (the answer still came from that card).
+    sa.Column("impression_id", UUID(as_uuid=True), nullable=True),
     # `went` marks a past event the user attended (`PUT /v1/events/{id}/attendance`).
     sa.CheckConstraint("status IN ('going', 'interested', 'not_going', 'went')", name="status"),
     sa.CheckConstraint("visibility IN ('public', 'friends', 'private')", name="visibility"),
@@ -281,6 +290,37 @@ experiment_arms = sa.Table(
     sa.UniqueConstraint("experiment", "position"),
 )
 
+# --- Impressions (migration 0011) ---------------------------------------------------------
+
+impressions = sa.Table(
+    "impressions",
+    metadata,
+    # One row per feed item served. Partitioned by day on `served_at` (one partition per UTC
+    # day, `impressions_pYYYYMMDD`, created ahead and dropped after the retention by the
+    # `impression_log` asset: `store.impressions`), so dropping a day is a DROP TABLE, not a
+    # DELETE. The primary key holds the partition key, as Postgres requires; the uuid alone is
+    # unique by construction (`godo.impression_ids`).
+    sa.Column("impression_id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("served_at", TZ, primary_key=True),
+    # No foreign keys: a log of what was shown outlives catalogue churn and runs being pruned.
+    sa.Column("user_id", sa.BigInteger, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    # 1-based position in the user's list (the run's rank).
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    # MLflow registry version or a rule name ('popularity'); NULL when the run did not say.
+    sa.Column("model_version", sa.Text, nullable=True),
+    # NULL (both) outside any experiment: the champion served it.
+    sa.Column("experiment", sa.Text, nullable=True),
+    sa.Column("arm", sa.Text, nullable=True),
+    # Probability the card was chosen for its slot; 1.0 for deterministic slots.
+    sa.Column("propensity", sa.Float, nullable=False),
+    sa.CheckConstraint("propensity > 0 AND propensity <= 1", name="propensity"),
+    # One user's impressions by time: sessions, the admin page's history, per-user joins.
+    sa.Index(None, "user_id", "served_at"),
+    postgresql_partition_by="RANGE (served_at)",
+)
+
 # --- Notifications (migration 0007) -------------------------------------------------------
 
 devices = sa.Table(
@@ -376,3 +416,13 @@ invites = sa.Table(
     sa.Index(None, "inviter_id", "created_at"),
     sa.Index(None, "email", "created_at"),
 )
+
+
+# Daily partitions of `impressions` are made and dropped by the pipeline, not by migrations,
+# so the migration environment and its test leave them out of the comparison.
+IMPRESSION_PARTITION = re.compile(r"impressions_p[0-9]{8}")
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic `include_name`: everything but the pipeline's partitions of `impressions`."""
+    return not (type_ == "table" and name is not None and IMPRESSION_PARTITION.fullmatch(name))

@@ -36,12 +36,17 @@ SwipeAction = Literal["like", "pass", "superlike"]
 
 @dataclass(frozen=True)
 class SwipeRecord:
-    """One swipe as the app reported it; `swiped_at` must be timezone-aware."""
+    """One swipe as the app reported it; `swiped_at` must be timezone-aware.
+
+    `impression_id` is the feed impression the swipe answers, already verified by the caller
+    (`godo.impression_ids`): this module stores it as given.
+    """
 
     client_id: str
     event_id: str
     action: SwipeAction
     swiped_at: datetime
+    impression_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ def record_swipes(
                         "swiped_at": sa.func.least(
                             sa.literal(r.swiped_at, type_=_TZ), sa.func.now()
                         ),
+                        "impression_id": r.impression_id,
                     }
                     # Sorted, so two concurrent retries of a batch take the unique index's
                     # row locks in the same order and cannot deadlock each other.

@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
-from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
+from serving.deps import CurrentUserId, EngineDep, ImpressionCheckDep, KeysDep, RedisDep
 from serving.observability import record_cache
 from serving.problems import STORE_UNAVAILABLE_TYPE, problem_responses
+from serving.schemas import IMPRESSION_ID_EXAMPLE
 from store import live_events
 from store.calendar import (
     ATTENDANCE_STATUSES,
@@ -101,6 +102,7 @@ class AttendanceIn(BaseModel):
                     "notes": "Meet Jonas at the bar at 8.",
                 },
                 {"status": "interested", "visibility": "private"},
+                {"status": "going", "impression_id": IMPRESSION_ID_EXAMPLE},
             ]
         },
     )
@@ -115,6 +117,14 @@ class AttendanceIn(BaseModel):
         default=None,
         max_length=MAX_NOTES_CHARS,
         description="Private to the caller, whatever the visibility.",
+    )
+    impression_id: str | None = Field(
+        default=None,
+        max_length=512,
+        description="The `impression_id` of the feed item that led to this answer, if any. "
+        "Stored when it is valid (signed by this API, issued to the caller for this event, not "
+        "expired); otherwise ignored and the answer is stored without it. A PUT without one "
+        "keeps the impression stored before.",
     )
 
 
@@ -269,9 +279,15 @@ def put_attendance(
     engine: EngineDep,
     redis_client: RedisDep,
     keys: KeysDep,
+    impressions: ImpressionCheckDep,
 ) -> AttendanceOut:
-    """Insert or replace the caller's row; the caller's cached calendars are dropped at once."""
+    """Insert or replace the caller's row; the caller's cached calendars are dropped at once.
+
+    An `impression_id` that does not verify (another user's, another event's, expired,
+    forged) is ignored and counted in `/metrics`; the answer is stored all the same.
+    """
     before = live_events.attendance_visibility(engine, user_id=user_id, event_id=event_id)
+    attribution = impressions.verify(body.impression_id, user_id=user_id, event_id=event_id)
     try:
         stored = set_attendance(
             engine,
@@ -280,11 +296,13 @@ def put_attendance(
             status=body.status,
             visibility=body.visibility,
             notes=body.notes,
+            impression_id=attribution.impression_id,
         )
     except UnknownEventError as error:
         raise HTTPException(404, f"Event {event_id!r} does not exist.") from error
     except UnknownUserError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
+    impressions.count([attribution], action="rsvp")
     invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
     touch_events(redis_client, keys, [event_id])  # its going count and goers changed
     live_events.publish_rsvp_change(

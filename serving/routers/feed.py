@@ -13,15 +13,17 @@ from serving.deps import (
     AsyncRedisDep,
     CurrentUserId,
     EngineDep,
+    ImpressionKeyDep,
     KeysDep,
     LiveCacheDep,
     SettingsDep,
 )
-from serving.feed_body import feed_body
-from serving.observability import record_feed_source
+from serving.feed_body import feed_body, with_impression_ids
+from serving.observability import record_feed_source, record_impressions
 from serving.problems import problem_responses
 from serving.schemas import FeedOut
 from store.feed import Feed, RunGone, read_feed_async
+from store.impressions import NOT_RECORDED, record_impressions_async
 
 MAX_LIMIT = 200
 
@@ -144,6 +146,7 @@ async def get_feed(
     keys: KeysDep,
     settings: SettingsDep,
     cache: LiveCacheDep,
+    impression_key: ImpressionKeyDep,
     origin: OriginDep,
     limit: Annotated[
         int | None,
@@ -165,6 +168,11 @@ async def get_feed(
     A cursor pins the run it came from, so pages stay in one list while a new run is
     published; 410 when that run is no longer kept (start again without a cursor). The ETag
     lets the app revalidate cheaply with `If-None-Match`.
+
+    Every item served is recorded as an impression and carries its signed `impression_id`,
+    to send back with the swipe or RSVP it leads to. The ETag ignores the ids (weak: the same
+    cards with other ids are the same page), and a 304 records nothing. With Redis down the
+    page is still served, its ids null.
     """
     page = cursors.decode(cursor) if cursor else None
     # On the event loop: Redis is awaited, and Postgres (only on a cache miss or outage) runs
@@ -189,11 +197,20 @@ async def get_feed(
             "request the feed again without a cursor.",
         ) from None
     record_feed_source(request, "cold_start" if feed.cold_start else feed.source)
-    body = feed_body(feed, _next_cursor(feed))
-    etag = _etag(body)
+    template = feed_body(feed, _next_cursor(feed))
+    etag = _etag(template)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if etag in _if_none_match(request):
         return Response(status_code=304, headers=headers)
+    recorded = NOT_RECORDED
+    if settings.record_impressions:
+        # One XADD, awaited: the ids below exist only once their impressions are in Redis.
+        recorded = await record_impressions_async(
+            redis_client=redis_client, keys=keys, key=impression_key, feed=feed
+        )
+        stored = len(feed.items) if recorded.ids is not None else 0
+        record_impressions(request, recorded=stored, lost=recorded.lost)
+    body = with_impression_ids(template, recorded.ids)
     return Response(content=body, media_type="application/json", headers=headers)
 
 
@@ -204,7 +221,7 @@ def _next_cursor(feed: Feed) -> str | None:
 
 
 def _etag(body: bytes) -> str:
-    """A weak validator of exactly what the client would receive."""
+    """A weak validator of what the client would receive, impression ids aside."""
     return f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 from fastapi.exceptions import RequestValidationError
 
-from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep, SettingsDep
+from serving.deps import (
+    CurrentUserId,
+    EngineDep,
+    ImpressionCheckDep,
+    KeysDep,
+    RedisDep,
+    SettingsDep,
+)
 from serving.problems import problem_responses
 from serving.schemas import SwipeBatchIn, SwipeBatchOut
 from store.swipes import (
@@ -70,6 +77,7 @@ def post_swipes(
     redis_client: RedisDep,
     keys: KeysDep,
     settings: SettingsDep,
+    impressions: ImpressionCheckDep,
 ) -> SwipeBatchOut:
     """Idempotent by `client_id`: resending a batch stores nothing twice (`duplicates`).
 
@@ -77,9 +85,20 @@ def post_swipes(
     a 422 naming it and nothing is stored. The swipes belong to the token's user, whatever the
     body says. `feed_updated: false` means they are stored but the feed may still show their
     events for a while.
+
+    A swipe's `impression_id` (from the feed item swiped) is stored with it when it verifies:
+    signed by this API, issued to the caller, for this event, not expired. Any other id is
+    ignored (counted in `/metrics`), never an error: the swipe is stored without it.
     """
     # A plain `def`: Postgres and Redis calls block, so FastAPI runs this in its thread pool.
-    records = [SwipeRecord(s.client_id, s.event_id, s.direction, s.ts) for s in batch.swipes]
+    attributions = [
+        impressions.verify(s.impression_id, user_id=user_id, event_id=s.event_id)
+        for s in batch.swipes
+    ]
+    records = [
+        SwipeRecord(s.client_id, s.event_id, s.direction, s.ts, a.impression_id)
+        for s, a in zip(batch.swipes, attributions, strict=True)
+    ]
     try:
         result = record_swipes(engine, user_id, records)
     except UnknownEventsError as error:
@@ -98,6 +117,7 @@ def post_swipes(
         ) from error
     except UnknownUserError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
+    impressions.count(attributions, action="swipe")
     feed_updated = hide_swiped_from_feed(
         redis_client=redis_client,
         keys=keys,

@@ -76,6 +76,7 @@ def test_the_instance_stores_runs_in_postgres_with_the_production_settings(
         ("godo/pipeline", "retrain"): 1,
         ("godo/pipeline", "publish"): 1,
         ("godo/pipeline", "outreach"): 1,
+        ("godo/pipeline", "impressions"): 1,
     }
     assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
     assert not instance.run_retries_retry_on_asset_or_op_failure

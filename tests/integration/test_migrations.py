@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from godo.services import ServiceUrls
 from store import migrate
 from store.db import sqlalchemy_url
-from store.schema import metadata
+from store.schema import include_name, metadata
 
 
 @pytest.fixture
@@ -56,7 +56,9 @@ def test_migrations_match_the_schema_module(database_url: str) -> None:
     """store.schema is the readable truth only while autogenerate finds nothing to change."""
     engine = sa.create_engine(sqlalchemy_url(database_url))
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": include_name}
+        )
         differences = compare_metadata(context, metadata)
     engine.dispose()
     assert differences == []

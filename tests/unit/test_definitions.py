@@ -101,6 +101,7 @@ def test_production_wiring_of_jobs_sensors_and_executor() -> None:
         "refresh_and_publish": "publish",
         "notify_users": "outreach",
         "check_push_receipts": "outreach",
+        "move_impressions": "impressions",
     }
     for name, pipeline in jobs.items():
         job = defs.resolve_job_def(name)
@@ -120,6 +121,7 @@ def test_production_wiring_of_jobs_sensors_and_executor() -> None:
     selected = {k.to_user_string() for k in refresh.asset_layer.selected_asset_keys}
     assert {"app_swipes", "interactions", "ranked_feed", "published_feed"} <= selected
     assert not {"als_model", "ranker_model", "champion_model"} & selected  # no training
+    assert defs.resolve_schedule_def("impressions_every_minute").job_name == "move_impressions"
     sensors = {s.name for s in defs.sensors or []}
     assert {"refresh_after_new_swipes", "report_run_failures"} <= sensors
     assert defs.resolve_sensor_def("refresh_after_new_swipes").job_name == "refresh_and_publish"
