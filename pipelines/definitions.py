@@ -13,6 +13,7 @@ from pipelines.assets import (
     features,
     ingest,
     models,
+    online,
     push,
     ranking,
     recommendations,
@@ -21,6 +22,7 @@ from pipelines.assets import (
 )
 from pipelines.jobs import (
     ingest_job,
+    online_metrics_job,
     outreach_job,
     publish_job,
     receipts_job,
@@ -38,6 +40,7 @@ from pipelines.resources import (
     SyntheticCityResource,
 )
 from pipelines.schedules import (
+    daily_online_metrics,
     hourly_ingest,
     hourly_notifications,
     nightly_retrain,
@@ -63,6 +66,7 @@ ASSET_MODULES = [
     recommendations,
     push,
     email,
+    online,
 ]
 
 
@@ -116,12 +120,21 @@ SETTINGS = get_settings()
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
-    jobs=[ingest_job, retrain_job, publish_job, refresh_job, outreach_job, receipts_job],
+    jobs=[
+        ingest_job,
+        retrain_job,
+        publish_job,
+        refresh_job,
+        outreach_job,
+        receipts_job,
+        online_metrics_job,
+    ],
     schedules=[
         hourly_ingest,
         nightly_retrain,
         hourly_notifications,
         push_receipts_every_15_minutes,
+        daily_online_metrics,
     ],
     sensors=[
         publish_after_retrain,
