@@ -8,8 +8,8 @@ and arm: outside every experiment, i.e. the champion), action, going.
 
 Why the intervals are clustered by user: a user contributes many impressions and their
 outcomes are correlated (an eager swiper likes many cards), so the impressions are not
-independent draws and a binomial interval over impressions is too narrow (the A/A test in
-`tests/unit/models/test_online.py` shows it rejecting several times too often). Users are
+independent draws and a binomial interval over impressions is too narrow (in the 200 A/A
+experiments of `tests/unit/models/test_online.py` it rejects 22% of them, this test 6%). Users are
 the unit of randomisation, so every rate is a ratio of per-user sums, sum(y_u) / sum(x_u), and
 its variance is the delta-method (cluster-robust) one for a ratio of means (Deng, Knoblich and
 Lu, "Applying the Delta Method in Metric Analytics", KDD 2018):
