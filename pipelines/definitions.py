@@ -14,6 +14,7 @@ from pipelines.assets import (
     impressions,
     ingest,
     models,
+    online,
     push,
     ranking,
     recommendations,
@@ -23,6 +24,7 @@ from pipelines.assets import (
 from pipelines.jobs import (
     impressions_job,
     ingest_job,
+    online_metrics_job,
     outreach_job,
     publish_job,
     receipts_job,
@@ -41,6 +43,7 @@ from pipelines.resources import (
     SyntheticCityResource,
 )
 from pipelines.schedules import (
+    daily_online_metrics,
     hourly_ingest,
     hourly_notifications,
     impressions_every_minute,
@@ -68,6 +71,7 @@ ASSET_MODULES = [
     push,
     email,
     impressions,
+    online,
 ]
 
 
@@ -133,6 +137,7 @@ defs = dg.Definitions(
         outreach_job,
         receipts_job,
         impressions_job,
+        online_metrics_job,
     ],
     schedules=[
         hourly_ingest,
@@ -140,6 +145,7 @@ defs = dg.Definitions(
         hourly_notifications,
         push_receipts_every_15_minutes,
         impressions_every_minute,
+        daily_online_metrics,
     ],
     sensors=[
         publish_after_retrain,

@@ -78,3 +78,12 @@ impressions_job = dg.define_asset_job(
     tags={PIPELINE_TAG: "impressions"},
     config=RUN_CONFIG,
 )
+
+online_metrics_job = dg.define_asset_job(
+    "compute_online_metrics",
+    selection=dg.AssetSelection.assets("online_metrics"),
+    description="Per arm and model version: rates with intervals, arm against control, the "
+    "sample-ratio check; to MLflow and the Prometheus textfile.",
+    tags={PIPELINE_TAG: "monitoring"},
+    config=RUN_CONFIG,
+)

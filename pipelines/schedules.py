@@ -1,8 +1,16 @@
-"""Schedules: hourly ingest per metro, nightly retrain (which then publishes, see sensors)."""
+"""Schedules: hourly ingest per metro, nightly retrain (which then publishes, see sensors),
+notifications, push receipts and the daily online metrics."""
 
 import dagster as dg
 
-from pipelines.jobs import impressions_job, ingest_job, outreach_job, receipts_job, retrain_job
+from pipelines.jobs import (
+    impressions_job,
+    ingest_job,
+    online_metrics_job,
+    outreach_job,
+    receipts_job,
+    retrain_job,
+)
 from pipelines.partitions import metro_partitions
 
 
@@ -54,6 +62,16 @@ impressions_every_minute = dg.ScheduleDefinition(
     name="impressions_every_minute",
     job=impressions_job,
     cron_schedule="* * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+
+# After the nightly retrain and its publish: the last seven days of impressions, every day
+# (the window is rolling, so on-demand runs from the UI compute the same thing up to now).
+daily_online_metrics = dg.ScheduleDefinition(
+    name="daily_online_metrics",
+    job=online_metrics_job,
+    cron_schedule="0 5 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
 )

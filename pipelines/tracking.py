@@ -67,6 +67,7 @@ _METRICS_PER_BATCH: Final = 1000
 # Param and metric names may hold alphanumerics, '_', '-', '.', ' ' and '/' (':' too, but not
 # on Windows). Anything else, '@' included, is rejected by MLflow.
 _INVALID_KEY_CHARS = re.compile(r"[^\w\-. /]")
+_INVALID_TAG = re.compile(r"[^\w\-./]")
 
 _T = TypeVar("_T")
 
@@ -210,6 +211,24 @@ class ModelRegistry:
         )
         return TrainingRun(self, run.info.run_id)
 
+    def resume_run(self, run_name: str, tags: Mapping[str, str]) -> TrainingRun:
+        """The newest run of the experiment carrying every one of `tags`, else a new one.
+
+        For series that grow run after run (the daily online metrics of one model version):
+        metrics logged at increasing steps chart as a line in the run's MLflow page. Tag keys
+        and values may hold word characters, '.', '-' and '/' only (they go into a filter).
+        """
+        for key, value in tags.items():
+            if _INVALID_TAG.search(key) or _INVALID_TAG.search(value):
+                raise ValueError(f"tag {key!r}={value!r} has characters a run filter cannot hold")
+        query = " AND ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=query, order_by=["start_time DESC"], max_results=1
+        )
+        if found:
+            return TrainingRun(self, found[0].info.run_id)
+        return self.start_run(run_name, tags)
+
     def champion(self) -> ModelVersionInfo | None:
         """The version carrying the champion alias; None if the model or the alias is missing."""
         try:
@@ -325,6 +344,11 @@ class TrainingRun:
         """End the run with `status` (FINISHED, FAILED or KILLED)."""
         self._client.set_terminated(self.run_id, status)
         self._finished = True
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set (or overwrite) tags of the run; unlike params, tags may change later."""
+        for key, value in tags.items():
+            self._client.set_tag(self.run_id, key, value, synchronous=True)
 
     def log_params(self, params: Mapping[str, object]) -> None:
         """Log params: values str()-ed (long ones truncated with a marker), keys sanitised."""

@@ -483,6 +483,16 @@ def list_experiments(engine: sa.Engine) -> list[Experiment]:
         return _load(conn)
 
 
+def arm_weights(engine: sa.Engine) -> list[dict[str, object]]:
+    """(experiment, arm, weight) of every stored arm, in each experiment's arm order: what the
+    online metrics' sample-ratio check and choice of control read."""
+    return [
+        {"experiment": experiment.name, "arm": arm.name, "weight": arm.weight}
+        for experiment in list_experiments(engine)
+        for arm in experiment.arms
+    ]
+
+
 def get_experiment(engine: sa.Engine, name: str) -> Experiment | None:
     with engine.connect() as conn:
         found = _load(conn, experiments.c.name == name)

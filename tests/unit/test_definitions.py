@@ -36,6 +36,7 @@ def test_definitions_load_with_every_asset_documented() -> None:
     for sensor in ("publish_after_retrain", "publish_after_rejected_retrain"):
         assert defs.resolve_sensor_def(sensor) is not None
     assert defs.resolve_schedule_def("hourly_ingest") is not None
+    assert defs.resolve_schedule_def("daily_online_metrics").job_name == "compute_online_metrics"
     assert defs.resolve_job_def("ingest_metro").partitions_def == metro_partitions
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert {
@@ -44,6 +45,7 @@ def test_definitions_load_with_every_asset_documented() -> None:
         "quarantine_share_under_limit",
         "coordinates_inside_metro",
         "beats_champion",
+        "online_metrics_sample_ratio",
     } <= checks
     gate = next(
         spec
@@ -102,6 +104,7 @@ def test_production_wiring_of_jobs_sensors_and_executor() -> None:
         "notify_users": "outreach",
         "check_push_receipts": "outreach",
         "move_impressions": "impressions",
+        "compute_online_metrics": "monitoring",
     }
     for name, pipeline in jobs.items():
         job = defs.resolve_job_def(name)

@@ -128,6 +128,27 @@ def test_run_logs_params_metrics_dict_and_bundle(
     assert list(cwd.iterdir()) == []
 
 
+def test_resume_run_finds_the_tagged_run_again(registry: ModelRegistry) -> None:
+    tags = {"online_metrics_for": "12"}
+    with registry.resume_run("online-12", tags) as first:
+        first.set_tags({"window_end": "day-1"})
+        first.log_metrics({"like_rate": 0.2}, step=1)
+    with registry.resume_run("online-12", tags) as second:
+        second.set_tags({"window_end": "day-2"})
+        second.log_metrics({"like_rate": 0.3}, step=2)
+    with registry.resume_run("online-13", {"online_metrics_for": "13"}) as other:
+        pass
+    assert second.run_id == first.run_id != other.run_id
+    client = MlflowClient(tracking_uri=registry.tracking_uri)
+    history = client.get_metric_history(first.run_id, "like_rate")
+    assert [(m.step, m.value) for m in history] == [(1, 0.2), (2, 0.3)]
+    logged = client.get_run(first.run_id)
+    assert logged.data.tags["window_end"] == "day-2"
+    assert logged.info.status == "FINISHED"
+    with pytest.raises(ValueError, match="filter"):
+        registry.resume_run("bad", {"online_metrics_for": "x' OR '1'='1"})
+
+
 def test_existing_experiment_is_reused(registry: ModelRegistry) -> None:
     again = registry_for(registry, "ranker-reuse")
     assert again.experiment_id == registry.experiment_id
