@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from godo.impression_ids import impression_key
+from godo.secret_strength import weakness
 
 DEV_JWT_SECRET = "godo-development-secret-change-me-0123456789"
 
@@ -206,21 +207,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secret_outside_development(self) -> Settings:
+        if self.environment == "development":
+            return self
         secret = self.jwt_secret.get_secret_value()
-        if self.environment != "development" and (secret == DEV_JWT_SECRET or len(secret) < 32):
+        weak = "the development default" if secret == DEV_JWT_SECRET else weakness(secret)
+        if weak is not None:
             raise ValueError(
-                f"GODO_JWT_SECRET must be set to a random value of 32+ characters "
-                f"outside development (GODO_ENVIRONMENT={self.environment})"
+                f"GODO_JWT_SECRET must be a random value of 32+ characters outside development "
+                f"(GODO_ENVIRONMENT={self.environment}); this one is {weak}. Generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
             )
         impression = self.impression_secret
-        if (
-            self.environment != "development"
-            and impression is not None
-            and len(impression.get_secret_value()) < 32
-        ):
+        weak = None if impression is None else weakness(impression.get_secret_value())
+        if weak is not None:
             raise ValueError(
                 "GODO_IMPRESSION_SECRET, when set, must be 32+ random characters outside "
-                f"development (GODO_ENVIRONMENT={self.environment})"
+                f"development (GODO_ENVIRONMENT={self.environment}); this one is {weak}"
             )
         return self
 

@@ -51,7 +51,10 @@ ALL_SERVICES = GODO_SERVICES | {"postgres", "redis"}
 # What the compose file's header, the Dockerfile's EXPOSE and the entrypoint's defaults promise.
 PUBLISHED_PORTS = {"api": 8000, "dagster-webserver": 3000, "mlflow": 5000}
 # Values compose would refuse to start without; any stand-in works for the dry runs.
-REQUIRED_SECRETS = {"POSTGRES_PASSWORD": "s3cr3t-pw-7c1d", "GODO_JWT_SECRET": "j" * 40}
+REQUIRED_SECRETS = {
+    "POSTGRES_PASSWORD": "s3cr3t-pw-7c1d",
+    "GODO_JWT_SECRET": "Vq3nL8xR2mZ7wK4pT9sB6yH1cF5gJ0dA_eU-oN3iQ8r",
+}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|DSN")
 VERSION_TAG = re.compile(r"^\d+\.\d+(\.\d+)?(-[a-z0-9.]+)?$")
 PYTHON_BASE = re.compile(r"^python:3\.11\.\d+-slim(-[a-z]+)?$")

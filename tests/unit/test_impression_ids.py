@@ -138,12 +138,12 @@ def test_a_short_impression_secret_is_refused_outside_development() -> None:
     with pytest.raises(ValidationError, match="GODO_IMPRESSION_SECRET"):
         Settings(
             environment="production",
-            jwt_secret=SecretStr("j" * 40),
+            jwt_secret=SecretStr("Vq3nL8xR2mZ7wK4pT9sB6yH1cF5gJ0dA_eU-oN3iQ8r"),
             impression_secret=SecretStr("short"),
             _env_file=None,  # type: ignore[call-arg]
         )
     Settings(
         environment="production",
-        jwt_secret=SecretStr("j" * 40),
+        jwt_secret=SecretStr("Vq3nL8xR2mZ7wK4pT9sB6yH1cF5gJ0dA_eU-oN3iQ8r"),
         _env_file=None,  # type: ignore[call-arg]
     )

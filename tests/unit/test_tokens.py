@@ -155,6 +155,10 @@ def test_issue_refuses_nonsense_arguments() -> None:
         issue_token(_settings(), 1, ttl_seconds=0)
 
 
+# `secrets.token_urlsafe(32)` once: what the README tells operators to generate.
+PRODUCTION_SECRET = "Vq3nL8xR2mZ7wK4pT9sB6yH1cF5gJ0dA_eU-oN3iQ8r"
+
+
 def test_production_refuses_the_default_secret() -> None:
     with pytest.raises(ValidationError, match="GODO_JWT_SECRET"):
         Settings(environment="production", _env_file=None)  # type: ignore[call-arg]
@@ -172,10 +176,30 @@ def test_production_refuses_a_short_secret() -> None:
         _settings(environment="production", jwt_secret="too-short")
 
 
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        pytest.param("a" * 32, "pattern repeated", id="one-letter"),
+        pytest.param("x7" * 20, "pattern repeated", id="two-letter-unit"),
+        pytest.param("password1234" * 3, "pattern repeated", id="password-repeated"),
+        pytest.param("abcdefghijklmnopqrstuvwxyz012345", "neighbouring", id="alphabet"),
+        pytest.param("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab", "neighbouring", id="almost-one-letter"),
+        pytest.param("aq" * 15 + "zx", "bits of entropy", id="two-letters"),
+    ],
+)
+def test_production_refuses_a_long_but_low_entropy_secret(secret: str, why: str) -> None:
+    with pytest.raises(ValidationError, match=why):
+        _settings(environment="production", jwt_secret=secret)
+    with pytest.raises(ValidationError, match="GODO_IMPRESSION_SECRET"):
+        _settings(environment="production", jwt_secret=PRODUCTION_SECRET, impression_secret=secret)
+
+
 def test_production_accepts_a_long_random_secret() -> None:
-    settings = _settings(environment="production", jwt_secret="x7" * 20)
-    assert settings.jwt_secret.get_secret_value() == "x7" * 20
+    settings = _settings(environment="production", jwt_secret=PRODUCTION_SECRET)
+    assert settings.jwt_secret.get_secret_value() == PRODUCTION_SECRET
     assert verify_token(settings, issue_token(settings, 5)) == 5
+    hex_secret = "9f86d081884c7d659a2feaa0c55ad015"  # 16 random bytes as hex: 32 characters
+    assert _settings(environment="production", jwt_secret=hex_secret)
 
 
 # --- JWKS (Supabase-style RS256 / ES256) ---------------------------------------------------
