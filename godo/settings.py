@@ -86,6 +86,22 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(default=100, gt=0, description="Sustained requests/min.")
     rate_limit_burst: int = Field(default=200, gt=0, description="Requests allowed in a burst.")
+    trusted_proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Proxies in front of the API that append to X-Forwarded-For (Fly: 1); the "
+        "client is that many entries from the right. 0: the peer address.",
+    )
+    api_docs: bool | None = Field(
+        default=None,
+        description="Serve /docs, /redoc and /openapi.json; unset: in development only.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token /metrics requires when set; unset: /metrics is public in "
+        "development and off (404) elsewhere.",
+    )
     health_max_run_age_seconds: int = Field(
         default=36 * 3600, gt=0, description="Older published runs make /health `degraded`."
     )
@@ -225,6 +241,11 @@ class Settings(BaseSettings):
                 f"development (GODO_ENVIRONMENT={self.environment}); this one is {weak}"
             )
         return self
+
+    @property
+    def serves_docs(self) -> bool:
+        """Whether the interactive docs and the OpenAPI document are served."""
+        return self.environment == "development" if self.api_docs is None else self.api_docs
 
     @property
     def impression_key(self) -> bytes:

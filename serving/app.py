@@ -26,6 +26,7 @@ from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
 from serving.observability import install_observability
 from serving.problems import install_problem_handlers
+from serving.proxy import install_trusted_proxies
 from serving.ratelimit import install_rate_limits
 from serving.request_ids import install_request_ids
 from serving.routers import (
@@ -105,13 +106,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app; `settings` defaults to the process settings (read from the environment)."""
+    settings = settings or get_settings()
+    docs = settings.serves_docs  # off by default outside development: no public API map
     app = FastAPI(
         title="Godo API",
         summary="Ranked event feeds for the Godo app.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
-    app.state.settings = settings or get_settings()
+    app.state.settings = settings
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(feed.router, prefix="/v1")
@@ -135,5 +141,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_security(app, settings)
     install_observability(app)
     install_request_ids(app)
+    install_trusted_proxies(app, settings.trusted_proxy_hops)
     configure_logging(settings)
     return app

@@ -16,6 +16,7 @@ whether or not `install_observability` ran (a test app built without it keeps wo
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -26,11 +27,12 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from godo.impression_ids import REJECT_REASONS
 from godo.settings import Settings, get_settings
+from serving.problems import problem
 
 log = logging.getLogger(__name__)
 
@@ -141,12 +143,32 @@ def install_observability(app: FastAPI) -> None:
     app.state.metrics = metrics
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
-    async def prometheus_metrics() -> Response:
-        """Prometheus text exposition of this app's registry (no auth: scrape it privately)."""
+    settings: Settings = getattr(app.state, "settings", None) or get_settings()
+    token = settings.metrics_token
+    public = token is None and settings.environment == "development"
+
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text exposition of this app's registry, for the scraper only.
+
+        With `metrics_token` set the scrape must send it as a bearer token (compared in
+        constant time); without one, the counts are public in development and not served at
+        all elsewhere, so production never exposes them by default.
+        """
+        if not public:
+            if token is None:
+                return problem(request, 404, f"No route matches {request.url.path}.")
+            given = request.headers.get("authorization", "")
+            expected = f"Bearer {token.get_secret_value()}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return problem(
+                    request,
+                    401,
+                    "Send the metrics token as `Authorization: Bearer <token>`.",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False)
-    settings: Settings = getattr(app.state, "settings", None) or get_settings()
     init_sentry(settings)
 
 

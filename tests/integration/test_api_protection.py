@@ -22,6 +22,7 @@ import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from godo.settings import Settings
 from godo.tokens import ISSUER, issue_token
@@ -324,3 +325,54 @@ def test_an_account_no_user_is_linked_to_is_a_401_saying_so(
     assert response.headers["content-type"].startswith(PROBLEM)
     assert "no Godo user is linked" in response.json()["detail"]
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+# --- what production exposes, and who the client is -----------------------------------------
+
+
+def test_production_serves_no_docs_and_no_public_metrics(
+    settings: Settings, engine: sa.Engine
+) -> None:
+    production = settings.model_copy(update={"environment": "production", "rate_limit_burst": 50})
+    with TestClient(create_app(production)) as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/metrics"):
+            response = client.get(path)
+            assert response.status_code == 404, path
+            assert response.headers["content-type"].startswith(PROBLEM), path
+        assert client.get("/health").status_code == 200
+    opened = production.model_copy(update={"api_docs": True})
+    with TestClient(create_app(opened)) as client:
+        assert client.get("/openapi.json").status_code == 200
+
+
+def test_metrics_behind_a_token_answer_only_the_scraper(
+    settings: Settings, engine: sa.Engine
+) -> None:
+    token = "scrape-token-Vq3nL8xR2mZ7wK4pT9sB6yH1cF5g"
+    production = settings.model_copy(
+        update={"environment": "production", "metrics_token": SecretStr(token)}
+    )
+    with TestClient(create_app(production)) as client:
+        assert client.get("/metrics").status_code == 401
+        wrong = client.get("/metrics", headers={"Authorization": "Bearer " + token[:-1]})
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"].startswith("Bearer")
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200
+        assert "godo_http_request_duration_seconds" in scraped.text
+
+
+def test_a_spoofed_forwarded_for_entry_does_not_buy_a_new_bucket(
+    settings: Settings, engine: sa.Engine
+) -> None:
+    """Behind one trusted proxy (Fly), only the entry it appends names the client."""
+    behind_fly = settings.model_copy(update={"trusted_proxy_hops": 1})
+    with TestClient(create_app(behind_fly)) as client:
+        for i in range(BURST):
+            spoofed = {"X-Forwarded-For": f"10.0.0.{i}, 203.0.113.7"}
+            assert client.get("/v1/feed", headers=spoofed).status_code == 401
+        rotated = {"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}
+        _assert_rate_limited(client.get("/v1/feed", headers=rotated), "this client IP")
+        # another real client (another address appended by the proxy) has its own bucket
+        other = {"X-Forwarded-For": "10.0.0.0, 198.51.100.4"}
+        assert client.get("/v1/feed", headers=other).status_code == 401

@@ -376,6 +376,10 @@ def fly_problems(config: Doc) -> list[str]:
     for key in env:
         if key in {"DATABASE_URL", "REDIS_URL"} or re.search(r"SECRET|TOKEN|PASSWORD|DSN", key):
             problems.append(f"fly.toml sets {key}; secrets belong in `fly secrets set`")
+    if env.get("FORWARDED_ALLOW_IPS") == "*":
+        problems.append("fly.toml trusts every X-Forwarded-For entry (uvicorn takes the left-most)")
+    if env.get("GODO_TRUSTED_PROXY_HOPS") != "1":
+        problems.append("fly.toml does not name Fly's edge as the one trusted proxy hop")
     return problems
 
 
@@ -693,8 +697,10 @@ def test_deploy_checks_notice_a_broken_deploy(ci: Doc, deploy: Doc, name: str) -
         (_set(["http_service", "checks"], [{"method": "GET", "path": "/"}]), "/health"),
         (_set(["env", "DATABASE_URL"], "postgresql://user:pw@db/godo"), "fly secrets set"),
         (_drop(["env", "GODO_ENVIRONMENT"]), "GODO_ENVIRONMENT"),
+        (_set(["env", "FORWARDED_ALLOW_IPS"], "*"), "left-most"),
+        (_drop(["env", "GODO_TRUSTED_PROXY_HOPS"]), "trusted proxy hop"),
     ],
-    ids=["port", "check path", "secret in file", "no environment"],
+    ids=["port", "check path", "secret in file", "no environment", "trust all", "no hops"],
 )
 def test_fly_checks_notice_a_broken_config(fly: Doc, mutate: Mutation, fragment: str) -> None:
     broken = copy.deepcopy(fly)
