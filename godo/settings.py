@@ -93,6 +93,14 @@ class Settings(BaseSettings):
         description="Proxies in front of the API that append to X-Forwarded-For (Fly: 1); the "
         "client is that many entries from the right. 0: the peer address.",
     )
+    live_max_per_user: int = Field(
+        default=5, gt=0, description="Open /v1/live WebSockets one user may hold per process."
+    )
+    live_max_per_address: int = Field(
+        default=50,
+        gt=0,
+        description="Open /v1/live WebSockets one client address may hold per process.",
+    )
     api_docs: bool | None = Field(
         default=None,
         description="Serve /docs, /redoc and /openapi.json; unset: in development only.",

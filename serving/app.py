@@ -24,6 +24,7 @@ from redis.retry import Retry
 from godo.logs import configure_logging
 from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
+from serving.live_caps import LiveCaps
 from serving.observability import install_observability
 from serving.problems import install_problem_handlers
 from serving.proxy import install_trusted_proxies
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.live_cache = LiveCache(max_age_seconds=settings.card_cache_seconds)
     app.state.impression_key = settings.impression_key  # derived once, used per feed item
     app.state.accounts = AccountDirectory()
+    app.state.live_caps = LiveCaps.of(settings.live_max_per_user, settings.live_max_per_address)
     # Order matters: each install wraps what came before. Rate limits inside the security
     # headers (so a 429 carries CORS and the headers), the timing around both (so it counts
     # 429s and CORS refusals too), the request id outermost (so every response has one).

@@ -7,7 +7,9 @@ Protocol:
   the app's own rules (`serving.deps._current_user_id`: verifier, account mapping), after the
   handshake so the client gets a real close code: 4401 (reason says why) for a missing or
   refused token, also sent when the token expires during the connection (re-checked every
-  `POLL_SECONDS`); 1013 (try again later) when signing keys or Redis are unavailable.
+  `POLL_SECONDS`); 1013 (try again later) when signing keys or Redis are unavailable; 1008
+  past `live_max_per_user` open connections of one user or `live_max_per_address` of one
+  client address in this process (`serving.live_caps`).
 - `last_event_id` (optional): the `id` of the last event the client processed; events after it
   that Redis still holds are replayed first, then live ones, each exactly once. A malformed one
   closes with 4400. Without it, only events from now on are sent.
@@ -36,6 +38,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.websockets import WebSocketState
 
 from serving.deps import _current_user_id
+from serving.live_caps import LiveCaps
 from store.keys import RedisKeys
 from store.live_events import (
     HELLO,
@@ -54,6 +57,7 @@ log = logging.getLogger(__name__)
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_REQUEST = 4400
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TOO_MANY = 1008  # policy violation: over `live_max_per_user` / `live_max_per_address`
 _MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 
 
@@ -61,10 +65,34 @@ _MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 byte
 async def live(websocket: WebSocket) -> None:
     """Authenticate, subscribe, replay from `last_event_id`, then push until the client leaves."""
     await websocket.accept()
+    caps: LiveCaps = websocket.app.state.live_caps
+    address = websocket.client.host if websocket.client else "unknown"
+    if not caps.per_address.acquire(address):
+        await _close(websocket, CLOSE_TOO_MANY, "too many live connections from this address")
+        return
+    try:
+        await _live(websocket, caps)
+    finally:
+        caps.per_address.release(address)
+
+
+async def _live(websocket: WebSocket, caps: LiveCaps) -> None:
+    """Authenticate, then hold one of the user's slots for as long as the connection lives."""
     token = _token(websocket)
     user_id = await _authenticate(websocket, token)
     if user_id is None:
         return
+    if not caps.per_user.acquire(user_id):
+        await _close(websocket, CLOSE_TOO_MANY, "too many live connections for this user")
+        return
+    try:
+        await _connected(websocket, user_id, token)
+    finally:
+        caps.per_user.release(user_id)
+
+
+async def _connected(websocket: WebSocket, user_id: int, token: str | None) -> None:
+    """Subscribe, replay from `last_event_id`, then push until the client leaves."""
     requested: Cursor | None = None
     last_event_id = websocket.query_params.get("last_event_id")
     if last_event_id:

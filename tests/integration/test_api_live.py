@@ -9,6 +9,7 @@ client's very next message has to be that one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -387,3 +388,35 @@ def test_writes_succeed_and_publishing_is_skipped_when_redis_is_down(
         assert told == 0
         assert publish_feed_refreshed(dead, redis_keys, "run-x") is False
     assert len([r for r in caplog.records if "not sent" in r.getMessage()]) == 2
+
+
+def test_connections_past_the_per_user_cap_are_closed_with_1008(
+    api_settings: Settings, world: None
+) -> None:
+    capped = api_settings.model_copy(update={"live_max_per_user": 2})
+    with TestClient(create_app(capped)) as client, contextlib.ExitStack() as open_sockets:
+        for _ in range(2):
+            _hello(open_sockets.enter_context(_connect(client, capped, VIEWER)), VIEWER)
+        with _connect(client, capped, VIEWER) as third:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                _receive(third)
+        assert closed.value.code == 1008 and "user" in closed.value.reason
+        # another user is not held back, and a closed socket frees its slot
+        with _connect(client, capped, FRIEND) as friend:
+            _hello(friend, FRIEND)
+        open_sockets.close()
+        with _connect(client, capped, VIEWER) as again:
+            _hello(again, VIEWER)
+
+
+def test_connections_past_the_per_address_cap_are_closed_before_auth(
+    api_settings: Settings, world: None
+) -> None:
+    capped = api_settings.model_copy(update={"live_max_per_address": 2})
+    with TestClient(create_app(capped)) as client, contextlib.ExitStack() as open_sockets:
+        for user in (VIEWER, FRIEND):
+            _hello(open_sockets.enter_context(_connect(client, capped, user)), user)
+        with client.websocket_connect("/v1/live") as anonymous:  # no token: refused first
+            with pytest.raises(WebSocketDisconnect) as closed:
+                _receive(anonymous)
+        assert closed.value.code == 1008 and "address" in closed.value.reason
