@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 FRIEND_RSVP = "friend_rsvp"
 FRIEND_RSVP_REMOVED = "friend_rsvp_removed"
 FEED_REFRESHED = "feed_refreshed"
+DEVICE_MOVED = "device_moved"
 HELLO = "hello"
 RESYNC = "resync"
 
@@ -222,6 +223,19 @@ def publish_rsvp_change(
         log.warning("live %s of user %s not sent: %s", event[0], actor_id, error)
         return 0
     return len(recipients)
+
+
+def publish_device_moved(
+    redis_client: redis.Redis, keys: RedisKeys, *, previous_owner: int, platform: str
+) -> bool:
+    """Tell the account a push token was taken from that one of its devices now answers to
+    another account (its other sessions show it); best effort (False when it failed)."""
+    try:
+        _fan_out(redis_client, keys, [previous_owner], DEVICE_MOVED, {"platform": platform})
+    except redis.RedisError as error:
+        log.warning("live device_moved for user %s not sent: %s", previous_owner, error)
+        return False
+    return True
 
 
 def publish_feed_refreshed(redis_client: redis.Redis, keys: RedisKeys, run_id: str) -> bool:

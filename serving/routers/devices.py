@@ -1,22 +1,28 @@
 """Devices and notification preferences: `POST/DELETE /v1/me/devices`, `PUT .../preferences`.
 
 Thin over `store.notifications`. Registering is an idempotent upsert (the app calls it on every
-launch); a token another account had moves to the caller. Deleting is the logout call and is
+launch); a token another account had moves to the caller, and the previous owner is told
+through their live stream (`device_moved`): the usual case is one phone and a new login, and
+an Expo token is known only to the device and Expo, so proof of possession (a push round trip
+the app answers) would cost every legitimate re-login a step to stop a rare misuse that the
+notice already makes visible. Deleting is the logout call and is
 scoped to the caller: 204 whether or not the caller had the token, and a stranger's DELETE of
 someone else's token deletes nothing (and does not learn whether it exists).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serving.deps import CurrentUserId, EngineDep
+from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.problems import problem_responses
 from store.calendar import UnknownUserError
+from store.live_events import publish_device_moved
 from store.notifications import (
     DEFAULT_REMINDER_LEAD_MINUTES,
     Preferences,
@@ -28,6 +34,7 @@ from store.notifications import (
 )
 
 router = APIRouter(tags=["notifications"])
+log = logging.getLogger(__name__)
 
 TOKEN_EXAMPLE = "ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]"
 _INVALID_TOKEN = {
@@ -178,15 +185,26 @@ class PreferencesOut(PreferencesIn):
     },
 )
 def post_device(
-    device: DeviceIn, user_id: CurrentUserId, engine: EngineDep, response: Response
+    device: DeviceIn,
+    user_id: CurrentUserId,
+    engine: EngineDep,
+    redis_client: RedisDep,
+    keys: KeysDep,
+    response: Response,
 ) -> DeviceOut:
-    """Idempotent: call it on every launch. A token another account had moves to the caller."""
+    """Idempotent: call it on every launch. A token another account had moves to the caller,
+    and that account is told (a `device_moved` live event)."""
     try:
         registration = register_device(
             engine, user_id=user_id, token=device.expo_push_token, platform=device.platform
         )
     except UnknownUserError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
+    if registration.moved_from is not None:
+        log.info("push token moved from user %s to user %s", registration.moved_from, user_id)
+        publish_device_moved(
+            redis_client, keys, previous_owner=registration.moved_from, platform=device.platform
+        )
     created = registration.created or registration.moved_from is not None
     if not created:
         response.status_code = 200

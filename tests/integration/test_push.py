@@ -3,6 +3,7 @@ materialized by Dagster against `FakeExpo` (a real HTTP server speaking Expo's J
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -134,17 +136,27 @@ def _auth(settings: Settings, user_id: int) -> dict[str, str]:
 
 
 def test_register_is_idempotent_and_moves_a_token(
-    client: TestClient, api_settings: Settings, seeded: sa.Engine
+    client: TestClient,
+    api_settings: Settings,
+    seeded: sa.Engine,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
 ) -> None:
     body = {"expo_push_token": TOKEN_A, "platform": "ios"}
     first = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, ANA))
     assert first.status_code == 201 and first.json()["created"] is True
     again = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, ANA))
     assert again.status_code == 200 and again.json()["created"] is False
+    assert redis_client.xlen(redis_keys.live_user_stream(ANA)) == 0
     moved = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, BEN))
     assert moved.status_code == 201
     assert store.user_tokens(seeded, ANA) == []
     assert store.user_tokens(seeded, BEN) == [TOKEN_A]
+    # The previous owner is told, on their own live stream only.
+    ((_, fields),) = redis_client.xrange(redis_keys.live_user_stream(ANA))
+    assert fields[b"type"] == b"device_moved"
+    assert json.loads(fields[b"data"]) == {"platform": "ios"}
+    assert redis_client.xlen(redis_keys.live_user_stream(BEN)) == 0
 
 
 def test_a_malformed_token_is_a_422_naming_the_field(
