@@ -36,8 +36,11 @@ bench: ## Run the benchmarks (figures, not pass/fail)
 	uv run python -m bench.publish
 	uv run python -m bench.quality
 
+chaos: ## Faults (Redis killed/paused, Postgres restarted, publishes killed) under load; fails on a broken invariant
+	uv run python -m bench.chaos
+
 clean: ## Delete everything generated under .godo/ (stops the embedded servers first)
 	-uv run godo services stop
 	rm -rf .godo
 
-.PHONY: help demo demo-once test check fmt serve dagster mlflow services-stop bench clean
+.PHONY: help demo demo-once test check fmt serve dagster mlflow services-stop bench chaos clean
