@@ -22,7 +22,7 @@ import polars as pl
 PALETTE: Final = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000")
 WIDTH: Final = 640
 HEIGHT: Final = 240
-LEFT, RIGHT, TOP, BOTTOM = 56, 16, 12, 32
+LEFT, RIGHT, TOP, BOTTOM = 56, 28, 12, 32
 
 
 @dataclass(frozen=True)

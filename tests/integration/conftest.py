@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
+import os
 import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import lightgbm
@@ -400,3 +409,55 @@ def page_cells(html: str) -> dict[tuple[str, ...], str]:
     parser = _Cells()
     parser.feed(html)
     return parser.cells
+
+
+@pytest.fixture
+def live_api(api_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """The API served by a real uvicorn process on a free loopback port, over this test's
+    database and Redis namespace; yields its base URL once `/health` answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": str(api_settings.database_url),
+        "REDIS_URL": str(api_settings.redis_url),
+        "GODO_REDIS_PREFIX": api_settings.redis_prefix,
+        "GODO_JWT_SECRET": api_settings.jwt_secret.get_secret_value(),
+        "GODO_ENVIRONMENT": "development",
+        "GODO_DATA_DIR": str(tmp_path / "godo"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"uvicorn exited with {process.returncode}"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "uvicorn did not answer /health in 60 s"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
