@@ -14,6 +14,9 @@ demo-once: ## Like demo, but exit after the report
 test: ## Run the whole test suite (what CI runs)
 	$(PY) dev.py test
 
+browsers: ## Install the Chromium the browser tests drive (Debian's package, apt-get)
+	$(PY) dev.py browsers
+
 check: ## ruff (lint + format check) and mypy
 	$(PY) dev.py check
 
@@ -43,4 +46,4 @@ clean: ## Delete everything generated under .godo/ (stops the embedded servers f
 	-uv run godo services stop
 	rm -rf .godo
 
-.PHONY: help demo demo-once test check fmt serve dagster mlflow services-stop bench chaos clean
+.PHONY: help demo demo-once test browsers check fmt serve dagster mlflow services-stop bench chaos clean

@@ -353,11 +353,20 @@ def dagster(
 def token(
     user_id: Annotated[int, typer.Argument(help="The user the token speaks for (JWT `sub`).")],
     ttl: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin",
+            help="Add the admin role claim (GODO_ADMIN_ROLE_CLAIM): opens the /admin pages.",
+        ),
+    ] = False,
 ) -> None:
     """Print a development JWT for calling the API by hand."""
-    from godo.tokens import issue_token
+    from godo.tokens import issue_token, role_claims
 
-    typer.echo(issue_token(get_settings(), user_id, ttl_seconds=ttl))
+    settings = get_settings()
+    extra = role_claims(settings) if admin else None
+    typer.echo(issue_token(settings, user_id, ttl_seconds=ttl, extra_claims=extra))
 
 
 JSON_COLUMNS = ("model", "ndcg@10", "precision@10", "recall@10", "map@10", "coverage")

@@ -226,6 +226,20 @@ class Settings(BaseSettings):
         ge=1,
         description="Daily partitions of `impressions` created ahead of today by the pipeline.",
     )
+    # The admin pages (`/admin/...`): who may open them is said by a claim of the token.
+    admin_role_claim: str = Field(
+        default="app_metadata.role",
+        pattern=r"^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$",
+        description="Dotted path of the token claim holding the caller's role(s): Supabase "
+        "keeps roles set by the service in `app_metadata` (`app_metadata.role`, or "
+        "`app_metadata.roles` for a list). Never the top-level `role` of a Supabase token: "
+        "that is the Postgres role, `authenticated` for every signed-in user.",
+    )
+    admin_role: str = Field(
+        default="admin",
+        min_length=1,
+        description="The value that claim must hold (or, when it is a list, contain).",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 

@@ -32,6 +32,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -85,10 +86,13 @@ def issue_token(
     *,
     ttl_seconds: int | None = None,
     now: datetime | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
 ) -> str:
     """A signed (HMAC) token for `user_id`, valid for `ttl_seconds` (default: settings).
 
     `now` is injectable so tests can mint already-expired tokens without sleeping.
+    `extra_claims` are added beside the registered ones (which they cannot replace), e.g.
+    `role_claims(settings)` for a token that opens the admin pages.
     """
     if not 0 < user_id <= _MAX_USER_ID:
         raise ValueError(f"user_id must be a positive BIGINT, got {user_id}")
@@ -97,6 +101,7 @@ def issue_token(
         raise ValueError(f"ttl_seconds must be positive, got {ttl}")
     issued_at = (now or datetime.now(UTC)).replace(microsecond=0)
     claims = {
+        **(extra_claims or {}),
         "sub": str(user_id),
         "iat": issued_at,
         "exp": issued_at + timedelta(seconds=ttl),
@@ -106,6 +111,50 @@ def issue_token(
     return jwt.encode(
         claims, settings.jwt_secret.get_secret_value(), algorithm=settings.jwt_algorithm
     )
+
+
+def verify_claims(settings: Settings, token: str) -> dict[str, Any]:
+    """Every claim of `token`, once it is verified exactly as `verify_token` verifies it
+    (including its `sub`), or `InvalidTokenError`. May block on the network, like it."""
+    claims = _verified_claims(settings, token)
+    _subject(claims["sub"])
+    return claims
+
+
+def claim_at(claims: Mapping[str, Any], path: str) -> object:
+    """The claim at dotted `path` (`app_metadata.role`), or None where any step is missing."""
+    value: object = claims
+    for step in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step)
+    return value
+
+
+def has_role(claims: Mapping[str, Any], path: str, role: str) -> bool:
+    """Whether the claim at `path` is `role`, or a list holding it.
+
+    Exact matches only: no case folding, no substrings (`"not-admin"` is not `"admin"`), and
+    anything but a string or a list of strings holds no role.
+    """
+    value = claim_at(claims, path)
+    if isinstance(value, str):
+        return value == role
+    if isinstance(value, list):
+        return any(isinstance(item, str) and item == role for item in value)
+    return False
+
+
+def role_claims(settings: Settings) -> dict[str, Any]:
+    """Claims that give a token the admin role at `settings.admin_role_claim`, nested as
+    the path says (`{"app_metadata": {"role": "admin"}}`): what `godo token --admin` adds."""
+    claims: dict[str, Any] = {}
+    *parents, leaf = settings.admin_role_claim.split(".")
+    level = claims
+    for step in parents:
+        level = level.setdefault(step, {})
+    level[leaf] = settings.admin_role
+    return claims
 
 
 def verify_token(settings: Settings, token: str) -> Subject:

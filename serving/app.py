@@ -31,6 +31,7 @@ from serving.proxy import install_trusted_proxies
 from serving.ratelimit import install_rate_limits
 from serving.request_ids import install_request_ids
 from serving.routers import (
+    admin,
     calendar,
     devices,
     events,
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live.router, prefix="/v1")
     app.include_router(devices.router, prefix="/v1")
     app.include_router(invites.router, prefix="/v1")
+    app.include_router(admin.router)
     settings = app.state.settings
     # One verifier for the limiter and the routes: each token is verified once per process.
     app.state.token_verifier = TokenVerifier(settings)

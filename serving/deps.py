@@ -19,7 +19,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from godo.settings import Settings
-from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVerifier
+from godo.tokens import (
+    InvalidTokenError,
+    SigningKeysUnavailableError,
+    TokenVerifier,
+    has_role,
+    verify_claims,
+)
 from serving.attribution import ImpressionCheck
 from store.accounts import AccountDirectory
 from store.keys import RedisKeys
@@ -177,3 +183,57 @@ def _invalid_token(reason: str) -> HTTPException:
 
 
 CurrentUserId = Annotated[int, Depends(_current_user_id)]
+
+
+# --- the admin pages --------------------------------------------------------------------------
+
+ADMIN_COOKIE = "godo_admin"
+"""Where a browser keeps its admin token (set by `POST /admin/login`, sent only to /admin)."""
+
+
+async def verify_admin_token(settings: Settings, token: str) -> dict[str, Any]:
+    """The claims of `token` when it is valid and carries the admin role; else 401, 403 or
+    503 (signing keys unreachable), as `HTTPException`s the problem handlers render."""
+    try:
+        claims = await run_in_threadpool(verify_claims, settings, token)
+    except InvalidTokenError as error:
+        raise _invalid_token(error.reason) from error
+    except SigningKeysUnavailableError as error:
+        log.warning("cannot verify an admin token: %s", error)
+        raise HTTPException(
+            status_code=503,
+            detail="Token signing keys are temporarily unavailable; retry shortly.",
+            headers={"Retry-After": str(SIGNING_KEYS_RETRY_AFTER_SECONDS)},
+        ) from error
+    if not has_role(claims, settings.admin_role_claim, settings.admin_role):
+        raise HTTPException(
+            status_code=403,
+            detail=f"The token does not carry the admin role: its "
+            f"'{settings.admin_role_claim}' claim must be or contain '{settings.admin_role}'.",
+        )
+    return claims
+
+
+async def _admin_claims(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> dict[str, Any]:
+    """The admin caller's claims, from `Authorization: Bearer` or else the admin cookie.
+
+    A header wins over the cookie, so a script can call the pages as the API is called.
+    Every request verifies the token in full (signature, audience, expiry, role): the pages
+    are rare and the verifier's memory keeps subjects, not roles.
+    """
+    token = credentials.credentials if credentials else request.cookies.get(ADMIN_COOKIE)
+    if not token:
+        raise HTTPException(
+            status_code=401,
+            detail="Missing bearer token: send 'Authorization: Bearer <token>' with the admin "
+            "role, or sign in at /admin/login.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return await verify_admin_token(settings, token)
+
+
+AdminClaims = Annotated[dict[str, Any], Depends(_admin_claims)]

@@ -62,10 +62,10 @@ def _literal(moment: datetime) -> str:
     return f"'{moment.astimezone(UTC).isoformat()}'::timestamptz"
 
 
-def read_impression_outcomes(conn: sa.Connection, start: datetime, end: datetime) -> pl.DataFrame:
-    """Impressions served in [start, end) with their attributed swipe and RSVP."""
-    low, high = _literal(start), _literal(end)
-    query = f"""
+def _outcomes_query(since: str, where: str, order: str) -> str:
+    """Impressions matching `where` with their attributed swipe and RSVP (see the module
+    docstring); `since` bounds the swipes read (none answers an impression served before it)."""
+    return f"""
         SELECT i.impression_id::text AS impression_id, i.served_at, i.user_id, i.event_id,
                i.rank, i.run_id, i.model_version, i.experiment, i.arm, i.propensity,
                s.action, (a.user_id IS NOT NULL) AS going
@@ -73,15 +73,37 @@ def read_impression_outcomes(conn: sa.Connection, start: datetime, end: datetime
         LEFT JOIN (
             SELECT DISTINCT ON (impression_id) impression_id, action
             FROM swipes
-            WHERE impression_id IS NOT NULL AND created_at >= {low}
+            WHERE impression_id IS NOT NULL AND created_at >= {since}
             ORDER BY impression_id, created_at DESC, id DESC
         ) AS s ON s.impression_id = i.impression_id
         LEFT JOIN event_attendance AS a
             ON a.user_id = i.user_id AND a.event_id = i.event_id
             AND a.impression_id = i.impression_id AND a.status = 'going'
-        WHERE i.served_at >= {low} AND i.served_at < {high}
-        ORDER BY i.user_id, i.served_at, i.rank
+        WHERE {where}
+        ORDER BY {order}
     """
+
+
+def read_impression_outcomes(conn: sa.Connection, start: datetime, end: datetime) -> pl.DataFrame:
+    """Impressions served in [start, end) with their attributed swipe and RSVP."""
+    low, high = _literal(start), _literal(end)
+    query = _outcomes_query(
+        low, f"i.served_at >= {low} AND i.served_at < {high}", "i.user_id, i.served_at, i.rank"
+    )
+    return read_frame(conn, query, IMPRESSION_OUTCOMES_SCHEMA)
+
+
+def user_impression_outcomes(
+    conn: sa.Connection, user_id: int, since: datetime, limit: int
+) -> pl.DataFrame:
+    """One user's newest `limit` impressions served since `since`, with the same outcomes as
+    `read_impression_outcomes` (the admin page's history; the (user_id, served_at) index and
+    the bound on `served_at` keep it to that user's rows of the recent partitions)."""
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    low = _literal(since)
+    where = f"i.user_id = {int(user_id)} AND i.served_at >= {low}"
+    query = _outcomes_query(low, where, f"i.served_at DESC, i.rank LIMIT {int(limit)}")
     return read_frame(conn, query, IMPRESSION_OUTCOMES_SCHEMA)
 
 

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import math
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
 import lightgbm
 import numpy as np
+import polars as pl
 import pytest
+import redis
+import sqlalchemy as sa
 from pydantic import SecretStr
 
 from godo import services
 from godo.settings import Settings
+from godo.tokens import issue_token, role_claims
 from pipelines.tracking import ModelRegistry
+from store.experiments import ArmSpec, ExperimentSpec, create_experiment
 from store.keys import RedisKeys
+from store.publish import publish_run
+from store.schema import event_attendance, events, swipes, users
+from store.schema import impressions as impressions_table
 
 API_SECRET = "integration-test-secret-0123456789abcdefgh"
 
@@ -53,3 +78,386 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
             run.register(booster)
     registry.promote(1, reason="test: the first version is the champion")
     return registry
+
+
+# --- the admin pages' world: an experiment with logged impressions and attributed answers ----
+
+ADMIN_EXPERIMENT = "homepage"
+ADMIN_EVENTS = [f"ev-{i}" for i in range(10)]
+ADMIN_FEED_USER = 7
+Z95 = 1.959963984540054  # the normal quantile the online metrics use
+
+
+def admin_token(settings: Settings, user_id: int = 1, *, admin: bool = True) -> str:
+    """A token for `user_id`, with the admin role claim when `admin`."""
+    return issue_token(
+        settings, user_id, extra_claims=role_claims(settings) if admin else {"app_metadata": {}}
+    )
+
+
+def impression_partition(conn: sa.Connection, moment: datetime) -> None:
+    """The contract's day partition holding `moment`, unless it exists."""
+    first = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    after = first + timedelta(days=1)
+    conn.execute(
+        sa.text(
+            f"CREATE TABLE IF NOT EXISTS impressions_p{first:%Y%m%d} PARTITION OF impressions "
+            f"FOR VALUES FROM ('{first.isoformat()}') TO ('{after.isoformat()}')"
+        )
+    )
+
+
+@dataclass(frozen=True)
+class AdminWorld:
+    now: datetime
+    experiment: str
+    feed_user: int
+    feed_arm: str  # the arm `feed_user` is assigned to by the stored experiment's hash
+
+
+@pytest.fixture
+def admin_world(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKeys) -> AdminWorld:
+    """80 users, 10 upcoming events, experiment `homepage` (control / treatment, 0.5 each)
+    started 5 days ago; three days of impressions: users 1-60 in the experiment (odd ones
+    control), 61-80 outside it, five cards a day each, answered at random (treatment likes
+    more), with some answers attributed to "going" RSVPs, a swipe without an impression and
+    a like changed to a pass. Published runs: the champion's and one per arm, so
+    `ADMIN_FEED_USER` has a feed from their arm."""
+    rng = random.Random(13)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(users),
+            [{"id": u, "display_name": f"user {u}", "metro": "lisbon"} for u in range(1, 81)],
+        )
+        conn.execute(
+            sa.insert(events),
+            [
+                {
+                    "id": event_id,
+                    "name": f"Concert {event_id}",
+                    "metro": "lisbon",
+                    "category": "music",
+                    "start_utc": now + timedelta(days=10),
+                    "timezone": "Europe/Lisbon",
+                    "is_free": True,
+                    "status": "live",
+                    "is_active": True,
+                }
+                for event_id in ADMIN_EVENTS
+            ],
+        )
+    experiment = create_experiment(
+        engine=engine,
+        redis_client=redis_client,
+        keys=redis_keys,
+        spec=ExperimentSpec(
+            name=ADMIN_EXPERIMENT,
+            arms=(
+                ArmSpec.parse("control=0.5:rule:popularity"),
+                ArmSpec.parse("treatment=0.5:rule:popularity"),
+            ),
+            start=now - timedelta(days=5),
+            end=now + timedelta(days=9),
+        ),
+        model_registered=lambda _: True,
+    )
+    impressions: list[dict[str, Any]] = []
+    swipe_rows: list[dict[str, Any]] = []
+    going: dict[tuple[int, str], uuid.UUID] = {}
+    for user in range(1, 81):
+        arm = None if user > 60 else ("control" if user % 2 else "treatment")
+        like = 0.35 if arm == "treatment" else 0.25
+        for day in (3, 2, 1):
+            served = now - timedelta(days=day, minutes=rng.randint(0, 600))
+            for rank, event_id in enumerate(rng.sample(ADMIN_EVENTS, 5), start=1):
+                impression_id = uuid.uuid4()
+                impressions.append(
+                    {
+                        "impression_id": impression_id,
+                        "served_at": served + timedelta(seconds=rank),
+                        "user_id": user,
+                        "event_id": event_id,
+                        "rank": rank,
+                        "run_id": f"run-{arm or 'champion'}",
+                        "model_version": "popularity",
+                        "experiment": None if arm is None else ADMIN_EXPERIMENT,
+                        "arm": arm,
+                        "propensity": 0.5 if rank == 5 else 1.0,
+                    }
+                )
+                draw = rng.random()
+                action = (
+                    "superlike"
+                    if draw < 0.06
+                    else "like"
+                    if draw < 0.06 + like
+                    else "pass"
+                    if draw < 0.75
+                    else None
+                )
+                if action is None:
+                    continue
+                at = served + timedelta(minutes=2, seconds=rank)
+                swipe_rows.append(_swipe_row(user, event_id, action, at, impression_id))
+                if action != "pass" and rng.random() < 0.4:
+                    going[(user, event_id)] = impression_id
+    # The latest attributed swipe counts: user 1's first card, liked then passed.
+    first = impressions[0]
+    swipe_rows.append(
+        _swipe_row(
+            1,
+            first["event_id"],
+            "like",
+            first["served_at"] + timedelta(seconds=5),
+            first["impression_id"],
+        )
+    )
+    swipe_rows.append(
+        _swipe_row(
+            1,
+            first["event_id"],
+            "pass",
+            first["served_at"] + timedelta(seconds=9),
+            first["impression_id"],
+        )
+    )
+    # Not attributed to anything: counts nowhere.
+    swipe_rows.append(_swipe_row(2, ADMIN_EVENTS[0], "like", now - timedelta(hours=1), None))
+    with engine.begin() as conn:
+        for row in impressions:
+            impression_partition(conn, row["served_at"])
+        conn.execute(impressions_table.insert(), impressions)
+        conn.execute(swipes.insert(), swipe_rows)
+        conn.execute(
+            event_attendance.insert(),
+            [
+                {"user_id": u, "event_id": e, "status": "going", "impression_id": i}
+                for (u, e), i in going.items()
+            ],
+        )
+    ranked = {
+        "control": ("because you liked Music", 0.3),
+        "treatment": ("people like you liked this", 0.25),
+        None: ("popular near you", 1.0),
+    }
+    for arm, (reason, propensity) in ranked.items():
+        publish_run(
+            engine=engine,
+            redis_client=redis_client,
+            keys=redis_keys,
+            run_id=f"run-{arm or 'champion'}",
+            model="popularity",
+            recommendations=pl.DataFrame(
+                {
+                    "user_id": [ADMIN_FEED_USER] * 4,
+                    "rank": [1, 2, 3, 4],
+                    "event_id": ADMIN_EVENTS[:4],
+                    "score": [0.9, 0.8, 0.7, 0.6],
+                    "reason": [reason] * 4,
+                    "propensity": [1.0, 1.0, propensity, 1.0],
+                }
+            ),
+            fallback=pl.DataFrame(
+                {"rank": [1], "event_id": [ADMIN_EVENTS[0]], "score": [1.0], "reason": ["popular"]}
+            ),
+            ttl_seconds=600,
+            experiment=None if arm is None else ADMIN_EXPERIMENT,
+            arm=arm,
+            model_version="popularity",
+        )
+    return AdminWorld(
+        now=now,
+        experiment=ADMIN_EXPERIMENT,
+        feed_user=ADMIN_FEED_USER,
+        feed_arm=experiment.serving().arm_for(ADMIN_FEED_USER),
+    )
+
+
+def _swipe_row(
+    user: int, event_id: str, action: str, at: datetime, impression_id: uuid.UUID | None
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "user_id": user,
+        "event_id": event_id,
+        "action": action,
+        "created_at": at,
+        "impression_id": impression_id,
+    }
+
+
+# What the page must show, computed straight from Postgres (SQL and arithmetic, none of the
+# code under test): per (experiment, arm) users, impressions, counts and each rate with its
+# user-clustered 95% interval.
+_PER_USER = sa.text(
+    """
+    WITH latest AS (
+        SELECT DISTINCT ON (impression_id) impression_id, action FROM swipes
+        WHERE impression_id IS NOT NULL ORDER BY impression_id, created_at DESC, id DESC
+    )
+    SELECT i.experiment, i.arm, i.user_id, count(*) AS impressions,
+           count(*) FILTER (WHERE l.action = 'like') AS likes,
+           count(*) FILTER (WHERE l.action = 'superlike') AS superlikes,
+           count(a.user_id) AS going
+    FROM impressions AS i
+    LEFT JOIN latest AS l ON l.impression_id = i.impression_id
+    LEFT JOIN event_attendance AS a ON a.user_id = i.user_id AND a.event_id = i.event_id
+        AND a.impression_id = i.impression_id AND a.status = 'going'
+    GROUP BY i.experiment, i.arm, i.user_id
+    """
+)
+
+
+def postgres_arm_numbers(engine: sa.Engine) -> dict[tuple[str | None, str | None], dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(_PER_USER).all()
+    groups: dict[tuple[str | None, str | None], list[Any]] = {}
+    for row in rows:
+        groups.setdefault((row.experiment, row.arm), []).append(row)
+    numbers: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+    for key, members in groups.items():
+        n = len(members)
+        x = [m.impressions for m in members]
+        out: dict[str, Any] = {"users": n, "impressions": sum(x)}
+        for rate, count in (
+            ("like_rate", "likes"),
+            ("superlike_rate", "superlikes"),
+            ("going_rate", "going"),
+        ):
+            y = [getattr(m, count) for m in members]
+            r = sum(y) / sum(x)
+            variance = (
+                sum((yi - r * xi) ** 2 for yi, xi in zip(y, x, strict=True))
+                * n
+                / ((n - 1) * sum(x) ** 2)
+            )
+            se = math.sqrt(variance)
+            out[count] = sum(y)
+            out[rate] = r
+            out[f"{rate}_se"] = se
+            out[f"{rate}_low"] = max(r - Z95 * se, 0.0)
+            out[f"{rate}_high"] = min(r + Z95 * se, 1.0)
+        numbers[key] = out
+    return numbers
+
+
+def postgres_daily_points(engine: sa.Engine, experiment: str) -> dict[str, int]:
+    """arm -> how many UTC days it served impressions on (the chart's points)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT arm, count(DISTINCT (served_at AT TIME ZONE 'UTC')::date) AS days "
+                "FROM impressions WHERE experiment = :experiment GROUP BY arm"
+            ),
+            {"experiment": experiment},
+        ).all()
+    return {row.arm: row.days for row in rows}
+
+
+class _Cells(HTMLParser):
+    """Text of every element carrying `data-metric` or `data-field`, keyed by where it sits."""
+
+    _VOID = frozenset({"meta", "input", "br", "img", "link", "hr", "source", "wbr"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, dict[str, str]]] = []
+        self.cells: dict[tuple[str, ...], str] = {}
+        self.open: list[tuple[tuple[str, ...], list[str]]] = []
+
+    def _context(self, name: str) -> str:
+        for _, attrs in reversed(self.stack):
+            if name in attrs:
+                return attrs[name]
+        return ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._VOID:
+            return
+        found = {k: v or "" for k, v in attrs}
+        if tag == "table":
+            found["table"] = found.get("class", "")
+        self.stack.append((tag, found))
+        leaf = found.get("data-metric") or found.get("data-field")
+        if leaf:
+            key = (
+                self._context("data-experiment"),
+                self._context("table"),
+                self._context("data-arm")
+                or self._context("data-event")
+                or self._context("data-impression"),
+                leaf,
+            )
+            self.open.append((key, []))
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or tag in self._VOID:
+            return
+        _, attrs = self.stack.pop()
+        if (attrs.get("data-metric") or attrs.get("data-field")) and self.open:
+            key, parts = self.open.pop()
+            self.cells[key] = " ".join("".join(parts).split())
+
+    def handle_data(self, data: str) -> None:
+        for _, parts in self.open:
+            parts.append(data)
+
+
+def page_cells(html: str) -> dict[tuple[str, ...], str]:
+    """(experiment, table class, arm or event, metric or field) -> the element's text."""
+    parser = _Cells()
+    parser.feed(html)
+    return parser.cells
+
+
+@pytest.fixture
+def live_api(api_settings: Settings, tmp_path: Path) -> Iterator[str]:
+    """The API served by a real uvicorn process on a free loopback port, over this test's
+    database and Redis namespace; yields its base URL once `/health` answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "DATABASE_URL": str(api_settings.database_url),
+        "REDIS_URL": str(api_settings.redis_url),
+        "GODO_REDIS_PREFIX": api_settings.redis_prefix,
+        "GODO_JWT_SECRET": api_settings.jwt_secret.get_secret_value(),
+        "GODO_ENVIRONMENT": "development",
+        "GODO_DATA_DIR": str(tmp_path / "godo"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=env, cwd=tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"uvicorn exited with {process.returncode}"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "uvicorn did not answer /health in 60 s"
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -33,8 +33,11 @@ from godo.tokens import (
     InvalidTokenError,
     SigningKeysUnavailableError,
     TokenVerifier,
+    has_role,
     issue_token,
     jwks_client,
+    role_claims,
+    verify_claims,
     verify_token,
 )
 
@@ -518,3 +521,36 @@ def test_a_full_verifier_evicts_and_keeps_working() -> None:
         assert verifier.subject(token) == user_id
     assert len(verifier._accepted) <= 4
     assert all(verifier.subject(token) == user_id for user_id, token in tokens.items())
+
+
+@pytest.mark.parametrize(
+    ("claims", "allowed"),
+    [
+        ({"app_metadata": {"role": "admin"}}, True),
+        ({"app_metadata": {"role": ["viewer", "admin"]}}, True),
+        ({"app_metadata": {"role": "Admin"}}, False),
+        ({"app_metadata": {"role": "not-admin"}}, False),
+        ({"app_metadata": {"role": {"admin": True}}}, False),
+        ({"app_metadata": "admin"}, False),
+        ({"role": "admin"}, False),
+        ({}, False),
+    ],
+)
+def test_the_admin_role_is_an_exact_value_at_the_claim_path(
+    claims: dict[str, object], allowed: bool
+) -> None:
+    assert has_role(claims, "app_metadata.role", "admin") is allowed
+
+
+def test_godo_mints_admin_tokens_at_the_configured_claim_path() -> None:
+    settings = Settings(
+        admin_role_claim="app_metadata.roles",
+        admin_role="ops",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    claims = verify_claims(settings, issue_token(settings, 5, extra_claims=role_claims(settings)))
+    assert claims["app_metadata"] == {"roles": "ops"}
+    assert has_role(claims, settings.admin_role_claim, settings.admin_role)
+    # Extra claims never replace the registered ones.
+    token = issue_token(settings, 5, extra_claims={"sub": "6", "aud": "elsewhere"})
+    assert verify_claims(settings, token)["sub"] == "5"
