@@ -36,18 +36,56 @@ def needs_geocoding(flagged: pl.DataFrame) -> pl.DataFrame:
     return flagged.filter(~pl.col("has_coordinates") | pl.col("outside_metro"))
 
 
+APPROXIMATE_LOCATION_TYPES = frozenset({"APPROXIMATE"})
+
+
+def approximate_geocode() -> pl.Expr:
+    """A geocode Google itself calls imprecise: `partial_match`, or an APPROXIMATE location.
+
+    Such a point is typically the centroid of a city, postcode or street (Google's
+    `location_type` docs), or of a different address that matched only in part; trusting it
+    would put a venue kilometres from where it is. Null columns (rows cached before they
+    existed) read as precise, which is what the pipeline assumed then.
+    """
+    return pl.col("location_type").is_in(list(APPROXIMATE_LOCATION_TYPES)).fill_null(
+        False
+    ) | pl.col("partial_match").fill_null(False)
+
+
 def apply_geocodes(flagged: pl.DataFrame, geocodes: pl.DataFrame) -> pl.DataFrame:
     """Take Google's coordinates where Eventbrite's are unusable and Google found the place.
 
     `flagged` comes from `flag_coordinates` plus an `address_key`; `geocodes` has address_key,
-    status, place_id, geo_latitude, geo_longitude. Adds `coordinate_source` (eventbrite,
-    geocoded or none), `geocode_status` and `place_id`; the caller re-flags the result.
+    status, place_id, geo_latitude, geo_longitude and optionally location_type and
+    partial_match. Adds `coordinate_source` (eventbrite, geocoded or none),
+    `coordinate_quality` (exact, approximate or none), `geocode_status` and `place_id`; the
+    caller re-flags the result.
+
+    An approximate geocode (`approximate_geocode`) is not used: the venue keeps no point
+    (unknown, as a point outside its metro is) and `coordinate_quality` says `approximate`,
+    so distance features and the feed's radius filter treat it as unknown geography instead
+    of placing it at a city centroid.
     """
-    looked_up = geocodes.select(
-        "address_key", "status", "place_id", "geo_latitude", "geo_longitude"
-    ).unique("address_key", keep="last")
+    optional = {"location_type": pl.Utf8(), "partial_match": pl.Boolean()}
+    looked_up = (
+        geocodes.with_columns(
+            pl.lit(None, dtype=dtype).alias(name)
+            for name, dtype in optional.items()
+            if name not in geocodes.columns
+        )
+        .select(
+            "address_key",
+            "status",
+            "place_id",
+            "geo_latitude",
+            "geo_longitude",
+            _approximate=approximate_geocode(),
+        )
+        .unique("address_key", keep="last")
+    )
     trusted = pl.col("has_coordinates") & ~pl.col("outside_metro")
-    found = pl.col("status") == "OK"
+    answered = pl.col("status") == "OK"
+    found = answered & ~pl.col("_approximate").fill_null(False)
     return (
         flagged.join(looked_up, on="address_key", how="left")
         .with_columns(
@@ -56,11 +94,18 @@ def apply_geocodes(flagged: pl.DataFrame, geocodes: pl.DataFrame) -> pl.DataFram
             .when(found)
             .then(pl.lit("geocoded"))
             .otherwise(pl.lit("none")),
+            coordinate_quality=pl.when(trusted | found)
+            .then(pl.lit("exact"))
+            .when(answered)
+            .then(pl.lit("approximate"))
+            .otherwise(pl.lit("none")),
+            # The place of an approximate answer is the city, not the venue: no details.
+            place_id=pl.when(found).then("place_id"),
             latitude=pl.when(trusted).then("latitude").when(found).then("geo_latitude"),
             longitude=pl.when(trusted).then("longitude").when(found).then("geo_longitude"),
         )
         .rename({"status": "geocode_status"})
-        .drop("geo_latitude", "geo_longitude", "has_coordinates", "outside_metro")
+        .drop("geo_latitude", "geo_longitude", "has_coordinates", "outside_metro", "_approximate")
     )
 
 

@@ -152,6 +152,11 @@ class EventbriteResource(dg.ConfigurableResource):
     # Single-event status confirmations per partition run (listings may say "live" for a
     # cancelled event); the soonest events go first when the cap bites.
     status_checks_per_run: int = 500
+    # Venues fetched by id per partition run, for records naming a `venue_id` that no record
+    # expands (their events are quarantined until the venue is known); a 404 is asked again
+    # after `venue_not_found_retry_hours`.
+    venue_fetches_per_run: int = 500
+    venue_not_found_retry_hours: int = 24
 
     def followed(self, metro: str) -> list[tuple[Owner, str]]:
         """The listings to page through for `metro`, as (owner kind, owner id)."""

@@ -69,6 +69,7 @@ def geocode_venues(
         "geocode_calls": fresh.height,
         "geocode_cache_hits": hits.height,
         "zero_results": int((geocodes["status"] == "ZERO_RESULTS").sum()),
+        "approximate_geocodes": int((located["coordinate_quality"] == "approximate").sum()),
         "estimated_cost_usd": round(estimated_cost_usd(client.stats), 4),
     }
     return GeocodeOutcome(venues, metadata)
@@ -84,6 +85,7 @@ def _geocode_row(address_key: str, result: Any, now: datetime) -> dict[str, Any]
         "geo_longitude": result.longitude,
         "location_type": result.location_type,
         "fetched_at": now,
+        "partial_match": result.partial_match,
     }
 
 

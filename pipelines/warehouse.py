@@ -1,9 +1,15 @@
 """Tables the ingest keeps in DuckDB itself, beside the ones the I/O manager writes.
 
-The raw Eventbrite log is append-only (every record as fetched, so a parser change can be
-replayed without calling the API), and the geocoding and place caches are keyed lookups that
-survive runs. Both are plain SQL here; assets reach them through the `warehouse` resource.
+The raw Eventbrite logs are append-only (every record as fetched, so a parser change can be
+replayed without calling the API): events, and the venues fetched by id for records that
+name a venue without expanding it. The geocoding and place caches are keyed lookups that
+survive runs. All plain SQL here; assets reach them through the `warehouse` resource.
+Columns added to a table later are added to an existing warehouse by `ensure_tables`.
 """
+
+import json
+from datetime import datetime
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -19,6 +25,14 @@ RAW_EVENTS_SCHEMA: dict[str, pl.DataType] = {
     "fetched_at": pl.Datetime("us", "UTC"),
 }
 
+RAW_VENUES_SCHEMA: dict[str, pl.DataType] = {
+    "metro": pl.Utf8(),
+    "venue_id": pl.Utf8(),
+    "status": pl.Utf8(),  # "found" (raw_json is the venue) or "not_found" (Eventbrite's 404)
+    "raw_json": pl.Utf8(),
+    "fetched_at": pl.Datetime("us", "UTC"),
+}
+
 GEOCODE_SCHEMA: dict[str, pl.DataType] = {
     "address_key": pl.Utf8(),
     "status": pl.Utf8(),
@@ -28,6 +42,8 @@ GEOCODE_SCHEMA: dict[str, pl.DataType] = {
     "geo_longitude": pl.Float64(),
     "location_type": pl.Utf8(),
     "fetched_at": pl.Datetime("us", "UTC"),
+    # Google's `partial_match` (added later: null in rows cached before, read as false).
+    "partial_match": pl.Boolean(),
 }
 
 PLACE_SCHEMA: dict[str, pl.DataType] = {
@@ -41,6 +57,7 @@ PLACE_SCHEMA: dict[str, pl.DataType] = {
 
 _DDL = {
     "eventbrite_raw_events": RAW_EVENTS_SCHEMA,
+    "eventbrite_raw_venues": RAW_VENUES_SCHEMA,
     "geocode_cache": GEOCODE_SCHEMA,
     "place_cache": PLACE_SCHEMA,
 }
@@ -48,6 +65,7 @@ _DUCK_TYPES = {
     pl.Utf8(): "VARCHAR",
     pl.Float64(): "DOUBLE",
     pl.Datetime("us", "UTC"): "TIMESTAMPTZ",
+    pl.Boolean(): "BOOLEAN",
 }
 
 
@@ -56,6 +74,10 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
     for table, schema in _DDL.items():
         columns = ", ".join(f"{name} {_DUCK_TYPES[dtype]}" for name, dtype in schema.items())
         conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.{table} ({columns})")
+        for name, dtype in schema.items():
+            conn.execute(
+                f"ALTER TABLE {SCHEMA}.{table} ADD COLUMN IF NOT EXISTS {name} {_DUCK_TYPES[dtype]}"
+            )
 
 
 def append(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> int:
@@ -79,6 +101,40 @@ def latest_raw_events(conn: duckdb.DuckDBPyConnection, metro: str) -> pl.DataFra
         """,
         [metro],
     ).pl()
+
+
+def latest_raw_venues(
+    conn: duckdb.DuckDBPyConnection, metro: str
+) -> dict[str, dict[str, Any] | None]:
+    """The newest answer for every venue fetched by id for `metro`: its record, or None (404)."""
+    ensure_tables(conn)
+    rows = conn.execute(
+        f"""
+        SELECT venue_id, status, raw_json FROM {SCHEMA}.eventbrite_raw_venues
+        WHERE metro = ?
+        QUALIFY row_number() OVER (PARTITION BY venue_id ORDER BY fetched_at DESC) = 1
+        """,
+        [metro],
+    ).fetchall()
+    return {
+        venue_id: json.loads(raw) if status == "found" and raw else None
+        for venue_id, status, raw in rows
+    }
+
+
+def venues_answered(
+    conn: duckdb.DuckDBPyConnection, metro: str, *, not_found_since: datetime
+) -> set[str]:
+    """Venue ids not worth asking again: found once, or a 404 newer than `not_found_since`."""
+    ensure_tables(conn)
+    rows = conn.execute(
+        f"""
+        SELECT venue_id FROM {SCHEMA}.eventbrite_raw_venues
+        WHERE metro = ? AND (status = 'found' OR fetched_at >= ?)
+        """,
+        [metro, not_found_since],
+    ).fetchall()
+    return {row[0] for row in rows}
 
 
 def cached(conn: duckdb.DuckDBPyConnection, table: str, key: str, keys: list[str]) -> pl.DataFrame:

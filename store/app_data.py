@@ -6,6 +6,8 @@ so the warehouse sees the same types whatever the database returned.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 import sqlalchemy as sa
 
@@ -89,13 +91,53 @@ def _user_rows(users: pl.DataFrame) -> pl.DataFrame:
     return users.select(columns)
 
 
-def upsert_catalogue(conn: sa.Connection, *, events: pl.DataFrame, venues: pl.DataFrame) -> None:
+@dataclass(frozen=True)
+class CatalogueUpsert:
+    """What `upsert_catalogue` wrote, and the events it had to leave out.
+
+    `orphaned_event_ids`: events whose `venue_id` is neither in this batch nor already in
+    `venues`. They are skipped (and reported) rather than failing the foreign key, which
+    would roll back every valid event of the batch with them.
+    """
+
+    venues: int
+    events: int
+    orphaned_event_ids: list[str]
+
+
+# A start, end or cancellation that differs from the stored one is a new schedule revision
+# (the iCalendar feed's SEQUENCE); anything else keeps the revision and its time.
+_SCHEDULE_CHANGED = (
+    "(events.start_utc, events.end_utc, events.status = 'canceled') IS DISTINCT FROM "
+    "(EXCLUDED.start_utc, EXCLUDED.end_utc, EXCLUDED.status = 'canceled')"
+)
+_EVENT_UPDATES = {
+    "schedule_revision": (
+        f"events.schedule_revision + CASE WHEN {_SCHEDULE_CHANGED} THEN 1 ELSE 0 END"
+    ),
+    "schedule_changed_at": (
+        f"CASE WHEN {_SCHEDULE_CHANGED} THEN now() ELSE events.schedule_changed_at END"
+    ),
+}
+_HAS_VENUE = "s.venue_id IS NULL OR EXISTS (SELECT 1 FROM venues v WHERE v.id = s.venue_id)"
+
+
+def upsert_catalogue(
+    conn: sa.Connection, *, events: pl.DataFrame, venues: pl.DataFrame
+) -> CatalogueUpsert:
     """Insert or update venues then events, keyed by their upstream ids.
 
     COPY into temporary tables, then one INSERT ... ON CONFLICT per table: as fast as COPY,
-    and safe to rerun every hour.
+    and safe to rerun every hour. An event whose venue is unknown is left out and named in
+    the result, never allowed to fail the batch. `venues` may lack `coordinate_quality`
+    (null then).
     """
-    _upsert(
+    quality = (
+        pl.col("coordinate_quality")
+        if "coordinate_quality" in venues.columns
+        else pl.lit(None, dtype=pl.Utf8).alias("coordinate_quality")
+    )
+    written_venues = _upsert(
         conn,
         "venues",
         venues.select(
@@ -107,48 +149,75 @@ def upsert_catalogue(conn: sa.Connection, *, events: pl.DataFrame, venues: pl.Da
             "latitude",
             "longitude",
             "capacity",
+            quality,
         ),
     )
-    _upsert(
+    staged = events.select(
+        pl.col("event_id").alias("id"),
+        "name",
+        "summary",
+        "url",
+        "venue_id",
+        "metro",
+        "category",
+        "start_utc",
+        "end_utc",
+        "timezone",
+        "is_free",
+        "price_min_cents",
+        "price_max_cents",
+        "currency",
+        "capacity",
+        "status",
+        "is_active",
+        "changed_at",
+    )
+    written_events = _upsert(
         conn,
         "events",
-        events.select(
-            pl.col("event_id").alias("id"),
-            "name",
-            "summary",
-            "url",
-            "venue_id",
-            "metro",
-            "category",
-            "start_utc",
-            "end_utc",
-            "timezone",
-            "is_free",
-            "price_min_cents",
-            "price_max_cents",
-            "currency",
-            "capacity",
-            "status",
-            "is_active",
-            "changed_at",
-        ),
+        staged,
+        where=_HAS_VENUE,
+        inserted={"schedule_changed_at": "now()"},
+        updates=_EVENT_UPDATES,
+    )
+    orphans = conn.execute(
+        sa.text(f"SELECT s.id FROM _stage_events s WHERE NOT ({_HAS_VENUE}) ORDER BY s.id")
+    )
+    return CatalogueUpsert(
+        venues=written_venues,
+        events=written_events,
+        orphaned_event_ids=[str(row[0]) for row in orphans],
     )
 
 
-def _upsert(conn: sa.Connection, table: str, frame: pl.DataFrame) -> None:
+def _upsert(
+    conn: sa.Connection,
+    table: str,
+    frame: pl.DataFrame,
+    *,
+    where: str = "TRUE",
+    inserted: dict[str, str] | None = None,
+    updates: dict[str, str] | None = None,
+) -> int:
+    """Stage `frame` in `_stage_<table>` and upsert the rows of it that satisfy `where`
+    (SQL over the staging alias `s`); `inserted` / `updates` are extra columns as SQL."""
     staging = f"_stage_{table}"
     conn.execute(
         sa.text(f"CREATE TEMP TABLE {staging} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
     )
     copy_frame(conn, staging, frame)
-    columns = ", ".join(frame.columns)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in frame.columns if c != "id")
-    conn.execute(
+    extra = inserted or {}
+    columns = ", ".join([*frame.columns, *extra])
+    values = ", ".join([*(f"s.{c}" for c in frame.columns), *extra.values()])
+    sets = [f"{c} = EXCLUDED.{c}" for c in frame.columns if c != "id"]
+    sets += [f"{c} = {expression}" for c, expression in (updates or {}).items()]
+    result = conn.execute(
         sa.text(
-            f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM {staging} s WHERE {where} "
+            f"ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}, updated_at = now()"
         )
     )
+    return result.rowcount
 
 
 def read_users(conn: sa.Connection) -> pl.DataFrame:

@@ -138,6 +138,10 @@ class CalendarEntry:
     timezone: str
     venue_name: str | None
     updated_at: datetime
+    # The event's schedule revision (start, end, cancellation) and when it last changed:
+    # the iCalendar feed's SEQUENCE and LAST-MODIFIED. Defaults read pages cached before.
+    schedule_revision: int = 0
+    schedule_changed_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,8 @@ def read_calendar(
             events.c.timezone,
             venues.c.name.label("venue_name"),
             event_attendance.c.updated_at,
+            events.c.schedule_revision,
+            events.c.schedule_changed_at,
         )
         .select_from(
             event_attendance.join(events, events.c.id == event_attendance.c.event_id).outerjoin(
@@ -327,6 +333,8 @@ def _entry(row: Any) -> CalendarEntry:
         timezone=zone_name,
         venue_name=row["venue_name"],
         updated_at=row["updated_at"],
+        schedule_revision=row["schedule_revision"],
+        schedule_changed_at=row["schedule_changed_at"],
     )
 
 
@@ -418,7 +426,7 @@ def _page_to_json(page: CalendarPage) -> str:
     )
 
 
-_DATETIME_FIELDS = ("start_utc", "end_utc", "updated_at")
+_DATETIME_FIELDS = ("start_utc", "end_utc", "updated_at", "schedule_changed_at")
 
 
 def _page_from_json(raw: bytes | str) -> CalendarPage:
@@ -426,7 +434,7 @@ def _page_from_json(raw: bytes | str) -> CalendarPage:
     entries = []
     for item in data["entries"]:
         for name in _DATETIME_FIELDS:
-            if item[name] is not None:
+            if item.get(name) is not None:
                 item[name] = datetime.fromisoformat(item[name])
         entries.append(CalendarEntry(**item))
     after = data["next_after"]
@@ -509,21 +517,45 @@ def calendar_ics(engine: sa.Engine, user_id: int, *, now: datetime | None = None
 
 
 def build_ics(user_id: int, calendar_name: str, entries: Sequence[CalendarEntry]) -> bytes:
-    """A VCALENDAR of `entries`, times in UTC so no VTIMEZONE blocks are needed."""
+    """A VCALENDAR of `entries`, times in UTC so no VTIMEZONE blocks are needed.
+
+    RFC 5545 as phones read it:
+
+    - Every TEXT value is escaped (backslash, comma, semicolon, newline; 3.3.11), including
+      `X-WR-CALNAME`, which the library leaves raw unless told it is TEXT: a display name
+      with a comma was cut there by readers, and one with a newline could not be written.
+    - `STATUS:CANCELLED` for an event cancelled upstream (whatever the user answered), else
+      TENTATIVE for "interested" and CONFIRMED otherwise.
+    - `SEQUENCE` is the event's schedule revision (bumped by the catalogue upsert when its
+      start, end or cancellation changes, never lowered) and `LAST-MODIFIED` / `DTSTAMP` the
+      later of that change and the user's answer: a phone that already has the UID replaces
+      its copy only when one of them moves.
+    """
     calendar = icalendar.Calendar()
     calendar.add("prodid", "-//Godo//Calendar feed//EN")
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("x-wr-calname", calendar_name)
+    calendar.add("x-wr-calname", icalendar.vText(calendar_name))
     for entry in entries:
+        modified = max(
+            t.astimezone(UTC) for t in (entry.updated_at, entry.schedule_changed_at) if t
+        )
         event = icalendar.Event()
         event.add("uid", f"{user_id}-{entry.event_id}@godo")
-        event.add("dtstamp", entry.updated_at.astimezone(UTC))
+        event.add("dtstamp", modified)
+        event.add("last-modified", modified)
+        event.add("sequence", entry.schedule_revision)
         event.add("dtstart", entry.start_utc)
         event.add("dtend", entry.end_utc or entry.start_utc + ICS_DEFAULT_DURATION)
         event.add("summary", entry.event_name)
         if entry.venue_name:
             event.add("location", entry.venue_name)
-        event.add("status", "TENTATIVE" if entry.status == "interested" else "CONFIRMED")
+        event.add("status", _ics_status(entry))
         calendar.add_component(event)
     return calendar.to_ical()
+
+
+def _ics_status(entry: CalendarEntry) -> str:
+    if entry.event_status == "canceled":
+        return "CANCELLED"
+    return "TENTATIVE" if entry.status == "interested" else "CONFIRMED"

@@ -14,7 +14,17 @@ row per (notification, device) under a unique `dedupe_key`. A pipeline *claims* 
 sending (the row is committed as `failed`/"sending"), then records the outcome; a re-run, a
 retry or a concurrent run finds the key taken and sends nothing. A crash between claim and
 record leaves the row `failed`, so delivery is at most once, never twice. Only `skipped`
-rows (quiet hours) may be claimed again, which is how deferred notifications go out later.
+rows (quiet hours) and due `pending` rows may be claimed again, which is how deferred and
+retried notifications go out later.
+
+Retries, as Expo documents them: a receipt (or ticket) error Expo says to retry
+(`MessageRateExceeded`: "implement exponential backoff and slowly retry"; `ProviderError`,
+the push provider failing, treated the same) puts the row back to `pending` with
+`next_attempt_at` = now + 15 min x 2^(attempts - 1) (at most 6 h), until `MAX_PUSH_ATTEMPTS`
+hand-overs to Expo, after which it stays `failed` saying so. A send request that kept failing
+after the client's own retries (an Expo outage) never reached Expo: its claimed rows are
+`release`d to `pending`, due at once, instead of being lost. A later run re-sends a pending
+row only while its notification is still a candidate (a reminder whose event started is not).
 """
 
 from __future__ import annotations
@@ -37,6 +47,17 @@ Channel = Literal["push", "email"]
 EXPO_TOKEN_PATTERN = re.compile(r"^Expo(?:nent)?PushToken\[[^\[\]\s]{1,200}\]$")
 DEFAULT_REMINDER_LEAD_MINUTES = 120
 SENDING = "sending"
+# Receipt/ticket errors Expo says to retry; the others (DeviceNotRegistered, MessageTooBig,
+# InvalidCredentials, MismatchSenderId) fail the same way every time.
+RETRYABLE_PUSH_ERRORS = frozenset({"MessageRateExceeded", "ProviderError"})
+MAX_PUSH_ATTEMPTS = 5
+RETRY_BASE_DELAY = timedelta(minutes=15)
+RETRY_MAX_DELAY = timedelta(hours=6)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff after `attempts` hand-overs: 15 min, 30 min, 1 h, ... at most 6 h."""
+    return min(RETRY_BASE_DELAY * 2 ** max(attempts - 1, 0), RETRY_MAX_DELAY)
 
 
 @dataclass(frozen=True)
@@ -208,7 +229,7 @@ class LogEntry:
 
 
 def done_keys(engine: sa.Engine, keys: Sequence[str]) -> set[str]:
-    """The keys already sent or failed (only `skipped` ones may still go out)."""
+    """The keys already sent or failed (only `skipped` and `pending` ones may still go out)."""
     if not keys:
         return set()
     with engine.connect() as conn:
@@ -216,16 +237,20 @@ def done_keys(engine: sa.Engine, keys: Sequence[str]) -> set[str]:
             conn.execute(
                 sa.select(notification_log.c.dedupe_key).where(
                     notification_log.c.dedupe_key.in_(list(keys)),
-                    notification_log.c.status != "skipped",
+                    notification_log.c.status.not_in(("skipped", "pending")),
                 )
             ).scalars()
         )
 
 
-def claim(engine: sa.Engine, entries: Sequence[LogEntry]) -> set[str]:
-    """Take the keys nobody took yet (new, or skipped before); returns the keys taken.
+def claim(
+    engine: sa.Engine, entries: Sequence[LogEntry], *, now: datetime | None = None
+) -> set[str]:
+    """Take the keys nobody took yet (new, skipped before, or pending and due); returns the
+    keys taken.
 
-    Committed before anything is sent: whoever gets a key back is its only sender.
+    Committed before anything is sent: whoever gets a key back is its only sender. A retaken
+    row forgets its previous ticket and receipt (its attempts stay counted).
     """
     if not entries:
         return set()
@@ -243,11 +268,29 @@ def claim(engine: sa.Engine, entries: Sequence[LogEntry]) -> set[str]:
             for e in entries
         ]
     )
+    log = notification_log.c
     upsert = statement.on_conflict_do_update(
-        index_elements=[notification_log.c.dedupe_key],
-        set_={"status": "failed", "detail": SENDING, "created_at": sa.func.now()},
-        where=notification_log.c.status == "skipped",
-    ).returning(notification_log.c.dedupe_key)
+        index_elements=[log.dedupe_key],
+        set_={
+            "status": "failed",
+            "detail": SENDING,
+            "created_at": sa.func.now(),
+            "expo_ticket_id": None,
+            "receipt_status": None,
+            "receipt_checked_at": None,
+            "next_attempt_at": None,
+        },
+        where=sa.or_(
+            log.status == "skipped",
+            sa.and_(
+                log.status == "pending",
+                sa.or_(
+                    log.next_attempt_at.is_(None),
+                    log.next_attempt_at <= (sa.func.now() if now is None else sa.literal(now)),
+                ),
+            ),
+        ),
+    ).returning(log.dedupe_key)
     with engine.begin() as conn:
         return set(conn.execute(upsert).scalars())
 
@@ -260,12 +303,60 @@ def record_outcome(
     detail: str | None = None,
     expo_ticket_id: str | None = None,
 ) -> None:
+    """What Expo answered for a claimed message (it was handed over: one more attempt)."""
     with engine.begin() as conn:
         conn.execute(
             sa.update(notification_log)
             .where(notification_log.c.dedupe_key == dedupe_key)
-            .values(status=status, detail=detail, expo_ticket_id=expo_ticket_id)
+            .values(
+                status=status,
+                detail=detail,
+                expo_ticket_id=expo_ticket_id,
+                attempts=notification_log.c.attempts + 1,
+            )
         )
+
+
+def release(engine: sa.Engine, dedupe_keys: Sequence[str], reason: str) -> int:
+    """Give claimed-but-unsent keys back (`pending`, due now): Expo never got them, so a
+    later run may send them. Only rows still marked as being sent are touched."""
+    if not dedupe_keys:
+        return 0
+    log = notification_log.c
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.update(notification_log)
+            .where(
+                log.dedupe_key.in_(list(dedupe_keys)),
+                log.status == "failed",
+                log.detail == SENDING,
+            )
+            .values(status="pending", detail=reason, next_attempt_at=sa.func.now())
+        )
+    return result.rowcount
+
+
+def retry_later(engine: sa.Engine, dedupe_key: str, *, detail: str, now: datetime) -> bool:
+    """After an error Expo says to retry: `pending` with backoff while attempts remain
+    (True), else `failed` for good with the reason (False)."""
+    log = notification_log.c
+    with engine.begin() as conn:
+        attempts = conn.execute(
+            sa.select(log.attempts).where(log.dedupe_key == dedupe_key).with_for_update()
+        ).scalar_one()
+        if attempts >= MAX_PUSH_ATTEMPTS:
+            values: dict[str, object] = {
+                "status": "failed",
+                "detail": f"{detail} (gave up after {attempts} attempts)",
+            }
+        else:
+            values = {
+                "status": "pending",
+                "detail": detail,
+                "next_attempt_at": now + retry_delay(attempts),
+            }
+        conn.execute(sa.update(notification_log).where(log.dedupe_key == dedupe_key).values(values))
+    return values["status"] == "pending"
 
 
 def record_skipped(engine: sa.Engine, entries: Sequence[LogEntry], reason: str) -> int:

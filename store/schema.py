@@ -92,6 +92,14 @@ venues = sa.Table(
     sa.Column("longitude", sa.Float, nullable=True),
     sa.Column("capacity", sa.Integer, nullable=True),
     sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    # How far latitude/longitude can be trusted (migration 0012): `exact`, `approximate` (the
+    # geocoder matched only part of the address or a whole area, e.g. a city centroid; the
+    # point is then left null, so distances and the radius filter treat it as unknown) or
+    # `none`. NULL on rows written before the column existed.
+    sa.Column("coordinate_quality", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        "coordinate_quality IN ('exact', 'approximate', 'none')", name="coordinate_quality"
+    ),
 )
 
 events = sa.Table(
@@ -116,6 +124,11 @@ events = sa.Table(
     sa.Column("is_active", sa.Boolean, nullable=False),
     sa.Column("changed_at", TZ, nullable=True),
     sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Bumped by the catalogue upsert only when start, end or cancellation change (0012), so
+    # the iCalendar feed's SEQUENCE is monotonic and LAST-MODIFIED true: `updated_at` moves on
+    # every hourly upsert whether anything changed or not.
+    sa.Column("schedule_revision", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("schedule_changed_at", TZ, nullable=True),
     # Feed hydration and the "upcoming in my metro" fallback read active events by time.
     sa.Index(
         "ix_events_metro_start_active", "metro", "start_utc", postgresql_where=sa.text("is_active")
@@ -381,8 +394,12 @@ notification_log = sa.Table(
     sa.Column("receipt_status", sa.Text, nullable=True),
     sa.Column("receipt_checked_at", TZ, nullable=True),
     sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Retries (0012): how many times the message was handed to Expo, and when a `pending`
+    # row (Expo said retry, or an outage outlasted the client's retries) may be claimed again.
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_attempt_at", TZ, nullable=True),
     sa.CheckConstraint("channel IN ('push', 'email')", name="channel"),
-    sa.CheckConstraint("status IN ('sent', 'failed', 'skipped')", name="status"),
+    sa.CheckConstraint("status IN ('sent', 'failed', 'skipped', 'pending')", name="status"),
     sa.UniqueConstraint("dedupe_key"),
     sa.Index(None, "user_id"),
     # `push_receipts` reads the tickets still awaiting a receipt, oldest first.

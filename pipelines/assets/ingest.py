@@ -21,10 +21,17 @@ from pipelines.resources import (
     RedisResource,
 )
 from pipelines.venues import geocode_venues, metro_bounds
-from pipelines.warehouse import RAW_EVENTS_SCHEMA, append, latest_raw_events
+from pipelines.warehouse import (
+    RAW_EVENTS_SCHEMA,
+    RAW_VENUES_SCHEMA,
+    append,
+    latest_raw_events,
+    latest_raw_venues,
+    venues_answered,
+)
 from sources.eventbrite.client import parse_utc
-from sources.eventbrite.fetch import fetch_listings
-from sources.eventbrite.parse import parse_events
+from sources.eventbrite.fetch import VenueFetch, fetch_listings, fetch_venues
+from sources.eventbrite.parse import parse_events, unexpanded_venue_ids
 from store.app_data import upsert_catalogue
 from store.live_cache import touch_catalogue
 
@@ -66,13 +73,29 @@ def eventbrite_raw_pages(
             changed_since=since,
             max_status_checks=eventbrite.status_checks_per_run,
         )
+        rows = [_raw_row(metro, src, e, fetch.listed_at) for src, e in fetch.listed] + [
+            _raw_row(metro, src, e, fetch.confirmed_at) for src, e in fetch.confirmed
+        ]
+        frame = pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA)
+        with warehouse.get_connection() as conn:
+            append(conn, "eventbrite_raw_events", frame)
+            # Over the whole catalogue, not only this pass: a venue that failed last time
+            # is asked again although its event did not change.
+            named = unexpanded_venue_ids(
+                json.loads(r) for r in latest_raw_events(conn, metro)["raw_json"]
+            )
+            answered = venues_answered(
+                conn,
+                metro,
+                not_found_since=fetch.listed_at
+                - timedelta(hours=eventbrite.venue_not_found_retry_hours),
+            )
+        venues = fetch_venues(
+            client, sorted(named - answered), limit=eventbrite.venue_fetches_per_run
+        )
+        with warehouse.get_connection() as conn:
+            append(conn, "eventbrite_raw_venues", _raw_venues(metro, venues))
         stats = client.stats
-    rows = [_raw_row(metro, src, e, fetch.listed_at) for src, e in fetch.listed] + [
-        _raw_row(metro, src, e, fetch.confirmed_at) for src, e in fetch.confirmed
-    ]
-    frame = pl.DataFrame(rows, schema=RAW_EVENTS_SCHEMA)
-    with warehouse.get_connection() as conn:
-        append(conn, "eventbrite_raw_events", frame)
     newest = frame["changed"].drop_nulls().max() if frame.height else None
     high_water_mark = max((t for t in (previous, parse_utc(newest)) if t is not None), default=None)
     return dg.MaterializeResult(
@@ -84,6 +107,9 @@ def eventbrite_raw_pages(
             "retries": stats.retries,
             "status_checks": len(fetch.confirmed),
             "status_disagreements": fetch.disagreements,
+            "venues_fetched": len(venues.found),
+            "venues_not_found": len(venues.not_found),
+            "venue_fetch_failures": len(venues.failed),
             "full_refresh": since is None,
             HIGH_WATER_MARK: high_water_mark.isoformat() if high_water_mark else None,
         }
@@ -101,6 +127,27 @@ def _raw_row(
         "raw_json": json.dumps(event, sort_keys=True),
         "fetched_at": fetched_at,
     }
+
+
+def _raw_venues(metro: str, venues: VenueFetch) -> pl.DataFrame:
+    found = [
+        (venue_id, "found", json.dumps(record, sort_keys=True))
+        for venue_id, record in venues.found.items()
+    ]
+    missing = [(venue_id, "not_found", None) for venue_id in venues.not_found]
+    return pl.DataFrame(
+        [
+            {
+                "metro": metro,
+                "venue_id": venue_id,
+                "status": status,
+                "raw_json": raw,
+                "fetched_at": venues.fetched_at,
+            }
+            for venue_id, status, raw in found + missing
+        ],
+        schema=RAW_VENUES_SCHEMA,
+    )
 
 
 @dg.multi_asset(
@@ -135,7 +182,10 @@ def parsed_catalogue(context: dg.AssetExecutionContext, warehouse: DuckDBResourc
     metro = context.partition_key
     with warehouse.get_connection() as conn:
         raw = latest_raw_events(conn, metro)
-    parsed = parse_events((json.loads(r) for r in raw["raw_json"]), metro=metro)
+        fetched_venues = latest_raw_venues(conn, metro)
+    parsed = parse_events(
+        (json.loads(r) for r in raw["raw_json"]), metro=metro, fetched_venues=fetched_venues
+    )
     events, quarantine = parsed.events, parsed.quarantine.with_columns(metro=pl.lit(metro))
     share = quarantine.height / max(raw.height, 1)
     updated = raw.filter(pl.col("fetched_at") >= pl.col("fetched_at").max() - FRESH).height
@@ -205,12 +255,14 @@ def geocoded_venues(
         metadata={
             "outside_metro": outside,
             "without_coordinates": int((~located["has_coordinates"]).sum()),
+            "approximate_geocodes": int((located["coordinate_quality"] == "approximate").sum()),
         },
     )
 
 
 @dg.asset(group_name="ingest", kinds={"postgres"})
 def app_catalogue(
+    context: dg.AssetExecutionContext,
     events: pl.DataFrame,
     geocoded_venues: pl.DataFrame,
     postgres: PostgresResource,
@@ -222,12 +274,19 @@ def app_catalogue(
     leaves every feed on the next request.
     """
     with postgres.engine().begin() as conn:
-        upsert_catalogue(conn, events=events, venues=geocoded_venues)
+        written = upsert_catalogue(conn, events=events, venues=geocoded_venues)
     invalidated = touch_catalogue(redis.client(), redis.key_layout())
+    if written.orphaned_event_ids:
+        context.log.warning(
+            "%d event(s) left out, their venue is unknown: %s",
+            len(written.orphaned_event_ids),
+            ", ".join(written.orphaned_event_ids[:20]),
+        )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": events.height,
-            "venues": geocoded_venues.height,
+            "dagster/row_count": written.events,
+            "venues": written.venues,
+            "events_without_venue": len(written.orphaned_event_ids),
             "api_caches_invalidated": invalidated,
         }
     )

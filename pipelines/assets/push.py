@@ -16,6 +16,13 @@ device) keyed by `dedupe_key`, claimed before sending, so a re-run never notifie
 | `weekly_digest_push`         | `push:weekly_digest:<user>:<ISO year-week>`  | once per ISO week  |
 | `push_receipts`              | (updates the rows above)                     | tickets > 15 min   |
 
+Retries: a ticket or receipt error Expo says to retry (`MessageRateExceeded`, `ProviderError`)
+puts the notification back to `pending` with exponential backoff, at most
+`store.notifications.MAX_PUSH_ATTEMPTS` hand-overs; messages are sent one request (100) at a
+time, and when a request keeps failing after the client's retries (an Expo outage) the
+notifications claimed but not yet sent are released to `pending`, then the run fails. The
+next run re-sends what is still due (see `store.notifications`).
+
 Quiet hours (user's zone) *defer*: the notification is logged `skipped` with the reason and a
 later run sends it once the window is over (a skipped key is the only kind a run may claim
 again). A reminder whose event has started by then is no longer a candidate, so it stays
@@ -38,7 +45,7 @@ import sqlalchemy as sa
 from godo.settings import Settings
 from pipelines import notification_metrics
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource
-from sources.expo.client import ExpoClient, PushMessage
+from sources.expo.client import MAX_MESSAGES_PER_REQUEST, ExpoClient, ExpoError, PushMessage
 from store import notifications as store
 from store.feed import read_feed
 from store.notifications import LogEntry
@@ -67,10 +74,18 @@ class ExpoResource(dg.ConfigurableResource):
 
     base_url: str = "https://exp.host"
     access_token: str | None = None
+    # The client's own retries of one request (429/5xx/network), with capped backoff.
+    max_attempts: int = 5
+    max_backoff_seconds: float = 30.0
 
     def client(self) -> ExpoClient:
         token = self.access_token or os.environ.get(ACCESS_TOKEN_ENV) or None
-        return ExpoClient(self.base_url, access_token=token)
+        return ExpoClient(
+            self.base_url,
+            access_token=token,
+            max_attempts=self.max_attempts,
+            max_backoff_seconds=self.max_backoff_seconds,
+        )
 
 
 class PushConfig(dg.Config):
@@ -102,6 +117,9 @@ class Outcome:
     failed: int = 0
     skipped: int = 0
     devices_removed: int = 0
+    retried: int = 0  # back to pending after an error Expo says to retry
+    released: int = 0  # claimed, never handed to Expo (outage): pending again
+    error: str | None = None  # why sending stopped early
 
 
 def _local(start_utc: datetime, zone: str | None) -> str:
@@ -116,7 +134,11 @@ def _local(start_utc: datetime, zone: str | None) -> str:
 def _deliver(
     engine: sa.Engine, expo: ExpoClient, candidates: Sequence[Candidate], now: datetime
 ) -> Outcome:
-    """Skip (defer) those in quiet hours, claim the rest, send, record each outcome."""
+    """Skip (defer) those in quiet hours, claim the rest, send, record each outcome.
+
+    One request (100 messages) at a time, each recorded before the next: when a request
+    fails for good, what went before is kept and what was not sent is released.
+    """
     outcome = Outcome()
     already = store.done_keys(engine, [c.entry.dedupe_key for c in candidates])
     pending = [c for c in candidates if c.entry.dedupe_key not in already]
@@ -127,20 +149,31 @@ def _deliver(
     if quiet:
         store.record_skipped(engine, [c.entry for c in quiet], "quiet hours: deferred")
         outcome.skipped = len(quiet)
-    taken = store.claim(engine, [c.entry for c in loud])
+    taken = store.claim(engine, [c.entry for c in loud], now=now)
     to_send = [c for c in loud if c.entry.dedupe_key in taken]
-    if not to_send:
-        return outcome
-    tickets = expo.send([c.message for c in to_send])
     gone: list[str] = []
-    for candidate, ticket in zip(to_send, tickets, strict=True):
-        key = candidate.entry.dedupe_key
-        if ticket.status == "ok":
-            store.record_outcome(engine, key, status="sent", expo_ticket_id=ticket.id)
-            outcome.sent += 1
-        else:
+    for start in range(0, len(to_send), MAX_MESSAGES_PER_REQUEST):
+        chunk = to_send[start : start + MAX_MESSAGES_PER_REQUEST]
+        try:
+            tickets = expo.send([c.message for c in chunk])
+        except ExpoError as error:
+            unsent = [c.entry.dedupe_key for c in to_send[start:]]
+            outcome.released = store.release(engine, unsent, f"expo unavailable: {error}")
+            outcome.error = str(error)
+            break
+        for candidate, ticket in zip(chunk, tickets, strict=True):
+            key = candidate.entry.dedupe_key
+            if ticket.status == "ok":
+                store.record_outcome(engine, key, status="sent", expo_ticket_id=ticket.id)
+                outcome.sent += 1
+                continue
             detail = f"{ticket.error or 'error'}: {ticket.message or ''}".strip()
             store.record_outcome(engine, key, status="failed", detail=detail)
+            if ticket.error in store.RETRYABLE_PUSH_ERRORS and store.retry_later(
+                engine, key, detail=detail, now=now
+            ):
+                outcome.retried += 1
+                continue
             outcome.failed += 1
             if ticket.device_not_registered:
                 gone.append(candidate.message.to)
@@ -161,7 +194,15 @@ def _send(
     """Deliver `candidates` through Expo and report the outcome: every sending asset's tail."""
     with expo.client() as client:
         outcome = _deliver(engine, client, candidates, now)
-    return _report(storage, kind, outcome, len(candidates))
+    result = _report(storage, kind, outcome, len(candidates))
+    if outcome.error is not None:
+        # Fail the run so the outage shows; nothing is lost, the released rows are pending.
+        raise dg.Failure(
+            description=f"Expo kept failing; {outcome.released} notification(s) released "
+            f"to pending for the next run: {outcome.error}",
+            metadata=dict(result.metadata or {}),
+        )
+    return result
 
 
 def _report(
@@ -181,6 +222,8 @@ def _report(
             "sent": outcome.sent,
             "failed": outcome.failed,
             "skipped": outcome.skipped,
+            "retried": outcome.retried,
+            "released": outcome.released,
             "devices_removed": outcome.devices_removed,
         }
     )
@@ -434,7 +477,8 @@ def weekly_digest_push(
 def push_receipts(
     config: PushConfig, postgres: PostgresResource, expo: ExpoResource, storage: LocalStorage
 ) -> dg.MaterializeResult:
-    """Read the receipts of tickets older than 15 minutes; forget DeviceNotRegistered devices.
+    """Read the receipts of tickets older than 15 minutes; forget DeviceNotRegistered devices;
+    re-queue (with backoff, bounded) what Expo says to retry.
 
     A ticket Expo has no receipt for yet stays pending until Expo's ~24 h retention passes,
     then is marked `expired`.
@@ -446,6 +490,7 @@ def push_receipts(
         receipts = client.receipts([p.ticket_id for p in pending])
     results: list[tuple[str, str, str | None]] = []
     gone: list[str] = []
+    retry: list[tuple[str, str]] = []
     ok = errors = expired = 0
     for ticket in pending:
         receipt = receipts.get(ticket.ticket_id)
@@ -459,12 +504,14 @@ def push_receipts(
             ok += 1
             continue
         errors += 1
-        results.append(
-            (ticket.ticket_id, "error", f"{receipt.error or 'error'}: {receipt.message or ''}")
-        )
+        detail = f"{receipt.error or 'error'}: {receipt.message or ''}"
+        results.append((ticket.ticket_id, "error", detail))
+        if receipt.error in store.RETRYABLE_PUSH_ERRORS:
+            retry.append((ticket.dedupe_key, detail))
         if receipt.device_not_registered and ticket.expo_push_token:
             gone.append(ticket.expo_push_token)
     store.record_receipts(engine, results, checked_at=now)
+    requeued = sum(store.retry_later(engine, key, detail=d, now=now) for key, d in retry)
     removed = 0
     if gone:
         with engine.begin() as conn:
@@ -478,6 +525,8 @@ def push_receipts(
             "receipts_ok": ok,
             "receipts_error": errors,
             "receipts_expired": expired,
+            "requeued": requeued,
+            "gave_up": len(retry) - requeued,
             "still_pending": len(pending) - ok - errors - expired,
             "devices_removed": removed,
         }

@@ -149,6 +149,13 @@ class EventbriteClient(ClosingClient, ABC):
     def get_event(self, event_id: str) -> dict[str, Any]:
         """One event, raw (used to confirm the status when a listing and reality disagree)."""
 
+    @abstractmethod
+    def get_venue(self, venue_id: str) -> dict[str, Any]:
+        """One venue, raw (for records that name a ``venue_id`` without the expansion).
+
+        Raises `EventbriteError` with ``status_code`` 404 when Eventbrite has no such venue.
+        """
+
 
 def parse_utc(value: Any) -> datetime | None:
     """An Eventbrite UTC time ("2026-05-12T02:00:00Z"), or None when absent or malformed."""
@@ -297,6 +304,9 @@ class HttpEventbriteClient(EventbriteClient):
     def get_event(self, event_id: str) -> dict[str, Any]:
         path = f"events/{quote(event_id, safe='')}/"
         return self._get_json(path, {"expand": ",".join(self.expand)})
+
+    def get_venue(self, venue_id: str) -> dict[str, Any]:
+        return self._get_json(f"venues/{quote(venue_id, safe='')}/", {})
 
     def close(self) -> None:
         if not self._closed:

@@ -1,5 +1,8 @@
 """One ingest pass over a metro's followed listings, with cancelled-event confirmation.
 
+Records that name a ``venue_id`` without the expanded ``venue`` are completed by
+``fetch_venues`` (``GET /v3/venues/{id}/``), so the parser does not have to quarantine them.
+
 Listings can say "live" for an event that was cancelled; the single-event endpoint tells the
 truth. So after paging, every upcoming "live" record the pass kept is confirmed by id (up to
 a cap, soonest first, so that when the cap bites the events a feed would show come first),
@@ -14,7 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sources.eventbrite.client import EventbriteClient, Owner, parse_utc
+from sources.eventbrite.client import (
+    EventbriteClient,
+    EventbriteError,
+    EventbriteException,
+    Owner,
+    parse_utc,
+)
 
 Record = tuple[str, dict[str, Any]]  # (listed by, e.g. "organizations/123"; raw event)
 
@@ -67,3 +76,35 @@ def listed_as_upcoming(event: dict[str, Any], now: datetime) -> bool:
     """A record that claims to be live and not yet started: worth confirming by id."""
     start = parse_utc((event.get("start") or {}).get("utc"))
     return event.get("status") == "live" and start is not None and start > now and "id" in event
+
+
+@dataclass
+class VenueFetch:
+    """What ``fetch_venues`` brought back: records by id, ids Eventbrite has not (404), and
+    ids that failed otherwise (with the error), to be asked again on the next run."""
+
+    found: dict[str, dict[str, Any]] = field(default_factory=dict)
+    not_found: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    fetched_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def fetch_venues(client: EventbriteClient, venue_ids: Sequence[str], *, limit: int) -> VenueFetch:
+    """``GET /v3/venues/{id}/`` for up to ``limit`` ids (sorted, so a capped run is stable).
+
+    One venue failing never stops the others: a 404 is an answer (kept, so it is not asked
+    every hour), anything else is reported in ``failed`` and asked again next time. Budget
+    exhaustion (`sources.http.BudgetExhausted`) still propagates: the whole pass must wait.
+    """
+    fetch = VenueFetch()
+    for venue_id in sorted(venue_ids)[:limit]:
+        try:
+            fetch.found[venue_id] = client.get_venue(venue_id)
+        except EventbriteError as error:
+            if error.status_code == 404:
+                fetch.not_found.append(venue_id)
+            else:
+                fetch.failed[venue_id] = str(error)
+        except EventbriteException as error:
+            fetch.failed[venue_id] = str(error)
+    return fetch

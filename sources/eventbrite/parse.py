@@ -22,9 +22,17 @@ Decisions (documented because downstream code relies on them):
 - ``is_active`` is False for statuses canceled, ended, completed and draft. Eventbrite's
   list responses can show a canceled event as ``live``; the parser trusts what it is given,
   re-checking with ``GET /v3/events/{id}/`` is the client's job.
-- ``category`` is ``category.name`` and falls back to ``"Other"``; prices come from
-  ``ticket_availability`` minimum/maximum ``value`` (minor units) and are null for free
-  events.
+- ``category`` is ``category.name``; when the ``category`` object is not expanded it is
+  the name of ``category_id`` in Eventbrite's fixed list of top-level categories
+  (``EVENTBRITE_CATEGORIES``, ``GET /v3/categories/``), and ``"Other"`` when neither says.
+  Prices come from ``ticket_availability`` minimum/maximum ``value`` (minor units) and are
+  null for free events.
+- Venues: an event's venue comes from its expanded ``venue`` object, else from another record
+  of the batch that expands the same ``venue_id``, else from ``GET /v3/venues/{id}/`` as the
+  ingest fetched it (``fetched_venues``). An event whose ``venue_id`` is known nowhere is
+  quarantined with the reason, never passed on: the app's ``events.venue_id`` is a foreign
+  key, and one such row used to fail the whole catalogue upsert. ``unexpanded_venue_ids``
+  names the venues the ingest must fetch.
 """
 
 from __future__ import annotations
@@ -93,6 +101,31 @@ QUARANTINE_SCHEMA = pl.Schema(
 
 INACTIVE_STATUSES = frozenset({"canceled", "ended", "completed", "draft"})
 OTHER_CATEGORY = "Other"
+# Eventbrite's top-level categories (`GET /v3/categories/`): ids are stable, and a record
+# without the `category` expansion carries only `category_id`.
+EVENTBRITE_CATEGORIES: dict[str, str] = {
+    "101": "Business & Professional",
+    "102": "Science & Technology",
+    "103": "Music",
+    "104": "Film, Media & Entertainment",
+    "105": "Performing & Visual Arts",
+    "106": "Fashion & Beauty",
+    "107": "Health & Wellness",
+    "108": "Sports & Fitness",
+    "109": "Travel & Outdoor",
+    "110": "Food & Drink",
+    "111": "Charity & Causes",
+    "112": "Government & Politics",
+    "113": "Community & Culture",
+    "114": "Religion & Spirituality",
+    "115": "Family & Education",
+    "116": "Seasonal & Holiday",
+    "117": "Home & Lifestyle",
+    "118": "Auto, Boat & Air",
+    "119": "Hobbies & Special Interest",
+    "120": "School Activities",
+    "199": "Other",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +260,7 @@ class EventbriteEvent(_Shape):
     changed: UtcTime | None = None
     venue_id: EventbriteId | None = None
     venue: EventbriteVenue | None = None
+    category_id: EventbriteId | None = None
     category: EventbriteCategory | None = None
     ticket_availability: EventbriteTicketAvailability | None = None
 
@@ -329,7 +363,7 @@ def _event_row(event: EventbriteEvent, metro: str) -> dict[str, Any]:
         "url": event.url,
         "venue_id": venue_id,
         "metro": metro,
-        "category": (event.category.name if event.category else None) or OTHER_CATEGORY,
+        "category": _category(event),
         "start_utc": event.start.utc,
         "end_utc": event.end.utc,
         "timezone": event.start.timezone or event.end.timezone,
@@ -344,6 +378,39 @@ def _event_row(event: EventbriteEvent, metro: str) -> dict[str, Any]:
     }
 
 
+def _category(event: EventbriteEvent) -> str:
+    """The expanded category's name, else the name of `category_id`, else "Other"."""
+    if event.category is not None and event.category.name:
+        return event.category.name
+    category_id = event.category_id or (event.category.id if event.category else None)
+    return EVENTBRITE_CATEGORIES.get(category_id or "", OTHER_CATEGORY)
+
+
+def _venue_id(event: EventbriteEvent) -> str | None:
+    return event.venue_id or (event.venue.id if event.venue else None)
+
+
+def unexpanded_venue_ids(raw_events: Iterable[Any]) -> set[str]:
+    """Venue ids that records name (``venue_id``) but no record of the batch expands.
+
+    Lenient on purpose (raw records, before validation): these are the venues the ingest
+    asks ``GET /v3/venues/{id}/`` for, so that `parse_events` does not have to quarantine
+    their events.
+    """
+    named: set[str] = set()
+    expanded: set[str] = set()
+    for record in raw_events:
+        if not isinstance(record, Mapping):
+            continue
+        venue = record.get("venue")
+        venue_id = _as_id(record.get("venue_id"))
+        if isinstance(venue, Mapping):
+            expanded.add(str(_as_id(venue.get("id")) or venue_id))
+        elif isinstance(venue_id, str) and venue_id.strip():
+            named.add(venue_id)
+    return named - expanded
+
+
 def _frame(rows: list[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:
     columns = {name: [row[name] for row in rows] for name in schema}
     return pl.DataFrame(columns, schema=schema)
@@ -352,14 +419,22 @@ def _frame(rows: list[dict[str, Any]], schema: pl.Schema) -> pl.DataFrame:
 _OLDEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
 
 
-def parse_events(raw_events: Iterable[Mapping[str, Any]], metro: str) -> ParsedEvents:
+def parse_events(
+    raw_events: Iterable[Mapping[str, Any]],
+    metro: str,
+    fetched_venues: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> ParsedEvents:
     """Validate and flatten Eventbrite event records (e.g. all ``events`` of a listing).
 
     ``metro`` is the partition the records were fetched for; it is stamped on every event
-    and venue row. See the module docstring for the validation and dedup rules.
+    and venue row. ``fetched_venues`` maps a venue id to its ``GET /v3/venues/{id}/`` record,
+    or to None when Eventbrite answered 404 for it. See the module docstring for the
+    validation, venue and dedup rules.
     """
+    fetched = fetched_venues or {}
     latest: dict[str, tuple[datetime, int, EventbriteEvent]] = {}
     quarantine: list[dict[str, Any]] = []
+    raws: dict[int, Mapping[str, Any]] = {}
     duplicates = 0
     for seq, record in enumerate(raw_events):
         if not isinstance(record, Mapping):
@@ -381,9 +456,9 @@ def parse_events(raw_events: Iterable[Mapping[str, Any]], metro: str) -> ParsedE
             if (previous[0], previous[1]) > key:
                 continue
         latest[event.id] = (key[0], key[1], event)
+        raws[seq] = record
 
     kept = sorted(latest.values(), key=lambda item: item[1])  # batch order of the winners
-    events = [_event_row(event, metro) for _, _, event in kept]
 
     venues: dict[str, tuple[tuple[datetime, int], dict[str, Any]]] = {}
     for changed, seq, event in kept:
@@ -396,9 +471,51 @@ def parse_events(raw_events: Iterable[Mapping[str, Any]], metro: str) -> ParsedE
         if previous_venue is None or previous_venue[0] <= (changed, seq):
             venues[venue_id] = ((changed, seq), _venue_row(event.venue, venue_id, metro))
 
+    events = []
+    for _, seq, event in kept:
+        venue_id = _venue_id(event)
+        if venue_id is not None and venue_id not in venues:
+            reason = _fetched_venue(venues, fetched, venue_id, metro)
+            if reason is not None:
+                quarantine.append(
+                    {
+                        "raw_json": _raw_json(raws[seq]),
+                        "event_id": event.id,
+                        "reason": reason,
+                    }
+                )
+                continue
+        events.append(_event_row(event, metro))
+
     return ParsedEvents(
         events=_frame(events, EVENT_SCHEMA),
         venues=_frame([row for _, row in venues.values()], VENUE_SCHEMA),
         quarantine=_frame(quarantine, QUARANTINE_SCHEMA),
         duplicates_dropped=duplicates,
     )
+
+
+_NEVER = (datetime.min.replace(tzinfo=UTC), -1)  # a fetched venue never beats an expanded one
+
+
+def _fetched_venue(
+    venues: dict[str, tuple[tuple[datetime, int], dict[str, Any]]],
+    fetched: Mapping[str, Mapping[str, Any] | None],
+    venue_id: str,
+    metro: str,
+) -> str | None:
+    """Add the fetched venue to `venues`; or the quarantine reason when there is none."""
+    if venue_id not in fetched:
+        return (
+            f"venue_id: venue {venue_id} is not expanded and GET /v3/venues/{venue_id}/ "
+            "has not answered yet (asked again on the next run)"
+        )
+    record = fetched[venue_id]
+    if record is None:
+        return f"venue_id: venue {venue_id} is not expanded and GET /v3/venues/{venue_id}/ is 404"
+    try:
+        venue = EventbriteVenue.model_validate(dict(record))
+    except ValidationError as exc:
+        return f"venue_id: venue {venue_id} as fetched is invalid ({_reason(exc)})"
+    venues[venue_id] = (_NEVER, _venue_row(venue, venue_id, metro))
+    return None

@@ -9,7 +9,10 @@ records every message it accepted, and has switches for what real Expo does to u
 - `unregistered_at_receipt`: tokens accepted at send time whose receipts later say
   `DeviceNotRegistered` (the usual way an uninstalled app shows up);
 - `throttle(n)`: the next `n` requests are answered 429 with `Retry-After: 0`;
-- `receipts_ready`: while False, getReceipts knows no ids yet (receipts take a while).
+- `receipts_ready`: while False, getReceipts knows no ids yet (receipts take a while);
+- `receipt_errors`: token -> receipt error (`MessageRateExceeded`, `ProviderError`, ...) for
+  messages accepted while it is set, as Expo reports a provider's refusal later;
+- `outage`: while True, every request is answered 503 (an Expo outage).
 
 Like Expo it refuses more than 100 messages per send (HTTP 400, `PUSH_TOO_MANY_NOTIFICATIONS`)
 and answers a malformed token with a `DeviceNotRegistered` error ticket, as Expo does. With
@@ -62,6 +65,9 @@ class FakeExpo(LocalFakeServer):
         self.unregistered_at_send: set[str] = set()
         self.unregistered_at_receipt: set[str] = set()
         self.receipts_ready = True
+        self.receipt_errors: dict[str, str] = {}
+        self.outage = False
+        self._receipt_error_of: dict[str, str] = {}  # ticket id -> error, fixed at send time
         self._throttle_left = 0
         self._lock = threading.Lock()
         self._sent: list[SentMessage] = []
@@ -102,6 +108,7 @@ class FakeExpo(LocalFakeServer):
         with self._lock:
             self._sent.clear()
             self._tickets.clear()
+            self._receipt_error_of.clear()
             self._requests.clear()
             self._receipt_requests.clear()
             self._send_batches.clear()
@@ -133,6 +140,8 @@ class FakeExpo(LocalFakeServer):
             if self._throttle_left > 0:
                 self._throttle_left -= 1
                 return 429, _errors("TOO_MANY_REQUESTS", "Rate limit exceeded; retry later.")
+            if self.outage:
+                return 503, _errors("SERVICE_UNAVAILABLE", "The service is unavailable.")
         if self.access_token is not None and (
             headers.get("authorization") != f"Bearer {self.access_token}"
         ):
@@ -180,6 +189,8 @@ class FakeExpo(LocalFakeServer):
                     continue
                 ticket_id = str(uuid.uuid4())
                 self._tickets[ticket_id] = token
+                if token in self.receipt_errors:
+                    self._receipt_error_of[ticket_id] = self.receipt_errors[token]
                 self._sent.append(
                     SentMessage(
                         ticket_id=ticket_id,
@@ -205,7 +216,10 @@ class FakeExpo(LocalFakeServer):
                 token = self._tickets.get(ticket_id)
                 if token is None:
                     continue  # unknown or expired ticket: Expo leaves it out
-                if token in self.unregistered_at_receipt:
+                if ticket_id in self._receipt_error_of:
+                    error = self._receipt_error_of[ticket_id]
+                    data[ticket_id] = _error_ticket(f"{error} for {token}", error)
+                elif token in self.unregistered_at_receipt:
                     data[ticket_id] = _error_ticket(
                         f'"{token}" is not a registered push notification recipient',
                         "DeviceNotRegistered",

@@ -82,6 +82,9 @@ class FaultView:
     zero_results_addresses: frozenset[str]
     geocode_statuses: dict[str, str]
     changed_event_ids: dict[str, datetime]
+    approximate_addresses: frozenset[str] = frozenset()
+    unexpanded_event_ids: frozenset[str] = frozenset()
+    missing_venue_ids: frozenset[str] = frozenset()
 
     def hides_coordinates(self, venue_id: str) -> bool:
         """Whether this venue's latitude/longitude are null in Eventbrite's venue JSON."""
@@ -126,6 +129,12 @@ class FaultPlan:
       ``UNKNOWN_ERROR``, ...) to answer for it, so every status path can be exercised.
     - ``changed_event_ids``: event id -> the ``changed`` time the fake reports instead of the
       world's; fill it with ``touch`` to simulate edits for incremental ingest.
+    - ``approximate_addresses``: Geocoding matches only the city of these addresses and
+      answers ``partial_match: true``, ``location_type: APPROXIMATE`` at the city centre.
+    - ``unexpanded_event_ids``: these records come without their ``venue`` and ``category``
+      objects even when the expansions are asked for (only ``venue_id``/``category_id``), as
+      real records sometimes do.
+    - ``missing_venue_ids``: ``GET /v3/venues/{id}/`` answers 404 ``NOT_FOUND`` for these.
 
     Addresses are compared after ``normalize_address``. ``now`` is the fake's present; the
     server sets it to the world's ``now`` when left unset.
@@ -145,6 +154,9 @@ class FaultPlan:
     zero_results_addresses: set[str] = field(default_factory=set)
     geocode_statuses: dict[str, str] = field(default_factory=dict)
     changed_event_ids: dict[str, datetime] = field(default_factory=dict)
+    approximate_addresses: set[str] = field(default_factory=set)
+    unexpanded_event_ids: set[str] = field(default_factory=set)
+    missing_venue_ids: set[str] = field(default_factory=set)
     now: datetime | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -244,4 +256,9 @@ class FaultPlan:
                     normalize_address(a): s for a, s in self.geocode_statuses.items()
                 },
                 changed_event_ids=dict(self.changed_event_ids),
+                approximate_addresses=frozenset(
+                    normalize_address(a) for a in self.approximate_addresses
+                ),
+                unexpanded_event_ids=frozenset(self.unexpanded_event_ids),
+                missing_venue_ids=frozenset(self.missing_venue_ids),
             )

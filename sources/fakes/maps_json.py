@@ -219,6 +219,32 @@ def geocode_result(venue: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def approximate_geocode_result(
+    venue: Mapping[str, Any], center_lat: float, center_lon: float
+) -> dict[str, Any]:
+    """What Google answers when it matched only the city of a venue's address.
+
+    ``partial_match: true``, ``location_type: APPROXIMATE`` and the city's centroid (the
+    metro's centre here): the shape of a real answer for an address Google could not place,
+    which a geocoder client must not take for the venue's own point.
+    """
+    country = _COUNTRY_IN_ADDRESS.get(venue["country"], venue["country"])
+    city = f"{venue['city']}, {venue['region']}, {country}"
+    return {
+        "address_components": [
+            {"long_name": venue["city"], "short_name": venue["city"], "types": ["locality"]},
+        ],
+        "formatted_address": city,
+        "geometry": {
+            "location": {"lat": center_lat, "lng": center_lon},
+            "location_type": "APPROXIMATE",
+        },
+        "partial_match": True,
+        "place_id": place_id_for(f"city:{city}"),
+        "types": ["locality", "political"],
+    }
+
+
 def primary_type(venue_name: str) -> str:
     """The Places type of a venue, from the kind its name ends with (else ``event_venue``)."""
     for kind in _KINDS_LONGEST_FIRST:

@@ -19,6 +19,7 @@ Endpoints (all GET):
   default, ``start_desc``, ``created_asc``, ``created_desc``, ``name_asc``, ``name_desc``) and
   ``expand`` (only the expansions named are included).
 - ``/v3/events/{id}/``: one event with its true status and the expansions asked for.
+- ``/v3/venues/{id}/``: one venue (the object a ``venue`` expansion carries).
 - ``/maps/api/geocode/json?address=...&key=...`` (also ``place_id=...``).
 - ``/v1/places/{place_id}`` with ``X-Goog-Api-Key`` and ``X-Goog-FieldMask``.
 
@@ -57,6 +58,7 @@ from sources.fakes.lifecycle import LocalFakeServer
 from sources.fakes.maps_json import (
     FieldMaskError,
     apply_field_mask,
+    approximate_geocode_result,
     geocode_result,
     lookup_addresses,
     parse_field_mask,
@@ -68,8 +70,9 @@ from sources.synthetic.eventbrite_json import (
     event_records,
     organizer_record,
     quirk_live_event_ids,
+    venue_record,
 )
-from sources.synthetic.world import CityConfig, World, build_world
+from sources.synthetic.world import METROS, CityConfig, World, build_world
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,7 @@ ORGANIZATION_EVENTS = "eventbrite.organization_events"
 VENUE_EVENTS = "eventbrite.venue_events"
 ORGANIZER_EVENTS = "eventbrite.organizer_events"
 EVENT = "eventbrite.event"
+VENUE = "eventbrite.venue"
 GEOCODE = "geocode"
 PLACE_DETAILS = "places.details"
 UNKNOWN = "unknown"
@@ -100,6 +104,7 @@ _LISTINGS = {
 }
 _LIST_PATH = re.compile(r"^/v3/(organizations|venues|organizers)/([^/]+)/events/?$")
 _EVENT_PATH = re.compile(r"^/v3/events/([^/]+)/?$")
+_VENUE_PATH = re.compile(r"^/v3/venues/([^/]+)/?$")
 _GEOCODE_PATH = re.compile(r"^/maps/api/geocode/json/?$")
 _PLACE_PATH = re.compile(r"^/v1/places/([^/:]+)$")
 
@@ -298,12 +303,19 @@ class FakeUpstream(LocalFakeServer):
             zip(world.metros["metro"].to_list(), world.metros["timezone"].to_list(), strict=True)
         )
         self._geocode_results: dict[str, dict[str, Any]] = {}
+        self._approximate_results: dict[str, dict[str, Any]] = {}
+        self._venue_records: dict[str, dict[str, Any]] = {}
         self._places: dict[str, dict[str, Any]] = {}
         self._address_index: dict[str, str] = {}
         self._place_index: dict[str, str] = {}
         for venue in world.venues.iter_rows(named=True):
             venue_id = venue["venue_id"]
             self._geocode_results[venue_id] = geocode_result(venue)
+            metro = METROS[venue["metro"]]
+            self._approximate_results[venue_id] = approximate_geocode_result(
+                venue, metro.center_lat, metro.center_lon
+            )
+            self._venue_records[venue_id] = venue_record(venue)
             self._places[venue_id] = place_resource(venue, timezones[venue["metro"]], self._now)
             self._place_index[place_id_for(venue_id)] = venue_id
             for address in lookup_addresses(venue):
@@ -417,6 +429,9 @@ class FakeUpstream(LocalFakeServer):
         if match := _EVENT_PATH.match(path):
             event_id = match.group(1)
             return EVENT, "eventbrite", lambda r, v: self._single_event(r, v, event_id)
+        if match := _VENUE_PATH.match(path):
+            venue_id = match.group(1)
+            return VENUE, "eventbrite", lambda r, v: self._single_venue(r, v, venue_id)
         if _GEOCODE_PATH.match(path):
             return GEOCODE, "geocode", self._geocode
         if match := _PLACE_PATH.match(path):
@@ -519,10 +534,12 @@ class FakeUpstream(LocalFakeServer):
                 del record[name]
         if "organizer" in expand:
             record["organizer"] = self._organizers.get(record["organizer_id"])
+        if event_id in view.unexpanded_event_ids:
+            record.pop("venue", None)
+            record.pop("category", None)
         venue = record.get("venue")
-        if venue is not None and view.hides_coordinates(record["venue_id"]):
-            address = {**venue["address"], "latitude": None, "longitude": None}
-            record["venue"] = {**venue, "address": address, "latitude": None, "longitude": None}
+        if venue is not None:
+            record["venue"] = _hide_coordinates(venue, view)
         if listing and event_id in view.malformed_event_ids:
             _corrupt(record)
         return record
@@ -616,6 +633,15 @@ class FakeUpstream(LocalFakeServer):
             return expand
         return _json(200, self._render(event_id, expand, view, listing=False))
 
+    def _single_venue(
+        self, request: RecordedRequest, view: FaultView, venue_id: str
+    ) -> FakeResponse:
+        if (denied := self._eventbrite_auth(request)) is not None:
+            return denied
+        if venue_id not in self._venue_records or venue_id in view.missing_venue_ids:
+            return _eventbrite_error(404, "NOT_FOUND", "The venue you requested does not exist.")
+        return _json(200, _hide_coordinates(self._venue_records[venue_id], view))
+
     # -- Google Geocoding -------------------------------------------------------------------
 
     def _geocode(self, request: RecordedRequest, view: FaultView) -> FakeResponse:
@@ -649,6 +675,8 @@ class FakeUpstream(LocalFakeServer):
             venue_id = self._place_index.get(place_id)
         if venue_id is None:
             return _geocode_status("ZERO_RESULTS")
+        if address and normalize_address(address) in view.approximate_addresses:
+            return _json(200, {"results": [self._approximate_results[venue_id]], "status": "OK"})
         return _json(200, {"results": [self._geocode_results[venue_id]], "status": "OK"})
 
     # -- Google Places (New) ----------------------------------------------------------------
@@ -763,6 +791,14 @@ def _read_continuation(token: str, scope: str) -> tuple[int, int] | None:
     except (binascii.Error, ValueError, TypeError, KeyError):
         return None
     return (offset, page) if valid else None
+
+
+def _hide_coordinates(venue: dict[str, Any], view: FaultView) -> dict[str, Any]:
+    """The venue object, with null coordinates when the plan hides this venue's."""
+    if not view.hides_coordinates(venue["id"]):
+        return venue
+    address = {**venue["address"], "latitude": None, "longitude": None}
+    return {**venue, "address": address, "latitude": None, "longitude": None}
 
 
 def _corrupt(record: dict[str, Any]) -> None:

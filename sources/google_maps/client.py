@@ -198,6 +198,9 @@ class GeocodeResult:
     location_type: str | None = None
     address_components: list[dict[str, Any]] | None = None
     types: list[str] | None = None
+    # Google did not match the whole address (a typo, a missing part, a different street):
+    # the point may be somewhere else entirely. See also `location_type` APPROXIMATE.
+    partial_match: bool = False
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,7 @@ class HttpMapsClient(MapsClient):
                 else []
             ),
             types=[t for t in types if isinstance(t, str)] if isinstance(types, list) else [],
+            partial_match=first.get("partial_match") is True,
         )
 
     def place_details(self, place_id: str) -> PlaceDetails:

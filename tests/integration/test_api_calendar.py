@@ -17,14 +17,17 @@ import polars as pl
 import pytest
 import redis
 import sqlalchemy as sa
+import vobject
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
+from store.app_data import upsert_catalogue
 from store.db import copy_frame
 from store.keys import RedisKeys
+from store.schema import users
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -484,6 +487,110 @@ def test_feed_lists_plans_as_vevents(
     updated = {str(e["SUMMARY"]): e for e in again.walk("VEVENT")}["Event ev-1"]
     assert str(updated["UID"]) == str(going["UID"])
     assert str(updated["STATUS"]) == "TENTATIVE"
+
+
+@pytest.mark.parametrize(
+    "display_name",
+    ["Ann, Bob; and \\ Cat", "two\nlines", "crlf\r\nname", 'quote " and , comma'],
+)
+def test_calendar_name_is_escaped_text_for_any_display_name(
+    client: TestClient, settings: Settings, seeded: sa.Engine, display_name: str
+) -> None:
+    """X-WR-CALNAME was written raw: readers cut it at the comma and a newline was a 500."""
+    with seeded.begin() as conn:
+        conn.execute(sa.update(users).where(users.c.id == OWNER).values(display_name=display_name))
+    _put(client, settings, "ev-1", status="going")
+    response = client.get(_new_token(client, settings)["path"])
+    assert response.status_code == 200, response.text
+    parsed = vobject.readOne(response.content.decode())
+    # A TEXT value keeps CR LF as an escaped newline (RFC 5545 3.3.11 has only \n).
+    assert parsed.x_wr_calname.value == "Godo: " + display_name.replace("\r\n", "\n")
+    [vevent] = parsed.vevent_list
+    assert vevent.summary.value == "Event ev-1"
+
+
+def _catalogue(engine: sa.Engine) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The seeded events and venues in the shapes the ingest hands `upsert_catalogue`."""
+    with engine.connect() as conn:
+        events = pl.DataFrame(
+            [
+                dict(row)
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT id AS event_id, name, summary, url, venue_id, metro, category, "
+                        "start_utc, end_utc, timezone, is_free, price_min_cents, "
+                        "price_max_cents, currency, capacity, status, is_active, changed_at "
+                        "FROM events ORDER BY id"
+                    )
+                ).mappings()
+            ],
+            infer_schema_length=None,
+        )
+        venues = pl.DataFrame(
+            [
+                dict(row)
+                for row in conn.execute(
+                    sa.text(
+                        "SELECT id AS venue_id, name, address, city, metro, latitude, "
+                        "longitude, capacity FROM venues ORDER BY id"
+                    )
+                ).mappings()
+            ],
+            infer_schema_length=None,
+        )
+    return events, venues
+
+
+def _reingest(engine: sa.Engine, event_id: str, **changes: Any) -> None:
+    events, venues = _catalogue(engine)
+    changed = events.with_columns(
+        pl.when(pl.col("event_id") == event_id)
+        .then(pl.lit(v).cast(events.schema[k]))
+        .otherwise(pl.col(k))
+        .alias(k)
+        for k, v in changes.items()
+    )
+    with engine.begin() as conn:
+        upsert_catalogue(conn, events=changed, venues=venues)
+
+
+def _vevent(client: TestClient, path: str, summary: str) -> Any:
+    calendar = icalendar.Calendar.from_ical(client.get(path).content)
+    return {str(e["SUMMARY"]): e for e in calendar.walk("VEVENT")}[summary]
+
+
+def test_a_time_change_bumps_sequence_and_last_modified_and_a_cancel_says_cancelled(
+    client: TestClient, settings: Settings, seeded: sa.Engine
+) -> None:
+    """Phones keep their copy of a UID unless SEQUENCE or LAST-MODIFIED moves; the feed
+    used to leave both alone when an event moved, and said CONFIRMED for a cancelled one."""
+    _put(client, settings, "ev-1", status="going")
+    path = _new_token(client, settings)["path"]
+    first = _vevent(client, path, "Event ev-1")
+    assert first.decoded("SEQUENCE") == 0
+    _reingest(seeded, "ev-1")  # the hourly upsert with nothing changed: nothing moves
+    same = _vevent(client, path, "Event ev-1")
+    assert same.decoded("SEQUENCE") == 0
+    assert same.decoded("LAST-MODIFIED") == first.decoded("LAST-MODIFIED")
+
+    moved = NOW + timedelta(days=1, hours=2)
+    _reingest(seeded, "ev-1", start_utc=moved, end_utc=moved + timedelta(hours=3))
+    second = _vevent(client, path, "Event ev-1")
+    assert second.decoded("DTSTART") == moved
+    assert second.decoded("SEQUENCE") == 1
+    assert second.decoded("LAST-MODIFIED") >= first.decoded("LAST-MODIFIED")
+    with seeded.connect() as conn:
+        changed_at = conn.execute(
+            sa.text("SELECT schedule_changed_at FROM events WHERE id = 'ev-1'")
+        ).scalar_one()
+    assert second.decoded("LAST-MODIFIED") == changed_at.replace(microsecond=0)
+    assert str(second["STATUS"]) == "CONFIRMED"
+
+    _reingest(seeded, "ev-1", status="canceled", is_active=False)
+    cancelled = _vevent(client, path, "Event ev-1")
+    assert str(cancelled["STATUS"]) == "CANCELLED"
+    assert cancelled.decoded("SEQUENCE") == 2
+    assert str(cancelled["UID"]) == str(first["UID"])
 
 
 @pytest.mark.usefixtures("owner_calendar")

@@ -12,15 +12,30 @@ import dagster as dg
 import duckdb
 import polars as pl
 import pytest
+import sqlalchemy as sa
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
-from pipelines.assets.ingest import eventbrite_raw_pages, geocoded_venues, parsed_catalogue
-from pipelines.resources import EventbriteResource, GoogleMapsResource
+from godo.services import ServiceUrls
+from pipelines.assets.ingest import (
+    app_catalogue,
+    eventbrite_raw_pages,
+    geocoded_venues,
+    parsed_catalogue,
+)
+from pipelines.resources import (
+    EventbriteResource,
+    GoogleMapsResource,
+    PostgresResource,
+    RedisResource,
+)
 from pipelines.warehouse import SCHEMA
 from sources.fakes import DEFAULT_EVENTBRITE_TOKEN, DEFAULT_MAPS_KEY, FakeUpstream, FaultPlan
-from sources.fakes.server import EVENT, GEOCODE, ORGANIZATION_EVENTS
-from sources.synthetic.world import CityConfig, World, build_world
+from sources.fakes.server import EVENT, GEOCODE, ORGANIZATION_EVENTS, PLACE_DETAILS, VENUE
+from sources.synthetic.world import CATEGORIES, METROS, CityConfig, World, build_world
+from store.keys import RedisKeys
+from store.schema import events as events_table
+from store.schema import venues as venues_table
 
 METRO = "san-francisco"
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
@@ -189,3 +204,124 @@ def test_a_followed_venue_brings_in_its_events(harness: Harness) -> None:
     expected = harness.world.events.filter(pl.col("venue_id") == venue)["event_id"].sort()
     assert harness.table("events")["event_id"].sort().to_list() == expected.to_list()
     assert set(harness.table("eventbrite_raw_events")["listed_by"]) == {f"venues/{venue}"}
+
+
+def _to_postgres(harness: Harness, database_url: str, urls: ServiceUrls, keys: RedisKeys) -> Any:
+    resources = harness.resources | {
+        "postgres": PostgresResource(database_url=database_url),
+        "redis": RedisResource(url=urls.redis_url, prefix=keys.prefix),
+    }
+    return dg.materialize(
+        [*INGEST, app_catalogue],
+        selection=[app_catalogue],
+        resources=resources,
+        instance=harness.instance,
+    )
+
+
+def test_an_unexpanded_venue_is_fetched_and_the_batch_reaches_postgres(
+    harness: Harness,
+    engine: sa.Engine,
+    database_url: str,
+    service_urls: ServiceUrls,
+    redis_keys: RedisKeys,
+) -> None:
+    """A record with `venue_id` and `category_id` only (no expansions) used to fail the
+    catalogue upsert on the venue foreign key and roll back every event with it."""
+    lonely, bare = _a_venue_never_expanded(harness)
+    harness.upstream.faults.update(unexpanded_event_ids=bare)
+    result = harness.ingest()
+    assert harness.metadata(result, "eventbrite_raw_pages")["venues_fetched"] == 1
+    assert harness.upstream.count(VENUE) == 1
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks["quarantine_share_under_limit"].metadata["quarantined"].value == 0
+    assert _to_postgres(harness, database_url, service_urls, redis_keys).success
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(events_table.c.id, events_table.c.category)).all()
+        venue = conn.execute(
+            sa.select(venues_table.c.id).where(venues_table.c.id == lonely["venue_id"])
+        ).scalar_one_or_none()
+    assert sorted(row.id for row in stored) == metro_event_ids(harness.world)
+    category = dict(stored)[lonely["event_id"]]
+    assert category != "Other" and category == _category_name(lonely["category_id"])
+    assert venue == lonely["venue_id"]
+    # Known now: the next run does not ask again.
+    harness.ingest()
+    assert harness.upstream.count(VENUE) == 1
+
+
+def _a_venue_never_expanded(harness: Harness) -> tuple[dict[str, Any], set[str]]:
+    """An event of the metro, and every event at its venue: served without expansions, no
+    record of the batch carries that venue."""
+    events = harness.world.events.filter(pl.col("metro") == METRO).sort("event_id")
+    first = events.row(0, named=True)
+    bare = set(events.filter(pl.col("venue_id") == first["venue_id"])["event_id"])
+    return first, bare
+
+
+def _category_name(category_id: str) -> str:
+    return next(c.name for c in CATEGORIES if c.id == category_id)
+
+
+def test_a_venue_eventbrite_cannot_find_quarantines_only_its_event(
+    harness: Harness,
+    engine: sa.Engine,
+    database_url: str,
+    service_urls: ServiceUrls,
+    redis_keys: RedisKeys,
+) -> None:
+    lonely, bare = _a_venue_never_expanded(harness)
+    harness.upstream.faults.update(
+        unexpanded_event_ids=bare, missing_venue_ids={lonely["venue_id"]}
+    )
+    result = harness.ingest()
+    assert harness.metadata(result, "eventbrite_raw_pages")["venues_not_found"] == 1
+    quarantine = harness.table("event_quarantine")
+    assert set(quarantine["event_id"]) == bare
+    assert set(quarantine["reason"]) == {
+        f"venue_id: venue {lonely['venue_id']} is not expanded and "
+        f"GET /v3/venues/{lonely['venue_id']}/ is 404"
+    }
+    assert _to_postgres(harness, database_url, service_urls, redis_keys).success
+    with engine.connect() as conn:
+        stored = set(conn.execute(sa.select(events_table.c.id)).scalars())
+    assert stored == set(metro_event_ids(harness.world)) - bare
+    # A 404 is an answer: not asked again every hour.
+    harness.ingest()
+    assert harness.upstream.count(VENUE) == 1
+
+
+def test_an_approximate_geocode_is_flagged_and_not_used_as_the_venue_point(
+    harness: Harness,
+    engine: sa.Engine,
+    database_url: str,
+    service_urls: ServiceUrls,
+    redis_keys: RedisKeys,
+) -> None:
+    """Google's city-level answer (partial_match, APPROXIMATE at the city centre) used to be
+    stored as the venue's exact point."""
+    hidden = sorted(harness.upstream.venues_without_coordinates())
+    metro_venues = harness.world.venues.filter(
+        (pl.col("metro") == METRO) & pl.col("venue_id").is_in(hidden)
+    )
+    venue = metro_venues.row(0, named=True)
+    address = f"{venue['address_1']}, {venue['city']}, {venue['region']} {venue['postal_code']}"
+    harness.upstream.faults.update(approximate_addresses={address})
+    result = harness.ingest()
+    located = harness.table("geocoded_venues")
+    row = located.filter(pl.col("venue_id") == venue["venue_id"]).row(0, named=True)
+    assert row["coordinate_quality"] == "approximate"
+    assert row["latitude"] is None and row["longitude"] is None and row["place_id"] is None
+    others = located.filter(pl.col("venue_id") != venue["venue_id"])
+    assert set(others["coordinate_quality"]) == {"exact"}
+    assert harness.metadata(result, "geocoded_venues")["approximate_geocodes"] == 1
+    # The city's place is never looked up as if it were the venue.
+    assert harness.upstream.count(PLACE_DETAILS) == others["place_id"].drop_nulls().n_unique()
+    assert _to_postgres(harness, database_url, service_urls, redis_keys).success
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(venues_table).where(venues_table.c.id == venue["venue_id"])
+        ).one()
+    centre = METROS[METRO]
+    assert (stored.latitude, stored.longitude) != (centre.center_lat, centre.center_lon)
+    assert stored.latitude is None and stored.coordinate_quality == "approximate"

@@ -367,3 +367,102 @@ def test_device_not_registered_at_send_or_receipt_removes_the_device(
     assert again["tickets_checked"] == 0
     with seeded.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(devices)).scalar_one() == 1
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def _row(engine: sa.Engine) -> Any:
+    (row,) = _log(engine)
+    return row
+
+
+def test_a_retryable_receipt_error_is_sent_again_with_backoff_until_the_bound(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
+) -> None:
+    """`MessageRateExceeded` in a receipt used to be recorded and never retried."""
+    _device(seeded, ANA, TOKEN_A)
+    store.set_preferences(seeded, user_id=ANA, preferences=store.Preferences(5 * 24 * 60))
+    with seeded.begin() as conn:
+        conn.execute(
+            sa.insert(event_attendance), [{"user_id": ANA, "event_id": "later", "status": "going"}]
+        )
+    fake.receipt_errors[TOKEN_A] = "MessageRateExceeded"
+    at = NOW
+    for attempt in range(1, store.MAX_PUSH_ATTEMPTS + 1):
+        assert _run(event_reminders, resources, now=at)["sent"] == 1
+        checked = at + timedelta(minutes=16)
+        receipts = _run(push_receipts, resources, now=checked)
+        last = attempt == store.MAX_PUSH_ATTEMPTS
+        assert (receipts["requeued"], receipts["gave_up"]) == ((0, 1) if last else (1, 0))
+        row = _row(seeded)
+        assert row.attempts == attempt
+        if last:
+            break
+        assert row.status == "pending" and row.detail.startswith("MessageRateExceeded")
+        due = checked + store.retry_delay(attempt)
+        assert row.next_attempt_at == due
+        # Not before its time...
+        assert _run(event_reminders, resources, now=due - timedelta(minutes=1))["sent"] == 0
+        at = due
+    row = _row(seeded)
+    assert row.status == "failed" and "gave up after 5 attempts" in row.detail
+    assert len(fake.sent) == store.MAX_PUSH_ATTEMPTS
+    assert _run(event_reminders, resources, now=at + timedelta(hours=12))["sent"] == 0
+
+
+def test_a_provider_error_goes_out_again_once_expo_recovers(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
+) -> None:
+    _device(seeded, ANA, TOKEN_A)
+    with seeded.begin() as conn:
+        conn.execute(
+            sa.insert(event_attendance), [{"user_id": ANA, "event_id": "soon", "status": "going"}]
+        )
+    fake.receipt_errors[TOKEN_A] = "ProviderError"
+    _run(event_reminders, resources)
+    assert _run(push_receipts, resources, now=NOW + timedelta(minutes=16))["requeued"] == 1
+    del fake.receipt_errors[TOKEN_A]
+    again = NOW + timedelta(minutes=31)
+    assert _run(event_reminders, resources, now=again)["sent"] == 1
+    ok = _run(push_receipts, resources, now=again + timedelta(minutes=16))
+    assert (ok["receipts_ok"], ok["requeued"]) == (1, 0)
+    row = _row(seeded)
+    assert (row.status, row.receipt_status, row.attempts) == ("sent", "ok", 2)
+    assert [m.to for m in fake.sent] == [TOKEN_A, TOKEN_A]
+
+
+def test_notifications_claimed_before_an_outage_are_released_not_lost(
+    seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
+) -> None:
+    """An outage outlasting the client's retries used to leave claimed rows `failed`."""
+    _device(seeded, ANA, TOKEN_A)
+    _device(seeded, BEN, TOKEN_B)
+    with seeded.begin() as conn:
+        conn.execute(
+            sa.insert(event_attendance),
+            [
+                {"user_id": ANA, "event_id": "soon", "status": "going"},
+                {"user_id": BEN, "event_id": "soon", "status": "going"},
+            ],
+        )
+    impatient = resources | {
+        "expo": ExpoResource(base_url=fake.base_url, max_attempts=2, max_backoff_seconds=0.01)
+    }
+    fake.outage = True
+    failed = dg.materialize(
+        [event_reminders],
+        resources=impatient,
+        run_config={"ops": {"event_reminders": {"config": {"now": NOW.isoformat()}}}},
+        raise_on_error=False,
+    )
+    assert not failed.success
+    rows = _log(seeded)
+    assert [r.status for r in rows] == ["pending", "pending"]
+    assert all(r.detail.startswith("expo unavailable") and r.attempts == 0 for r in rows)
+    assert fake.sent == []
+    fake.outage = False
+    recovered = _run(event_reminders, impatient, now=NOW + timedelta(minutes=5))
+    assert recovered["sent"] == 2
+    assert sorted(m.to for m in fake.sent) == sorted([TOKEN_A, TOKEN_B])
+    assert [r.status for r in _log(seeded)] == ["sent", "sent"]

@@ -17,6 +17,7 @@ from sources.eventbrite.parse import (
     QUARANTINE_SCHEMA,
     VENUE_SCHEMA,
     parse_events,
+    unexpanded_venue_ids,
 )
 from sources.synthetic.eventbrite_json import (
     quirk_live_event_ids,
@@ -323,6 +324,67 @@ def test_free_events_have_no_prices_and_missing_category_is_other() -> None:
     row = parse_events([record], "x").events.row(0, named=True)
     assert row["price_min_cents"] is None and row["price_max_cents"] is None
     assert row["category"] == "Other"
+
+
+@pytest.mark.parametrize(
+    ("category_id", "expected"), [("110", "Food & Drink"), ("199", "Other"), ("987", "Other")]
+)
+def test_an_unexpanded_category_is_named_from_its_id(category_id: str, expected: str) -> None:
+    record = _event(category_id=category_id)
+    del record["category"]
+    assert parse_events([record], "x").events["category"].to_list() == [expected]
+
+
+def _without_venue(**overrides: Any) -> dict[str, Any]:
+    record = _event(**overrides)
+    del record["venue"]
+    return record
+
+
+def test_an_unexpanded_venue_known_nowhere_quarantines_its_event_only() -> None:
+    good = _event(id="1", venue_id="55")
+    bare = _without_venue(id="2", venue_id="77")
+    parsed = parse_events([good, bare], "x")
+    assert parsed.events["event_id"].to_list() == ["1"]
+    assert parsed.venues["venue_id"].to_list() == ["55"]
+    [row] = parsed.quarantine.iter_rows(named=True)
+    assert row["event_id"] == "2" and row["reason"].startswith("venue_id: venue 77")
+    assert json.loads(row["raw_json"]) == bare  # the record as received, for a replay
+
+
+def test_an_unexpanded_venue_is_taken_from_another_record_or_the_fetched_venues() -> None:
+    fetched = _event()["venue"] | {"id": "77", "name": "Fetched Hall"}
+    parsed = parse_events(
+        [
+            _without_venue(id="1", venue_id="55"),
+            _event(id="2"),
+            _without_venue(id="3", venue_id="77"),
+        ],
+        "x",
+        fetched_venues={"77": fetched},
+    )
+    assert parsed.quarantine.height == 0
+    assert sorted(parsed.events["event_id"]) == ["1", "2", "3"]
+    names = dict(parsed.venues.select("venue_id", "name").iter_rows())
+    assert names == {"55": "Blue Door Hall", "77": "Fetched Hall"}
+
+
+def test_a_venue_eventbrite_does_not_have_is_named_in_the_reason() -> None:
+    parsed = parse_events([_without_venue(venue_id="77")], "x", fetched_venues={"77": None})
+    assert parsed.quarantine["reason"].to_list() == [
+        "venue_id: venue 77 is not expanded and GET /v3/venues/77/ is 404"
+    ]
+
+
+def test_unexpanded_venue_ids_are_those_no_record_expands() -> None:
+    records = [
+        _without_venue(id="1", venue_id="55"),
+        _event(id="2"),
+        _without_venue(id="3", venue_id=77),
+        _without_venue(id="4", venue_id=None),
+        "not an object",
+    ]
+    assert unexpanded_venue_ids(records) == {"77"}
 
 
 def test_integer_ids_are_accepted_as_strings() -> None:
