@@ -28,6 +28,7 @@ import redis
 import redis.asyncio
 import sqlalchemy as sa
 
+from store.breaker import CircuitOpenError
 from store.cards import EventCard, load_live_cards, load_mutual_friends
 from store.experiments import Assignment, ServingExperiments, serving_document
 from store.keys import RedisKeys
@@ -140,9 +141,11 @@ def _feed_steps(
     ranked: _Ranked | None
     try:
         ranked = yield from _from_redis(keys, user_id, now, page, cache)
-    except redis.RedisError:
+    except redis.RedisError as error:
         log.warning(
-            "redis unavailable, reading feed of user %s from postgres", user_id, exc_info=True
+            "redis unavailable, reading feed of user %s from postgres",
+            user_id,
+            exc_info=not isinstance(error, CircuitOpenError),  # no trace per request while open
         )
         redis_up = False
         ranked = None

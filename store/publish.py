@@ -272,7 +272,7 @@ def write_run(
             conn, recommendations["event_id"].unique().to_list() + fallback["event_id"].to_list()
         )
     if drop_missing:
-        known = cards["event_id"]
+        known = cards["event_id"].implode()
         recommendations = recommendations.filter(pl.col("event_id").is_in(known))
         fallback = fallback.filter(pl.col("event_id").is_in(known))
     blobs = _user_blobs(recommendations, cards)
