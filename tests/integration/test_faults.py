@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -26,6 +30,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from godo.services import ServiceUrls
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving import cursors
@@ -357,10 +362,16 @@ def test_the_keeper_ends_a_split_left_by_a_dead_publish(
     redis_keys: RedisKeys,
 ) -> None:
     _publish(catalogue, redis_client, redis_keys, "run-p")
-    with pytest.raises(_Killed):
-        _publish(catalogue, redis_client, redis_keys, "run-x", on_step=_kill_at("published"))
-    # The split: Postgres names run-x, Redis still serves run-p.
+    slow = api_settings.model_copy(update={"feed_keeper_seconds": 3600})
+    with TestClient(create_app(slow)) as client:
+        assert _wait_for(lambda: client.get("/health").json()["status"] == "ok", seconds=5)
+        with pytest.raises(_Killed):
+            _publish(catalogue, redis_client, redis_keys, "run-x", on_step=_kill_at("published"))
+        split = client.get("/health").json()
+    # The split: Postgres names run-x, Redis still serves run-p, and health says so.
     assert _pointer(redis_client, redis_keys.current_run()) == "run-p"
+    assert split["status"] == "degraded" and split["published_run"]["run_id"] == "run-x"
+    assert any("serves run run-p" in r and "published run-x" in r for r in split["reasons"])
     fast = api_settings.model_copy(update={"feed_keeper_seconds": 0.5})
     with TestClient(create_app(fast)) as client:
         one_run = _wait_for(
@@ -373,6 +384,44 @@ def test_the_keeper_ends_a_split_left_by_a_dead_publish(
         body = client.get("/v1/feed", headers=_auth(fast, 1)).json()
     assert one_run
     assert (body["source"], [i["event_id"] for i in body["items"]]) == ("redis", LISTS["run-x"])
+
+
+def test_a_publisher_killed_with_sigkill_leaves_a_run_the_next_sweep_fails(
+    catalogue: sa.Engine,
+    database_url: str,
+    service_urls: ServiceUrls,
+    redis_client: redis.Redis,
+    redis_keys: RedisKeys,
+) -> None:
+    """A real process death (no `finally` runs): its lock goes with its connection."""
+    _publish(catalogue, redis_client, redis_keys, "run-p")
+    script = (
+        "import os, signal, sys\n"
+        "import polars as pl, redis\n"
+        "from store.db import make_engine\n"
+        "from store.keys import RedisKeys\n"
+        "from store.publish import publish_run\n"
+        "def die(step):\n"
+        "    if step == 'written':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "publish_run(engine=make_engine(sys.argv[1]), redis_client=redis.Redis.from_url("
+        "sys.argv[2]), keys=RedisKeys(prefix=sys.argv[3]), run_id='run-x', model='t', "
+        "recommendations=pl.DataFrame({'user_id': [1], 'rank': [1], 'event_id': ['e4'], "
+        "'score': [1.0], 'reason': ['t']}), fallback=pl.DataFrame({'rank': [1], "
+        "'event_id': ['e8'], 'score': [1.0], 'reason': ['p']}), ttl_seconds=600, on_step=die)\n"
+    )
+    died = subprocess.run(
+        [sys.executable, "-c", script, database_url, service_urls.redis_url, redis_keys.prefix],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        timeout=120,
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
+    assert redis_client.exists(redis_keys.run_meta("run-x"))  # it died after step 2
+    assert _wait_for(lambda: sweep_abandoned_runs(catalogue) == ["run-x"], seconds=10)
+    reconcile_feed(engine=catalogue, redis_client=redis_client, keys=redis_keys, ttl_seconds=60)
+    assert _pointer(redis_client, redis_keys.current_run()) == "run-p"
+    assert check_postgres(catalogue).published_run.run_id == "run-p"  # type: ignore[union-attr]
 
 
 def test_the_next_publish_sweeps_a_dead_publish_but_not_a_live_one(
