@@ -312,7 +312,9 @@ def test_a_hung_redis_is_skipped_at_once_and_probed_until_it_answers(
     timings.sort()
     p99 = timings[98]
     print(f"feed during the hang: p50 {timings[49] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-    assert p99 < 0.1, f"feed p99 {p99 * 1000:.0f} ms while Redis hangs"
+    # Below one socket timeout: no read waited on Redis (before the breaker: 2.8 s each).
+    # Measured on an idle machine: p50 9 ms, p99 31 ms.
+    assert p99 < settings.redis_socket_timeout_seconds, f"feed p99 {p99 * 1000:.0f} ms"
     assert sources == {"postgres"} and ids == {None}
     assert lost == 100 * len(LISTS["run-p"])  # every item served without an id is counted
     assert swiped.status_code == 200 and swiped.json()["feed_updated"] is False
