@@ -9,7 +9,8 @@ Two jobs, on one loop started by the app's lifespan:
 - **Reconciling** (every `feed_keeper_seconds`, while the breaker is closed):
   `store.recovery.reconcile_feed` sweeps abandoned publishes and makes Redis serve the runs
   Postgres published, restoring them from Postgres when Redis lost them (a Redis lock makes
-  one process do the writing). It runs in a worker thread: it is blocking I/O.
+  one process do the writing). It runs in a worker thread: it is blocking I/O; shutting
+  down waits for it.
 
 Nothing here raises: a store that is down is logged and tried again on the next tick.
 """
@@ -22,7 +23,6 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-import anyio.to_thread
 import redis
 import redis.asyncio
 import sqlalchemy as sa
@@ -79,8 +79,16 @@ async def _probe(client: redis.asyncio.Redis, breaker: CircuitBreaker) -> None:
 
 
 async def _reconcile(reconcile: Callable[[], object]) -> None:
+    """Run `reconcile` in a worker thread and wait for it, also when cancelled: shutdown then
+    waits for the thread, so no query outlives the app's engine (a thread cannot be stopped)."""
+    done = asyncio.get_running_loop().run_in_executor(None, reconcile)
     try:
-        await anyio.to_thread.run_sync(reconcile)
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        await asyncio.wait([done])
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("keeper's last reconcile failed: %r", done.exception())
+        raise
     except (redis.RedisError, sa.exc.SQLAlchemyError) as error:
         log.warning("keeper could not reconcile the feed: %r", error)
     except Exception:  # the keeper must outlive any bug: it is what brings Redis back
