@@ -6,8 +6,8 @@ Layout (with the default prefix `godo`):
 - `godo:feed:run:{run_id}:user:{user_id}` -> JSON list of that user's feed items
 - `godo:feed:run:{run_id}:fallback` -> JSON list of the cold-start items of that run
 - `godo:feed:run:{run_id}:meta` -> hash: user count, published_at, and the run's experiment,
-  arm and model version (empty for the champion's run when unknown); `published` is set in
-  the MULTI that flips the run's pointer, so a cursor can pin only a run that was published
+  arm and model version (empty for the champion's run when unknown); `published` is set
+  just before the run's pointer flips, so a cursor can pin only a run that was published
 - `godo:feed:arm:{experiment}:{arm}` -> run id of the run an experiment's arm serves: one
   pointer per arm, flipped like `feed:current` once that arm's run is complete
   (both pointers are a cache of Postgres, which decides the current run: `store.recovery`

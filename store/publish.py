@@ -14,8 +14,8 @@ Order of operations, chosen so that a crash at any point leaves readers on a com
 2. Redis: write every user's list under keys that name the run (pipelined, with a TTL).
    Nothing points at these keys yet, so a half-written run is invisible.
 3. Postgres: mark the run `published`: from here on it *is* the current run.
-4. Redis: in one MULTI, mark the run's meta `published` and flip the one pointer to it. A
-   reader sees the whole old run or the whole new one, never a mix.
+4. Redis: mark the run's meta `published`, then flip the one pointer to it (a single SET).
+   A reader sees the whole old run or the whole new one, never a mix.
 
 If anything fails, the run is marked `failed` and the error is raised; the previous run's keys
 and rows are untouched, and the orphaned keys of the failed run expire on their own. If the
@@ -209,9 +209,11 @@ def flip_pointer(
     experiment: str | None,
     arm: str | None,
 ) -> None:
-    """Mark the run's meta `published` and point its lineage at it, in one MULTI: a cursor
-    may pin a run only once it carries the mark (`store.feed`)."""
-    pipe = redis_client.pipeline(transaction=True)
+    """Mark the run's meta `published`, then point its lineage at it: a cursor may pin a run
+    only once it carries the mark (`store.feed`). Two commands in order, not a MULTI, so the
+    pointer and the meta may live on different Redis Cluster slots; a crash between them
+    leaves a marked run nobody was served, which no cursor can name."""
+    pipe = redis_client.pipeline(transaction=False)
     pipe.hset(keys.run_meta(run_id), "published", 1)
     pipe.set(pointer_key(keys, experiment, arm), run_id)
     pipe.execute()

@@ -64,11 +64,10 @@ _SEEN_SINCE = sa.text(
     "SELECT user_id, array_agg(DISTINCT event_id) AS event_ids FROM swipes "
     "WHERE created_at >= :since GROUP BY user_id"
 )
-# KEYS: pointer, the run's meta. ARGV: the pointer's value when read ('' for none), run id.
+# KEYS: the pointer. ARGV: the pointer's value when read ('' for none), the run id to set.
 _REPOINT_LUA = """
 local current = redis.call('GET', KEYS[1])
 if (current == false and ARGV[1] == '') or current == ARGV[1] then
-  redis.call('HSET', KEYS[2], 'published', '1')
   redis.call('SET', KEYS[1], ARGV[2])
   return 1
 end
@@ -193,11 +192,11 @@ def reconcile_feed(
             if not item.complete:
                 restore_run(engine, redis_client, keys, run, ttl_seconds)
                 result.restored.append(run.run_id)
+            redis_client.hset(keys.run_meta(run.run_id), "published", 1)  # as a publish does
             flipped = redis_client.eval(
                 _REPOINT_LUA,
-                2,
+                1,
                 pointer_key(keys, run.experiment, run.arm),
-                keys.run_meta(run.run_id),
                 item.pointer or "",
                 run.run_id,
             )
