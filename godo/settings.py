@@ -7,6 +7,7 @@ with embedded servers and against managed Postgres/Redis in production. `DATABAS
 
 from __future__ import annotations
 
+import hmac
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,9 @@ from godo.impression_ids import impression_key
 from godo.secret_strength import weakness
 
 DEV_JWT_SECRET = "godo-development-secret-change-me-0123456789"
+# Feed cursors are signed with a key derived from the secret under this label, so the same
+# secret signs nothing else alike (`serving.cursors`).
+_CURSOR_KEY_LABEL = b"godo feed cursors v1"
 
 Environment = Literal["development", "staging", "production"]
 
@@ -240,6 +244,31 @@ class Settings(BaseSettings):
         min_length=1,
         description="The value that claim must hold (or, when it is a list, contain).",
     )
+    # Faults: how serving behaves while Redis is hung or lost (README, "Faults").
+    redis_socket_timeout_seconds: float = Field(
+        default=0.25,
+        gt=0,
+        description="Socket (and connect) timeout of the API's Redis clients: Redis answers "
+        "the API's commands in about a millisecond, so a longer wait only delays the fallback.",
+    )
+    redis_breaker_failures: int = Field(
+        default=3,
+        gt=0,
+        description="Consecutive Redis failures (timeouts, refused connections) that open the "
+        "API's circuit breaker: requests then skip Redis and read Postgres at once.",
+    )
+    redis_breaker_open_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long the breaker stays open before a probe may close it (the keeper "
+        "probes every second meanwhile).",
+    )
+    feed_keeper_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often each API process checks that Redis serves the runs Postgres "
+        "published, and restores them from Postgres when not (`store.recovery`).",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
@@ -275,6 +304,13 @@ class Settings(BaseSettings):
         derived from the JWT secret (itself refused outside development when it is the default)."""
         secret = self.impression_secret or self.jwt_secret
         return impression_key(secret.get_secret_value())
+
+    @property
+    def cursor_key(self) -> bytes:
+        """The MAC key of feed cursors (`serving.cursors`): from the impression secret when
+        set, else the JWT secret, under a label of its own."""
+        secret = self.impression_secret or self.jwt_secret
+        return hmac.digest(secret.get_secret_value().encode(), _CURSOR_KEY_LABEL, "sha256")
 
     @property
     def data_path(self) -> Path:

@@ -6,16 +6,19 @@ with their own servers. Importing this module therefore needs no environment.
 
 Connections are opened once per process in `lifespan` and shared by every request: a SQLAlchemy
 pool (thread-safe, used from FastAPI's thread pool), a Redis client (its own pool) and an
-asyncio Redis client for the routes that stay on the event loop.
+asyncio Redis client for the routes that stay on the event loop. Both Redis clients report to
+one circuit breaker (`store.breaker`), and the lifespan runs the keeper (`serving.keeper`),
+which probes a hung Redis and restores what Redis lost from Postgres.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-import redis.asyncio
 from fastapi import FastAPI
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
@@ -24,6 +27,7 @@ from redis.retry import Retry
 from godo.logs import configure_logging
 from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
+from serving.keeper import run_keeper
 from serving.live_caps import LiveCaps
 from serving.observability import install_observability
 from serving.problems import install_problem_handlers
@@ -44,18 +48,24 @@ from serving.routers import (
 )
 from serving.security import install_security
 from store.accounts import AccountDirectory
+from store.breaker import CircuitBreaker, GuardedAsyncRedis, GuardedRedis
 from store.db import make_engine
 from store.live_cache import LiveCache
 
 # The feed falls back to Postgres when Redis fails, so failing fast beats waiting: redis-py's
 # default (10 retries, backoff up to 1 s) would stall each request for seconds during an
-# outage. One quick retry still rides over a connection the server closed while idle.
-REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
+# outage. One quick retry still rides over a connection the server closed while idle; a
+# timeout is not retried (a hung server would only make the caller wait twice), and after a
+# few failures the breaker stops sending commands at all.
 REDIS_HEALTH_CHECK_INTERVAL_SECONDS = 30
 API_POOL_SIZE = 20
 API_POOL_OVERFLOW = 20
-REDIS_RETRY = Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
-ASYNC_REDIS_RETRY = AsyncRetry(ExponentialBackoff(cap=0.05, base=0.01), retries=1)
+REDIS_RETRY = Retry(
+    ExponentialBackoff(cap=0.05, base=0.01), retries=1, supported_errors=(redis.ConnectionError,)
+)
+ASYNC_REDIS_RETRY = AsyncRetry(
+    ExponentialBackoff(cap=0.05, base=0.01), retries=1, supported_errors=(redis.ConnectionError,)
+)
 
 
 @asynccontextmanager
@@ -80,27 +90,39 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = make_engine(
         settings.database_url, pool_size=API_POOL_SIZE, max_overflow=API_POOL_OVERFLOW
     )
-    redis_client = redis.Redis.from_url(
+    timeout = settings.redis_socket_timeout_seconds
+    breaker = CircuitBreaker(
+        failure_threshold=settings.redis_breaker_failures,
+        open_seconds=settings.redis_breaker_open_seconds,
+    )
+    redis_client = GuardedRedis.connect(
         settings.redis_url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        breaker,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
         retry=REDIS_RETRY,
     )
     # The feed's hot path runs on the event loop (`store.steps`), so it has an asyncio client.
-    async_redis = redis.asyncio.Redis.from_url(
+    async_redis = GuardedAsyncRedis.connect(
         settings.redis_url,
-        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-        socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        breaker,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         health_check_interval=REDIS_HEALTH_CHECK_INTERVAL_SECONDS,
         retry=ASYNC_REDIS_RETRY,
     )
     app.state.engine = engine
     app.state.redis = redis_client
     app.state.async_redis = async_redis
+    app.state.redis_breaker = breaker
+    keeper = asyncio.create_task(run_keeper(app.state), name="godo-keeper")
     try:
         yield
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         await async_redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
         redis_client.close()
         engine.dispose()
@@ -136,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
     app.state.live_cache = LiveCache(max_age_seconds=settings.card_cache_seconds)
     app.state.impression_key = settings.impression_key  # derived once, used per feed item
+    app.state.cursor_key = settings.cursor_key
     app.state.accounts = AccountDirectory()
     app.state.live_caps = LiveCaps.of(settings.live_max_per_user, settings.live_max_per_address)
     # Order matters: each install wraps what came before. Rate limits inside the security

@@ -100,6 +100,14 @@ async def _impression_key(request: Request) -> bytes:
 ImpressionKeyDep = Annotated[bytes, Depends(_impression_key)]
 
 
+async def _cursor_key(request: Request) -> bytes:
+    key: bytes = _state(request, "cursor_key")
+    return key
+
+
+CursorKeyDep = Annotated[bytes, Depends(_cursor_key)]
+
+
 async def _impression_check(
     request: Request, settings: SettingsDep, key: ImpressionKeyDep
 ) -> ImpressionCheck:

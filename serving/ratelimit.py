@@ -16,7 +16,11 @@ When Redis is unreachable the limiter fails OPEN: the request is served unlimite
 warning is logged at most once per `FAIL_OPEN_LOG_INTERVAL_SECONDS`. The feed itself falls back
 to Postgres when Redis is down; refusing every request because the limiter's store is down
 would turn a cache outage into a full outage. After a failure the limiter skips Redis for
-`FAIL_OPEN_RETRY_SECONDS`, so a hanging Redis does not add a socket timeout to every request.
+`FAIL_OPEN_RETRY_SECONDS`, so a hanging Redis does not add a socket timeout to every request;
+and the app's Redis circuit breaker (`store.breaker`) fails its commands at once while Redis
+is unhealthy. Failing closed was rejected: it would make a cache outage a full outage, and what
+an abuser could push unlimited meanwhile is idempotent (swipes by `client_id`) or capped in
+Postgres (invites per day).
 
 The client IP is the ASGI peer address: behind a load balancer, run uvicorn with
 `--proxy-headers --forwarded-allow-ips=<the proxy's address>` so it is the real client's,

@@ -55,8 +55,10 @@ _FEED_ITEM_EXAMPLE: JsonDict = {
     "impression_id": IMPRESSION_ID_EXAMPLE,
 }
 _RUN_ID_EXAMPLE = "3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13"
-# What `serving.cursors.encode` gives for that run after rank 1.
-_FEED_CURSOR_EXAMPLE = "eyJyIjoiM2Y5YzFiNTItN2E0ZS00ZDBiLTlhNjEtMmM4ZTVmMGQ3YjEzIiwiayI6MX0"
+# What `serving.cursors.encode` gives for that run after rank 1 (development key).
+_FEED_CURSOR_EXAMPLE = (
+    "eyJyIjoiM2Y5YzFiNTItN2E0ZS00ZDBiLTlhNjEtMmM4ZTVmMGQ3YjEzIiwiayI6MX0.zRPTFSEioc1OYeqR6pO8pw"
+)
 _FRIENDS_EXAMPLE: list[JsonValue] = [
     {"user_id": 7, "display_name": "Maya R."},
     {"user_id": 19, "display_name": "Jonas K."},

@@ -28,6 +28,7 @@ import redis
 import redis.asyncio
 import sqlalchemy as sa
 
+from store.breaker import CircuitOpenError
 from store.cards import EventCard, load_live_cards, load_mutual_friends
 from store.experiments import Assignment, ServingExperiments, serving_document
 from store.keys import RedisKeys
@@ -140,9 +141,11 @@ def _feed_steps(
     ranked: _Ranked | None
     try:
         ranked = yield from _from_redis(keys, user_id, now, page, cache)
-    except redis.RedisError:
+    except redis.RedisError as error:
         log.warning(
-            "redis unavailable, reading feed of user %s from postgres", user_id, exc_info=True
+            "redis unavailable, reading feed of user %s from postgres",
+            user_id,
+            exc_info=not isinstance(error, CircuitOpenError),  # no trace per request while open
         )
         redis_up = False
         ranked = None
@@ -423,8 +426,13 @@ def _from_redis(
         for item in orjson.loads(blob)
         if item["event_id"] not in seen_ids and (item.get("start_utc") or "9") > now_text
     ]
+    if pinned and meta[3] is None:
+        # A cursor may name only a run whose pointer was flipped (publish step 4, or a
+        # restore): a staged or failed run's keys, or an older publisher's, are left to
+        # Postgres, which serves a pinned run only if it was published.
+        return None
     stored_friends = FriendIds(epoch, friends_version, friend_ids)
-    experiment, arm, model_version = (_maybe(value) for value in meta)
+    experiment, arm, model_version = (_maybe(value) for value in meta[:3])
     return _Ranked(
         run_id,
         "redis",
@@ -449,7 +457,7 @@ def _run_commands(keys: RedisKeys, run_id: str, user_id: int) -> list[tuple[Any,
         ("GET", keys.friends_version(user_id)),
         ("GET", keys.friend_ids(user_id)),
         *head_commands(keys),
-        ("HMGET", keys.run_meta(run_id), "experiment", "arm", "model_version"),
+        ("HMGET", keys.run_meta(run_id), "experiment", "arm", "model_version", "published"),
     ]
 
 
@@ -499,10 +507,11 @@ _LATEST_ARM_RUN = sa.text(
     "WHERE status = 'published' AND experiment = :experiment AND arm = :arm "
     "ORDER BY published_at DESC LIMIT 1"
 )
-# A pinned run may have been superseded since; it is still served while it is kept.
+# A pinned run may have been superseded since; it is still served while it is kept. Never a
+# staged run, nor one marked failed (a publish that failed after marking it published).
 _PINNED_RUN = sa.text(
     f"SELECT {_RUN_COLUMNS} FROM recommendation_runs "
-    "WHERE id = :run_id AND published_at IS NOT NULL"
+    "WHERE id = :run_id AND status = 'published' AND published_at IS NOT NULL"
 )
 # Redis remembers swipes made since the run was published; Postgres reads them directly.
 _SWIPED_SINCE = sa.text(

@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 import redis
 import sqlalchemy as sa
 
+from store.breaker import CircuitOpenError
+from store.keys import RedisKeys
+
 log = logging.getLogger(__name__)
 
 # A probe that waits longer than a load balancer's check interval is worse than a failed one:
@@ -82,15 +85,38 @@ def check_postgres(engine: sa.Engine) -> PostgresHealth:
     return PostgresHealth(StoreProbe(ok=True, latency_ms=latency_ms), run)
 
 
-def check_redis(client: redis.Redis) -> StoreProbe:
-    """Probe Redis with `PING`; the client's own socket timeout (1 s in serving) bounds it."""
+@dataclass(frozen=True)
+class RedisHealth:
+    """The Redis probe and, when it answered, whether it serves the run Postgres published:
+    the run its `feed:current` pointer names, and whether that run's keys are there."""
+
+    probe: StoreProbe
+    circuit_open: bool = False
+    serving: str | None = None
+    complete: bool = False
+
+
+def check_redis(client: redis.Redis, keys: RedisKeys) -> RedisHealth:
+    """Probe Redis by reading the current-run pointer (one round trip with the run's meta):
+    it proves Redis answers and says which run it serves. The client's short socket timeout
+    and its circuit breaker (`store.breaker`) bound it: an open breaker answers at once."""
     started = time.perf_counter()
     try:
-        ok = bool(client.ping())
+        pointer = client.get(keys.current_run())
+        serving = None if pointer is None else _text(pointer)
+        complete = serving is not None and bool(client.exists(keys.run_meta(serving)))
+    except CircuitOpenError:
+        return RedisHealth(StoreProbe(ok=False, latency_ms=_elapsed_ms(started)), True)
     except redis.RedisError as error:
         log.warning("redis health probe failed: %s", error.__class__.__name__, exc_info=True)
-        ok = False
-    return StoreProbe(ok=ok, latency_ms=_elapsed_ms(started))
+        return RedisHealth(StoreProbe(ok=False, latency_ms=_elapsed_ms(started)))
+    return RedisHealth(
+        StoreProbe(ok=True, latency_ms=_elapsed_ms(started)), False, serving, complete
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _elapsed_ms(started: float) -> float:

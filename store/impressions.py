@@ -40,6 +40,7 @@ import redis.asyncio
 import sqlalchemy as sa
 
 from godo.impression_ids import mint_page, page_nonce, served_ms
+from store.breaker import CircuitOpenError
 from store.feed import Feed
 from store.keys import RedisKeys
 
@@ -131,8 +132,8 @@ async def record_impressions_async(
         return append
     try:
         await redis_client.execute_command(*append.command)
-    except redis.RedisError:
-        return _lost(feed)
+    except redis.RedisError as error:
+        return _lost(feed, error)
     return RecordedPage(_ids(key, feed, append), 0)
 
 
@@ -150,13 +151,19 @@ def record_impressions(
         return append
     try:
         redis_client.execute_command(*append.command)
-    except redis.RedisError:
-        return _lost(feed)
+    except redis.RedisError as error:
+        return _lost(feed, error)
     return RecordedPage(_ids(key, feed, append), 0)
 
 
-def _lost(feed: Feed) -> RecordedPage:
-    log.warning("redis unavailable: %d impressions not recorded", len(feed.items), exc_info=True)
+def _lost(feed: Feed, error: redis.RedisError) -> RecordedPage:
+    """Every item of the page lost: Redis failed, or its circuit breaker is open (then the
+    XADD was never sent, and no traceback is logged per page: `store.breaker`)."""
+    log.warning(
+        "redis unavailable: %d impressions not recorded",
+        len(feed.items),
+        exc_info=not isinstance(error, CircuitOpenError),
+    )
     return RecordedPage(None, len(feed.items))
 
 

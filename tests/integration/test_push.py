@@ -377,6 +377,13 @@ def _row(engine: sa.Engine) -> Any:
     return row
 
 
+def _receipts_due(sent_at: datetime) -> datetime:
+    """When the receipts of pushes sent at `sent_at` are checked: 16 minutes later, and never
+    before the log rows' own `created_at` (the server's clock, which runs on while a long
+    session of tests has kept the module's NOW fixed) is 15 minutes old."""
+    return max(sent_at, datetime.now(UTC)) + timedelta(minutes=16)
+
+
 def test_a_retryable_receipt_error_is_sent_again_with_backoff_until_the_bound(
     seeded: sa.Engine, resources: dict[str, Any], fake: FakeExpo
 ) -> None:
@@ -391,7 +398,7 @@ def test_a_retryable_receipt_error_is_sent_again_with_backoff_until_the_bound(
     at = NOW
     for attempt in range(1, store.MAX_PUSH_ATTEMPTS + 1):
         assert _run(event_reminders, resources, now=at)["sent"] == 1
-        checked = at + timedelta(minutes=16)
+        checked = _receipts_due(at)
         receipts = _run(push_receipts, resources, now=checked)
         last = attempt == store.MAX_PUSH_ATTEMPTS
         assert (receipts["requeued"], receipts["gave_up"]) == ((0, 1) if last else (1, 0))
@@ -421,11 +428,12 @@ def test_a_provider_error_goes_out_again_once_expo_recovers(
         )
     fake.receipt_errors[TOKEN_A] = "ProviderError"
     _run(event_reminders, resources)
-    assert _run(push_receipts, resources, now=NOW + timedelta(minutes=16))["requeued"] == 1
+    checked = _receipts_due(NOW)
+    assert _run(push_receipts, resources, now=checked)["requeued"] == 1
     del fake.receipt_errors[TOKEN_A]
-    again = NOW + timedelta(minutes=31)
+    again = checked + store.retry_delay(1)
     assert _run(event_reminders, resources, now=again)["sent"] == 1
-    ok = _run(push_receipts, resources, now=again + timedelta(minutes=16))
+    ok = _run(push_receipts, resources, now=_receipts_due(again))
     assert (ok["receipts_ok"], ok["requeued"]) == (1, 0)
     row = _row(seeded)
     assert (row.status, row.receipt_status, row.attempts) == ("sent", "ok", 2)
