@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(default=100, gt=0, description="Sustained requests/min.")
     rate_limit_burst: int = Field(default=200, gt=0, description="Requests allowed in a burst.")
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest request body the API reads; above it a 413, before reading it. "
+        "The biggest legitimate body (100 swipes) is a few tens of KiB.",
+    )
     health_max_run_age_seconds: int = Field(
         default=36 * 3600, gt=0, description="Older published runs make /health `degraded`."
     )
