@@ -253,6 +253,7 @@ _EVENT_ID_TOO_LONG: dict[str, dict[str, Any]] = {
         400,
         401,
         404,
+        413,
         422,
         429,
         503,

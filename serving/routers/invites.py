@@ -185,7 +185,7 @@ _POST_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     tags=["invites"],
     summary="Invite a friend by email",
     responses=problem_responses(
-        400, 401, 404, 409, 422, 429, 503, instance="/v1/invites", examples=_POST_EXAMPLES
+        400, 401, 404, 409, 413, 422, 429, 503, instance="/v1/invites", examples=_POST_EXAMPLES
     ),
 )
 def post_invite(

@@ -13,6 +13,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 
 from godo import services
@@ -70,6 +72,29 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
 
 
 # --- a small world for the bad-input tests ------------------------------------------------
+
+# Hypothesis profiles of the property suite over the API's inputs
+# (`test_api_input_properties.py`), chosen with GODO_HYPOTHESIS_PROFILE: `api-ci` (the default)
+# is derandomized and bounded so CI runs it in well under a minute; `api-deep` fuzzes harder
+# with fresh randomness. The app is shared by every example of a test, hence the health check.
+hypothesis_settings.register_profile(
+    "api-ci",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+hypothesis_settings.register_profile(
+    "api-deep",
+    parent=hypothesis_settings.get_profile("api-ci"),
+    max_examples=300,
+    derandomize=False,
+)
 
 INPUT_USER, INPUT_OTHER_USER = 1, 2
 INPUT_EVENTS = ("ev-1", "ev-2", "ev-3")
@@ -132,11 +157,14 @@ def seed_input_world(engine: sa.Engine, redis_client: redis.Redis, keys: RedisKe
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
     """Rows in every table of the schema: equal before and after means nothing was stored."""
-    with engine.connect() as conn:
-        return {
-            table.name: conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            for table in metadata.sorted_tables
-        }
+    tables = metadata.sorted_tables
+    counts = [
+        sa.select(sa.func.count()).select_from(table).scalar_subquery().label(table.name)
+        for table in tables
+    ]
+    with engine.connect() as conn:  # one round trip: the property suite calls it per example
+        row = conn.execute(sa.select(*counts)).one()
+    return {table.name: int(n) for table, n in zip(tables, row, strict=True)}
 
 
 @pytest.fixture
