@@ -79,7 +79,7 @@ def model_registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
 # with fresh randomness. The app is shared by every example of a test, hence the health check.
 hypothesis_settings.register_profile(
     "api-ci",
-    max_examples=12,
+    max_examples=15,
     deadline=None,
     derandomize=True,
     database=None,
