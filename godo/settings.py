@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         description="Bearer token /metrics requires when set; unset: /metrics is public in "
         "development and off (404) elsewhere.",
     )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="Largest request body the API reads; above it a 413, before reading it. "
+        "The biggest legitimate body (100 swipes) is a few tens of KiB.",
+    )
     health_max_run_age_seconds: int = Field(
         default=36 * 3600, gt=0, description="Older published runs make /health `degraded`."
     )

@@ -27,6 +27,7 @@ from redis.retry import Retry
 from godo.logs import configure_logging
 from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
+from serving.body_limit import install_body_limit
 from serving.keeper import run_keeper
 from serving.live_caps import LiveCaps
 from serving.observability import install_observability
@@ -161,9 +162,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cursor_key = settings.cursor_key
     app.state.accounts = AccountDirectory()
     app.state.live_caps = LiveCaps.of(settings.live_max_per_user, settings.live_max_per_address)
-    # Order matters: each install wraps what came before. Rate limits inside the security
-    # headers (so a 429 carries CORS and the headers), the timing around both (so it counts
-    # 429s and CORS refusals too), the request id outermost (so every response has one).
+    # Order matters: each install wraps what came before. The body limit innermost (its 413
+    # passes through all the others), rate limits inside the security headers (so a 429
+    # carries CORS and the headers), the timing around both (so it counts 429s and CORS
+    # refusals too), the request id outermost (so every response has one).
+    install_body_limit(app, settings)
     install_rate_limits(app, settings, verifier=app.state.token_verifier)
     install_security(app, settings)
     install_observability(app)

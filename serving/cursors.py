@@ -25,7 +25,11 @@ from dataclasses import dataclass
 
 from fastapi.exceptions import RequestValidationError
 
+from serving.schemas import storable_text_error
+
 _TAG_BYTES = 16
+# Ranks are `recommendations.rank`, a SMALLINT: a cursor past it was not issued by the API.
+MAX_RANK = 2**15 - 1
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,11 @@ def decode(value: str, key: bytes) -> Cursor:
         run_id, after_rank = data["r"], data["k"]
         if not isinstance(run_id, str) or not run_id or type(after_rank) is not int:
             raise ValueError("wrong field types")
-        if after_rank < 0:
-            raise ValueError("negative rank")
+        if not 0 <= after_rank <= MAX_RANK:
+            raise ValueError("rank out of range")
+        text_error = storable_text_error(run_id)
+        if text_error is not None:
+            raise ValueError(f"run id {text_error}")
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as error:
         raise RequestValidationError(
             [

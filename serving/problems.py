@@ -119,6 +119,11 @@ _DEFAULT_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     },
     404: {"Not found": {"detail": "User 42 does not exist."}},
     410: {"Gone": {"detail": "The resource is no longer available."}},
+    413: {
+        "Body too large": {
+            "detail": "body: the request body is larger than the 1048576 bytes this API accepts."
+        }
+    },
     422: {
         "Invalid query parameter": {
             "detail": "query.limit: Input should be less than or equal to 200",

@@ -8,10 +8,79 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from fastapi import Path
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    field_validator,
+)
 from pydantic.json_schema import JsonDict
+
+# --- input bounds ---------------------------------------------------------------------------
+# What Postgres can hold, checked where input enters (bodies, paths, queries), so a value it
+# would refuse is a 422 naming the field instead of a database error and a 500.
+
+# `users.id` and every other BIGINT column.
+MAX_BIGINT = 2**63 - 1
+# Times a client may ask about (calendar ranges and cursors): wide enough for "everything",
+# narrow enough that shifting them by a day or an offset stays inside Python's years 1-9999.
+EARLIEST_QUERY_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_QUERY_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+# No swipe or RSVP can predate the app: a phone whose clock says 1970 (or year 1) is wrong.
+EARLIEST_ACTION_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def storable_text_error(value: str) -> str | None:
+    """Why Postgres `text` cannot hold `value`, or None when it can.
+
+    A NUL byte is the one character Postgres text refuses; a lone surrogate (which JSON's
+    `\\ud800` escape and Python allow) cannot be encoded as the UTF-8 the database speaks.
+    """
+    if "\x00" in value:
+        return "must not contain NUL (\\x00) characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no unpaired surrogates)"
+    return None
+
+
+def _storable(value: str) -> str:
+    error = storable_text_error(value)
+    if error is not None:
+        raise ValueError(error)
+    return value
+
+
+def query_time_error(value: datetime) -> str | None:
+    """Why `value` is outside the times a client may ask about, or None."""
+    if not EARLIEST_QUERY_TIME <= value <= LATEST_QUERY_TIME:
+        return (
+            f"must be between {EARLIEST_QUERY_TIME.isoformat()} and {LATEST_QUERY_TIME.isoformat()}"
+        )
+    return None
+
+
+def _query_time(value: datetime) -> datetime:
+    error = query_time_error(value)
+    if error is not None:
+        raise ValueError(error)
+    return value
+
+
+# Every text input that may reach Postgres: bodies, path and query parameters alike (FastAPI
+# runs the validator for `Annotated[StoredText, Path(...)]` / `Query(...)` too).
+StoredText = Annotated[str, AfterValidator(_storable)]
+# A time a client asks about, with its timezone and inside the query range.
+QueryTime = Annotated[AwareDatetime, AfterValidator(_query_time)]
+# A user id in a path: a positive BIGINT.
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_BIGINT, description="The user's id.")]
 
 # Realistic bodies for the OpenAPI document (`examples` of each model's schema), built from
 # one event so the examples agree with each other. Documentation only: never used to validate.
@@ -273,30 +342,35 @@ class SwipeIn(BaseModel):
 
     model_config = ConfigDict(json_schema_extra={"examples": [_SWIPE_EXAMPLES[0]]})
 
-    client_id: str = Field(
+    client_id: StoredText = Field(
         min_length=1,
         max_length=64,
         description="The app's own id for this swipe (e.g. a UUID); resending it is a no-op.",
     )
-    event_id: str = Field(min_length=1, max_length=256)
+    event_id: StoredText = Field(min_length=1, max_length=256)
     direction: Literal["like", "pass", "superlike"]
     ts: AwareDatetime = Field(
-        description="When the user swiped, with a timezone; at most 5 minutes in the future."
+        description="When the user swiped, with a timezone: not before 2000-01-01T00:00:00Z "
+        "and at most 5 minutes in the future."
     )
-    impression_id: str | None = Field(
+    impression_id: StoredText | None = Field(
         default=None,
         max_length=512,
         description="The `impression_id` of the feed item swiped, if the app has it. Stored "
         "with the swipe when it is valid (signed by this API, issued to the caller for this "
-        "event, not expired); otherwise ignored, and the swipe is stored without it.",
+        "event, not expired); otherwise ignored, and the swipe is stored without it (only "
+        "text no id can contain, a NUL byte or an unpaired surrogate, is a 422).",
     )
 
     @field_validator("ts")
     @classmethod
-    def _not_in_the_future(cls, ts: datetime) -> datetime:
-        """A swipe cannot happen later than now; a few minutes of clock skew are tolerated."""
+    def _a_real_time(cls, ts: datetime) -> datetime:
+        """A swipe cannot happen later than now (a few minutes of clock skew are tolerated),
+        nor before the app existed: such a time is a broken clock, not a swipe."""
         if ts > datetime.now(UTC) + MAX_CLOCK_SKEW:
             raise ValueError("must not be more than 5 minutes in the future")
+        if ts < EARLIEST_ACTION_TIME:
+            raise ValueError(f"must not be before {EARLIEST_ACTION_TIME.isoformat()}")
         return ts
 
 

@@ -13,13 +13,20 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from serving.deps import CurrentUserId, EngineDep, ImpressionCheckDep, KeysDep, RedisDep
 from serving.observability import record_cache
 from serving.problems import STORE_UNAVAILABLE_TYPE, problem_responses
-from serving.schemas import IMPRESSION_ID_EXAMPLE
+from serving.schemas import (
+    IMPRESSION_ID_EXAMPLE,
+    QueryTime,
+    StoredText,
+    UserIdPath,
+    query_time_error,
+    storable_text_error,
+)
 from store import live_events
 from store.calendar import (
     ATTENDANCE_STATUSES,
@@ -113,12 +120,12 @@ class AttendanceIn(BaseModel):
         description="Who sees it on the caller's calendar: everyone, mutual friends, or only "
         "the caller.",
     )
-    notes: str | None = Field(
+    notes: StoredText | None = Field(
         default=None,
         max_length=MAX_NOTES_CHARS,
         description="Private to the caller, whatever the visibility.",
     )
-    impression_id: str | None = Field(
+    impression_id: StoredText | None = Field(
         default=None,
         max_length=512,
         description="The `impression_id` of the feed item that led to this answer, if any. "
@@ -221,7 +228,7 @@ class CalendarTokenOut(BaseModel):
 # --- attendance ----------------------------------------------------------------------------
 
 
-EventIdPath = Annotated[str, Path(min_length=1, max_length=256)]
+EventIdPath = Annotated[StoredText, Path(min_length=1, max_length=256)]
 _EVENT_ID_TOO_LONG: dict[str, dict[str, Any]] = {
     "Event id too long": {
         "detail": "path.event_id: String should have at most 256 characters",
@@ -246,6 +253,7 @@ _EVENT_ID_TOO_LONG: dict[str, dict[str, Any]] = {
         400,
         401,
         404,
+        413,
         422,
         429,
         503,
@@ -365,7 +373,7 @@ def _iso_only(value: object) -> object:
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+IsoDateTime = Annotated[QueryTime, BeforeValidator(_iso_only)]
 
 
 def _calendar_query(
@@ -377,11 +385,11 @@ def _calendar_query(
         IsoDateTime | None, Query(alias="to", description="Events starting before this.")
     ] = None,
     status: Annotated[
-        list[str] | None,
+        list[StoredText] | None,
         Query(description="Attendance statuses to include: repeat it or comma-separate them."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: Annotated[StoredText | None, Query(max_length=1024)] = None,
 ) -> CalendarQuery:
     """The page a calendar request asks for, or a 422 naming the bad parameter."""
     if start_from is None:
@@ -400,6 +408,14 @@ def _calendar_query(
         try:
             after = decode_cursor(cursor)
         except InvalidCursorError:
+            after = None
+        # A hand-made cursor can carry what no issued one does: a time at the edge of the
+        # calendar or text Postgres cannot compare with.
+        if (
+            after is None
+            or query_time_error(after[0]) is not None
+            or storable_text_error(after[1]) is not None
+        ):
             _invalid("cursor", "not a cursor this API issued; start again without one")
     return CalendarQuery(
         start_from=start_from,
@@ -497,7 +513,7 @@ def get_my_calendar(
 def get_user_calendar(
     request: Request,
     caller_id: CurrentUserId,  # before the query: a caller without a token learns nothing else
-    user_id: Annotated[int, Path(ge=1)],
+    user_id: UserIdPath,
     query: CalendarQueryDep,
     engine: EngineDep,
     redis_client: RedisDep,
@@ -654,7 +670,7 @@ def delete_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> Response
     },
 )
 def get_calendar_ics(
-    token: Annotated[str, Query(min_length=1, max_length=256)], engine: EngineDep
+    token: Annotated[StoredText, Query(min_length=1, max_length=256)], engine: EngineDep
 ) -> Response:
     """For calendar apps, which cannot send bearer tokens: the secret in the URL is the key.
 

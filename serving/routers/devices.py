@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.problems import problem_responses
+from serving.schemas import StoredText
 from store.calendar import UnknownUserError
 from store.live_events import publish_device_moved
 from store.notifications import (
@@ -60,7 +61,7 @@ class DeviceIn(BaseModel):
         json_schema_extra={"examples": [{"expo_push_token": TOKEN_EXAMPLE, "platform": "ios"}]}
     )
 
-    expo_push_token: str = Field(
+    expo_push_token: StoredText = Field(
         max_length=256, description="From `Notifications.getExpoPushTokenAsync()`."
     )
     platform: Literal["ios", "android"]
@@ -114,7 +115,7 @@ class PreferencesIn(BaseModel):
         default=None, description="Start of quiet hours, on the user's clock (may wrap midnight)."
     )
     quiet_end: time | None = Field(default=None, description="End of quiet hours.")
-    timezone: str | None = Field(
+    timezone: StoredText | None = Field(
         default=None, description="IANA zone of the quiet hours; UTC when unset."
     )
 
@@ -176,6 +177,7 @@ class PreferencesOut(PreferencesIn):
             400,
             401,
             404,
+            413,
             422,
             429,
             503,
@@ -241,7 +243,9 @@ def post_device(
     ),
 )
 def delete_device(
-    token: Annotated[str, Path(max_length=256, description="The Expo push token, URL-encoded.")],
+    token: Annotated[
+        StoredText, Path(max_length=256, description="The Expo push token, URL-encoded.")
+    ],
     user_id: CurrentUserId,
     engine: EngineDep,
 ) -> Response:
@@ -258,6 +262,7 @@ def delete_device(
         400,
         401,
         404,
+        413,
         422,
         429,
         503,

@@ -10,7 +10,7 @@ from serving.deps import CurrentUserId, EngineDep
 from serving.feed_body import card_document
 from serving.problems import problem_responses
 from serving.routers.feed import OriginDep
-from serving.schemas import EventOut, FriendOut
+from serving.schemas import EventOut, FriendOut, StoredText
 from store.cards import load_friends_going, load_live_cards
 
 router = APIRouter(tags=["events"])
@@ -50,7 +50,7 @@ def get_event(
     user_id: CurrentUserId,
     engine: EngineDep,
     origin: OriginDep,
-    event_id: Annotated[str, Path(min_length=1, max_length=256)],
+    event_id: Annotated[StoredText, Path(min_length=1, max_length=256)],
 ) -> EventOut:
     """The card the feed shows, plus who is going, read live from Postgres.
 

@@ -22,7 +22,7 @@ from serving.deps import (
 from serving.feed_body import feed_body, with_impression_ids
 from serving.observability import record_feed_source, record_impressions
 from serving.problems import problem_responses
-from serving.schemas import FeedOut
+from serving.schemas import FeedOut, StoredText
 from store.feed import Feed, RunGone, read_feed_async
 from store.impressions import NOT_RECORDED, record_impressions_async
 
@@ -157,7 +157,7 @@ async def get_feed(
         ),
     ] = None,
     cursor: Annotated[
-        str | None,
+        StoredText | None,
         Query(max_length=512, description="`next_cursor` of the previous page, to continue."),
     ] = None,
 ) -> Response:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.problems import problem_responses
+from serving.schemas import MAX_BIGINT
 from store.calendar import UnknownUserError, invalidate_calendar
 from store.friends import (
     FriendLists,
@@ -32,8 +33,7 @@ from store.live_cache import touch_friends
 router = APIRouter(tags=["friends"])
 
 # Bounded to Postgres' BIGINT, so an absurd id is a 422 rather than a database error.
-MAX_USER_ID = 2**63 - 1
-UserIdPath = Annotated[int, Path(ge=1, le=MAX_USER_ID, description="The other user.")]
+OtherUserIdPath = Annotated[int, Path(ge=1, le=MAX_BIGINT, description="The other user.")]
 
 
 class FriendOut(BaseModel):
@@ -127,7 +127,7 @@ def get_my_friends(user_id: CurrentUserId, engine: EngineDep) -> FriendsOut:
     },
 )
 def post_friend(
-    user_id: UserIdPath,
+    user_id: OtherUserIdPath,
     caller_id: CurrentUserId,
     response: Response,
     engine: EngineDep,
@@ -156,7 +156,7 @@ def post_friend(
     responses=problem_responses(401, 404, 422, 429, 503, instance="/v1/friends/42/accept"),
 )
 def post_accept(
-    user_id: UserIdPath,
+    user_id: OtherUserIdPath,
     caller_id: CurrentUserId,
     engine: EngineDep,
     redis_client: RedisDep,
@@ -181,7 +181,7 @@ def post_accept(
     responses=problem_responses(401, 422, 429, 503, instance="/v1/friends/42"),
 )
 def delete_friend(
-    user_id: UserIdPath,
+    user_id: OtherUserIdPath,
     caller_id: CurrentUserId,
     engine: EngineDep,
     redis_client: RedisDep,

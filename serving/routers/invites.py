@@ -29,6 +29,7 @@ from godo.settings import Settings
 from serving.deps import CurrentUserId, EngineDep, SettingsDep
 from serving.observability import record_notification
 from serving.problems import problem_responses
+from serving.schemas import StoredText
 from sources.resend.client import EmailSender, ResendClient, ResendError
 from sources.resend.messages import invitation
 from store.invites import (
@@ -87,7 +88,7 @@ EmailSenderDep = Annotated[EmailSender, Depends(_email_sender)]
 class InviteIn(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"email": "rui@example.com"}]})
 
-    email: str = Field(max_length=320, description="The friend's email address.")
+    email: StoredText = Field(max_length=320, description="The friend's email address.")
 
     @field_validator("email")
     @classmethod
@@ -184,7 +185,7 @@ _POST_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     tags=["invites"],
     summary="Invite a friend by email",
     responses=problem_responses(
-        400, 401, 404, 409, 422, 429, 503, instance="/v1/invites", examples=_POST_EXAMPLES
+        400, 401, 404, 409, 413, 422, 429, 503, instance="/v1/invites", examples=_POST_EXAMPLES
     ),
 )
 def post_invite(
@@ -270,7 +271,7 @@ def post_invite(
     ),
 )
 def get_invite(
-    token: Annotated[str, Path(description="The signed token from the invitation link.")],
+    token: Annotated[StoredText, Path(description="The signed token from the invitation link.")],
     engine: EngineDep,
     settings: SettingsDep,
 ) -> InviteStatusOut:
@@ -308,7 +309,7 @@ class UnsubscribedOut(BaseModel):
 
 
 UnsubscribeToken = Annotated[
-    str, Query(min_length=1, max_length=2048, description="The signed token from the email.")
+    StoredText, Query(min_length=1, max_length=2048, description="The signed token from the email.")
 ]
 _UNSUBSCRIBE_RESPONSES = problem_responses(
     404,

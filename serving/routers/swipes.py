@@ -35,6 +35,7 @@ router = APIRouter(tags=["swipes"])
         400,
         401,
         404,
+        413,
         422,
         429,
         503,

@@ -39,13 +39,14 @@ NO_BEARER = {ICS, INVITE, UNSUBSCRIBE_GET, UNSUBSCRIBE_POST}
 HEALTH = ("get", "/health")
 
 # Every status each operation can answer (500 aside, which is never expected). 400 is FastAPI's
-# answer to a body that is not JSON at all.
+# answer to a body that is not JSON at all, 413 to one over `max_body_bytes` (documented where
+# a body is expected).
 EXPECTED_STATUSES: dict[tuple[str, str], set[int]] = {
     HEALTH: {200, 503},
     ("get", "/v1/feed"): {200, 304, 401, 410, 422, 429, 503},
-    ("post", "/v1/swipes"): {200, 400, 401, 404, 422, 429, 503},
+    ("post", "/v1/swipes"): {200, 400, 401, 404, 413, 422, 429, 503},
     ("get", "/v1/events/{event_id}"): {200, 401, 404, 422, 429, 503},
-    ("put", "/v1/events/{event_id}/attendance"): {200, 400, 401, 404, 422, 429, 503},
+    ("put", "/v1/events/{event_id}/attendance"): {200, 400, 401, 404, 413, 422, 429, 503},
     ("delete", "/v1/events/{event_id}/attendance"): {204, 401, 422, 429, 503},
     ("get", "/v1/me/calendar"): {200, 401, 422, 429, 503},
     ("get", "/v1/users/{user_id}/calendar"): {200, 401, 404, 422, 429, 503},
@@ -53,10 +54,10 @@ EXPECTED_STATUSES: dict[tuple[str, str], set[int]] = {
     ("delete", "/v1/me/calendar-token"): {204, 401, 429, 503},
     ICS: {200, 404, 422, 429, 503},
     ("get", "/v1/me/friends"): {200, 401, 429, 503},
-    ("post", "/v1/me/devices"): {200, 201, 400, 401, 404, 422, 429, 503},
+    ("post", "/v1/me/devices"): {200, 201, 400, 401, 404, 413, 422, 429, 503},
     ("delete", "/v1/me/devices/{token}"): {204, 401, 422, 429, 503},
-    ("put", "/v1/me/notification-preferences"): {200, 400, 401, 404, 422, 429, 503},
-    ("post", "/v1/invites"): {201, 400, 401, 404, 409, 422, 429, 503},
+    ("put", "/v1/me/notification-preferences"): {200, 400, 401, 404, 413, 422, 429, 503},
+    ("post", "/v1/invites"): {201, 400, 401, 404, 409, 413, 422, 429, 503},
     INVITE: {200, 404, 410, 422, 429, 503},
     UNSUBSCRIBE_GET: {200, 404, 422, 429, 503},
     UNSUBSCRIBE_POST: {200, 404, 422, 429, 503},
