@@ -26,7 +26,10 @@ from godo.experiment_cli import experiment_app
 from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
+    import polars as pl
+
     from godo.demo import OutreachFakes, StepReport
+    from godo.demo_experiment import ExperimentDemo
 
 app = typer.Typer(
     help="Godo: event recommendations, end to end.",
@@ -72,6 +75,9 @@ def demo(
     events: Annotated[int, typer.Option(help="Events in the synthetic city.")] = 4000,
     venues: Annotated[int, typer.Option(help="Venues in the synthetic city.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic city.")] = 7,
+    ab_users: Annotated[
+        int, typer.Option(help="Users who open the app once in the A/B experiment (0: skip it).")
+    ] = 1500,
     host: Host = None,
     port: Port = None,
 ) -> None:
@@ -147,6 +153,22 @@ def demo(
     _print_evaluation(settings, reports)
     _print_sample_feed(settings, urls)
     _print_outreach(reports, outreach)
+    if ab_users > 0:
+        from godo.demo_experiment import run_experiment
+
+        with console.status("A/B experiment: simulated users open the app through the API..."):
+            try:
+                result = run_experiment(
+                    defs=defs,
+                    resources=resources,
+                    instance=dagster_instance(settings, urls.database_url),
+                    settings=settings,
+                    max_users=ab_users,
+                )
+            except StepFailed as failure:
+                console.print(f"[red bold]Step {failure.step} failed:[/] {failure.message}")
+                raise typer.Exit(1) from None
+        _print_experiment(result)
     if serve:
         # Invitations sent from the API reach the fake Resend, still running.
         os.environ.update(outreach.api_environment())
@@ -172,6 +194,82 @@ def _print_outreach(reports: Sequence[StepReport], outreach: OutreachFakes) -> N
     )
 
 
+def _print_experiment(result: ExperimentDemo) -> None:
+    """The online table per arm with intervals, each arm against control, and who won."""
+    from models.evaluation.online import TESTED
+
+    name, tables = result.experiment.name, result.tables
+    serves = {arm.name: str(arm.serves) for arm in result.experiment.arms}
+    requests = result.requests
+    table = Table(
+        title=f"A/B experiment {name}: {result.users:,} simulated users opened the app once "
+        f"through the API ({requests['feed']:,} feed pages, {requests['swipes']:,} swipe "
+        f"batches, {requests['attendance']:,} RSVPs, with impression ids; "
+        f"{result.seconds:.1f} s). Rates per impression, 95% intervals clustered by user; "
+        "simulated value: the hidden truth's expected value of the pages served"
+    )
+    for column in ("arm", "serves", "users", "impressions", "like rate", "superlike rate"):
+        table.add_column(column, justify="left" if column in ("arm", "serves") else "right")
+    for column in ("going rate", "value/impression", "swipes/session", "simulated value"):
+        table.add_column(column, justify="right")
+    for row in tables.by_arm.iter_rows(named=True):
+        arm = str(row["arm"])
+        simulated = result.simulated.get(arm)
+        table.add_row(
+            arm,
+            serves.get(arm, "?"),
+            f"{row['users']:,}",
+            f"{row['impressions']:,}",
+            *(_rate(row, m) for m in ("like_rate", "superlike_rate", "going_rate")),
+            _rate(row, "value_per_impression"),
+            _rate(row, "swipes_per_session", 2),
+            "-"
+            if simulated is None
+            else f"{simulated.value:.3f} ({simulated.low:.3f} to {simulated.high:.3f})",
+        )
+    console.print(table)
+    tests = Table(title=f"{name}: each arm against control (difference, 95% interval, p-value)")
+    for column in ("arm", "control", *TESTED):
+        tests.add_column(column, justify="left" if column in ("arm", "control") else "right")
+    for (arm, control), rows in _tests_by_arm(tables.tests).items():
+        tests.add_row(arm, control, *(rows.get(metric, "-") for metric in TESTED))
+    console.print(tests)
+    srm = tables.sample_ratio
+    if srm.height:
+        verdict = "mismatch" if srm["mismatch"][0] else "users per arm follow the weights"
+        console.print(f"Sample-ratio check: {verdict} (chi-square p = {srm['p_value'][0]:.3g}).")
+    winner = result.expected_winner
+    measured = result.measured()
+    won = max(measured, key=lambda arm: measured[arm]) == winner
+    console.print(
+        f"The arm worth more to the simulated users is [bold]{winner}[/] "
+        f"(simulated value {result.simulated[winner].value:.3f}); online it "
+        + ("[green]wins[/]" if won else "[red]does not win[/]")
+        + f" on value per impression ({', '.join(f'{a} {v:.4f}' for a, v in measured.items())}). "
+        f"The experiment is stopped: everyone is back on the champion."
+    )
+
+
+def _tests_by_arm(tests: pl.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
+    """(arm, control) -> metric -> "diff [low, high] p"."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for row in tests.iter_rows(named=True):
+        cell = "-" if row["diff"] is None else f"{row['diff']:+.4f}"
+        if row["low"] is not None:
+            cell += f" ({row['low']:+.4f} to {row['high']:+.4f}) p={row['p_value']:.2g}"
+        out.setdefault((row["arm"], row["control"]), {})[row["metric"]] = cell
+    return out
+
+
+def _rate(row: dict[str, object], metric: str, digits: int = 4) -> str:
+    value, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
+    if not isinstance(value, float):
+        return "-"
+    if not isinstance(low, float) or not isinstance(high, float):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+
+
 def _fresh_warehouse(settings: Settings) -> None:
     """Start the demo from an empty warehouse.
 
@@ -190,6 +288,8 @@ def _quiet_mlflow() -> None:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # The A/B experiment's simulated users make thousands of in-process requests.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _print_steps(reports: Sequence[StepReport]) -> None:
