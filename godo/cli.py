@@ -26,8 +26,6 @@ from godo.experiment_cli import experiment_app
 from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
-    import polars as pl
-
     from godo.demo import OutreachFakes, StepReport
     from godo.demo_experiment import ExperimentDemo
 
@@ -77,7 +75,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic city.")] = 7,
     ab_users: Annotated[
         int, typer.Option(help="Users who open the app once in the A/B experiment (0: skip it).")
-    ] = 1500,
+    ] = 400,
     host: Host = None,
     port: Port = None,
 ) -> None:
@@ -196,43 +194,47 @@ def _print_outreach(reports: Sequence[StepReport], outreach: OutreachFakes) -> N
 
 def _print_experiment(result: ExperimentDemo) -> None:
     """The online table per arm with intervals, each arm against control, and who won."""
-    from models.evaluation.online import TESTED
-
-    name, tables = result.experiment.name, result.tables
+    name, tables, requests = result.experiment.name, result.tables, result.requests
+    seconds = ", ".join(f"{phase} {value:.1f} s" for phase, value in result.seconds.items())
+    arms = [row["arm"] for row in tables.by_arm.iter_rows(named=True)]
     serves = {arm.name: str(arm.serves) for arm in result.experiment.arms}
-    requests = result.requests
     table = Table(
         title=f"A/B experiment {name}: {result.users:,} simulated users opened the app once "
         f"through the API ({requests['feed']:,} feed pages, {requests['swipes']:,} swipe "
-        f"batches, {requests['attendance']:,} RSVPs, with impression ids; "
-        f"{result.seconds:.1f} s). Rates per impression, 95% intervals clustered by user; "
-        "simulated value: the hidden truth's expected value of the pages served"
+        f"batches, {requests['attendance']:,} RSVPs, with impression ids; {seconds}). Per "
+        "impression, 95% intervals clustered by user"
     )
-    for column in ("arm", "serves", "users", "impressions", "like rate", "superlike rate"):
-        table.add_column(column, justify="left" if column in ("arm", "serves") else "right")
-    for column in ("going rate", "value/impression", "swipes/session", "simulated value"):
-        table.add_column(column, justify="right")
-    for row in tables.by_arm.iter_rows(named=True):
-        arm = str(row["arm"])
-        simulated = result.simulated.get(arm)
-        table.add_row(
-            arm,
-            serves.get(arm, "?"),
-            f"{row['users']:,}",
-            f"{row['impressions']:,}",
-            *(_rate(row, m) for m in ("like_rate", "superlike_rate", "going_rate")),
-            _rate(row, "value_per_impression"),
-            _rate(row, "swipes_per_session", 2),
+    table.add_column("")
+    for arm in arms:
+        table.add_column(f"{arm} ({serves.get(arm, '?')})", justify="right")
+    rows = {row["arm"]: row for row in tables.by_arm.iter_rows(named=True)}
+    table.add_row("users", *(f"{rows[a]['users']:,}" for a in arms))
+    table.add_row("impressions", *(f"{rows[a]['impressions']:,}" for a in arms))
+    for metric, label in _ONLINE_ROWS:
+        table.add_row(label, *(_interval(rows[a], metric) for a in arms))
+    table.add_row(
+        "simulated value / session",
+        *(
             "-"
-            if simulated is None
-            else f"{simulated.value:.3f} ({simulated.low:.3f} to {simulated.high:.3f})",
-        )
+            if (v := result.simulated.get(a)) is None
+            else f"{v.value:.3f} ({v.low:.3f} to {v.high:.3f})"
+            for a in arms
+        ),
+    )
     console.print(table)
-    tests = Table(title=f"{name}: each arm against control (difference, 95% interval, p-value)")
-    for column in ("arm", "control", *TESTED):
-        tests.add_column(column, justify="left" if column in ("arm", "control") else "right")
-    for (arm, control), rows in _tests_by_arm(tables.tests).items():
-        tests.add_row(arm, control, *(rows.get(metric, "-") for metric in TESTED))
+    tests = Table(title=f"{name}: each arm minus control (95% interval, two-sided p-value)")
+    for column in ("arm", "metric", "difference", "95% interval", "p"):
+        tests.add_column(column, justify="left" if column in ("arm", "metric") else "right")
+    labels = dict(_ONLINE_ROWS)
+    for row in tables.tests.iter_rows(named=True):
+        interval = "-" if row["low"] is None else f"{row['low']:+.4f} to {row['high']:+.4f}"
+        tests.add_row(
+            f"{row['arm']} - {row['control']}",
+            labels.get(row["metric"], row["metric"]),
+            "-" if row["diff"] is None else f"{row['diff']:+.4f}",
+            interval,
+            "-" if row["p_value"] is None else f"{row['p_value']:.2g}",
+        )
     console.print(tests)
     srm = tables.sample_ratio
     if srm.height:
@@ -242,29 +244,31 @@ def _print_experiment(result: ExperimentDemo) -> None:
     measured = result.measured()
     won = max(measured, key=lambda arm: measured[arm]) == winner
     console.print(
-        f"The arm worth more to the simulated users is [bold]{winner}[/] "
-        f"(simulated value {result.simulated[winner].value:.3f}); online it "
+        f"The arm worth more to the simulated users is [bold]{winner}[/] (simulated value "
+        f"{result.simulated[winner].value:.3f}); online it "
         + ("[green]wins[/]" if won else "[red]does not win[/]")
-        + f" on value per impression ({', '.join(f'{a} {v:.4f}' for a, v in measured.items())}). "
-        f"The experiment is stopped: everyone is back on the champion."
+        + " on value per impression ("
+        + ", ".join(f"{a} {v:.4f}" for a, v in measured.items())
+        + "). The experiment is stopped: everyone is back on the champion."
     )
 
 
-def _tests_by_arm(tests: pl.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
-    """(arm, control) -> metric -> "diff [low, high] p"."""
-    out: dict[tuple[str, str], dict[str, str]] = {}
-    for row in tests.iter_rows(named=True):
-        cell = "-" if row["diff"] is None else f"{row['diff']:+.4f}"
-        if row["low"] is not None:
-            cell += f" ({row['low']:+.4f} to {row['high']:+.4f}) p={row['p_value']:.2g}"
-        out.setdefault((row["arm"], row["control"]), {})[row["metric"]] = cell
-    return out
+# Rows of the demo's A/B table: online metric, label.
+_ONLINE_ROWS = (
+    ("like_rate", "like rate"),
+    ("superlike_rate", "superlike rate"),
+    ("going_rate", "going rate"),
+    ("value_per_impression", "value / impression"),
+    ("swipes_per_session", "swipes / session"),
+)
 
 
-def _rate(row: dict[str, object], metric: str, digits: int = 4) -> str:
+def _interval(row: dict[str, object], metric: str) -> str:
+    """`value (low to high)` of one metric of an online table row."""
     value, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
     if not isinstance(value, float):
         return "-"
+    digits = 2 if metric == "swipes_per_session" else 4
     if not isinstance(low, float) or not isinstance(high, float):
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"

@@ -19,7 +19,7 @@ import polars as pl
 import redis
 import sqlalchemy as sa
 
-from models.evaluation.online import OnlineTables, arms_frame, online_tables
+from models.evaluation.online import OnlineTables, arms_frame, control_arm, online_tables
 from models.evaluation.promotion import PromotionVerdict, promotion_verdict
 from pipelines.tracking import ModelRegistry
 from store.experiments import (
@@ -58,26 +58,30 @@ def experiment_window(experiment: Experiment, now: datetime) -> tuple[datetime, 
     return experiment.start, end
 
 
-def experiment_tables(engine: sa.Engine, experiment: Experiment, now: datetime) -> OnlineTables:
-    """The online tables of the experiment's impressions in its window (arms, tests, SRM)."""
-    start, end = experiment_window(experiment, now)
-    with engine.connect() as conn:
-        window = read_online_window(conn, start, end)
-    arms = arms_frame(
+def _arms(experiment: Experiment) -> pl.DataFrame:
+    """The experiment's arms and weights as the online tables take them."""
+    return arms_frame(
         [
             {"experiment": experiment.name, "arm": arm.name, "weight": arm.weight}
             for arm in experiment.arms
         ]
     )
+
+
+def experiment_tables(engine: sa.Engine, experiment: Experiment, now: datetime) -> OnlineTables:
+    """The online tables of the experiment's impressions in its window (arms, tests, SRM)."""
+    start, end = experiment_window(experiment, now)
+    with engine.connect() as conn:
+        window = read_online_window(conn, start, end)
     return online_tables(
         window.impressions.filter(pl.col("experiment") == experiment.name),
-        arms,
+        _arms(experiment),
         catalogue_size=window.catalogue_size,
         popularity=window.popularity,
     )
 
 
-def _arm(experiment: Experiment, tables: OnlineTables, name: str | None) -> Arm:
+def _arm(experiment: Experiment, name: str | None) -> Arm:
     """The named arm, or the only arm that is not the control."""
     arms = {arm.name: arm for arm in experiment.arms}
     if name is not None:
@@ -86,11 +90,12 @@ def _arm(experiment: Experiment, tables: OnlineTables, name: str | None) -> Arm:
                 f"experiment {experiment.name!r} has no arm {name!r} (arms: {', '.join(arms)})"
             )
         return arms[name]
-    controls = set(tables.tests["control"].to_list())
-    others = [arm for arm in experiment.arms if arm.name not in controls]
-    if not controls or len(others) != 1:
+    control = control_arm(experiment.name, _arms(experiment), [])
+    others = [arm for arm in experiment.arms if arm.name != control]
+    if len(others) != 1:
         raise ExperimentError(
-            f"name the arm to promote with --arm (arms of {experiment.name!r}: {', '.join(arms)})"
+            f"name the arm to promote with --arm (arms of {experiment.name!r}: "
+            f"{', '.join(arms)}; control: {control})"
         )
     return others[0]
 
@@ -128,7 +133,7 @@ def promote_arm(
         raise ExperimentError(f"no experiment named {name!r}")
     moment = now or datetime.now(UTC)
     tables = experiment_tables(engine, experiment, moment)
-    chosen = _arm(experiment, tables, arm)
+    chosen = _arm(experiment, arm)
     version = _served_version(registry, experiment, chosen)
     served = tables.by_arm.filter(pl.col("arm") == chosen.name)["model_versions"].to_list()
     if served and served[0] not in ("", str(version)):
