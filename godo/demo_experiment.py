@@ -63,7 +63,7 @@ from store.keys import RedisKeys
 
 with warnings.catch_warnings():
     # Starlette's notice about its test client's HTTP library: nothing the demo can act on.
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from fastapi.testclient import TestClient
 
 NAME_PREFIX = "demo-ab-"
