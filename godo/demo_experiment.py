@@ -16,10 +16,10 @@ Why each step is the production one:
 
 The simulator also gives the *expected* value of the pages each arm served (one session, like
 1, superlike or going 2): the arm with the higher expected value is the one that should win,
-and the report says whether the measured like rate agrees. The number of users is bounded
-(`MAX_USERS`, 400): each costs a feed page, a swipe batch and about
-two and a half RSVPs (the champion's users RSVP more), some 70 ms on a busy 2-core machine,
-and 400 users already separate the arms far beyond their intervals.
+and the report says whether the measured value per impression (the same grades) agrees. The
+number of users is bounded (`MAX_USERS`, 400): each costs a feed page, a swipe batch and
+about two and a half RSVPs, some 35 ms on a busy 2-core machine, and 400 users already
+separate the arms far beyond their intervals.
 """
 
 from __future__ import annotations
@@ -312,5 +312,6 @@ def run_experiment(
     stopped = stop_experiment(
         engine=engine, redis_client=redis_client, keys=keys, name=experiment.name
     )
+    redis_client.close()
     lap("metrics")
     return ExperimentDemo(stopped, len(users), sessions.requests, simulated, tables, seconds)
