@@ -27,6 +27,7 @@ from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
     from godo.demo import OutreachFakes, StepReport
+    from godo.demo_experiment import ExperimentDemo
 
 app = typer.Typer(
     help="Godo: event recommendations, end to end.",
@@ -72,6 +73,9 @@ def demo(
     events: Annotated[int, typer.Option(help="Events in the synthetic city.")] = 4000,
     venues: Annotated[int, typer.Option(help="Venues in the synthetic city.")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic city.")] = 7,
+    ab_users: Annotated[
+        int, typer.Option(help="Users who open the app once in the A/B experiment (0: skip it).")
+    ] = 400,
     host: Host = None,
     port: Port = None,
 ) -> None:
@@ -147,6 +151,22 @@ def demo(
     _print_evaluation(settings, reports)
     _print_sample_feed(settings, urls)
     _print_outreach(reports, outreach)
+    if ab_users > 0:
+        from godo.demo_experiment import run_experiment
+
+        with console.status("A/B experiment: simulated users open the app through the API..."):
+            try:
+                result = run_experiment(
+                    defs=defs,
+                    resources=resources,
+                    instance=dagster_instance(settings, urls.database_url),
+                    settings=settings,
+                    max_users=ab_users,
+                )
+            except StepFailed as failure:
+                console.print(f"[red bold]Step {failure.step} failed:[/] {failure.message}")
+                raise typer.Exit(1) from None
+        _print_experiment(result)
     if serve:
         # Invitations sent from the API reach the fake Resend, still running.
         os.environ.update(outreach.api_environment())
@@ -172,6 +192,88 @@ def _print_outreach(reports: Sequence[StepReport], outreach: OutreachFakes) -> N
     )
 
 
+def _print_experiment(result: ExperimentDemo) -> None:
+    """The online table per arm with intervals, each arm against control, and who won."""
+    name, tables, requests = result.experiment.name, result.tables, result.requests
+    seconds = ", ".join(f"{phase} {value:.1f} s" for phase, value in result.seconds.items())
+    arms = [row["arm"] for row in tables.by_arm.iter_rows(named=True)]
+    serves = {arm.name: str(arm.serves) for arm in result.experiment.arms}
+    table = Table(
+        title=f"A/B experiment {name}: {result.users:,} simulated users opened the app once "
+        f"through the API ({requests['feed']:,} feed pages, {requests['swipes']:,} swipe "
+        f"batches, {requests['attendance']:,} RSVPs, with impression ids; {seconds}). Per "
+        "impression, 95% intervals clustered by user"
+    )
+    table.add_column("")
+    for arm in arms:
+        table.add_column(f"{arm} ({serves.get(arm, '?')})", justify="right")
+    rows = {row["arm"]: row for row in tables.by_arm.iter_rows(named=True)}
+    table.add_row("users", *(f"{rows[a]['users']:,}" for a in arms))
+    table.add_row("impressions", *(f"{rows[a]['impressions']:,}" for a in arms))
+    for metric, label in _ONLINE_ROWS:
+        table.add_row(label, *(_interval(rows[a], metric) for a in arms))
+    table.add_row(
+        "simulated value / session",
+        *(
+            "-"
+            if (v := result.simulated.get(a)) is None
+            else f"{v.value:.3f} ({v.low:.3f} to {v.high:.3f})"
+            for a in arms
+        ),
+    )
+    console.print(table)
+    tests = Table(title=f"{name}: each arm minus control (95% interval, two-sided p-value)")
+    for column in ("arm", "metric", "difference", "95% interval", "p"):
+        tests.add_column(column, justify="left" if column in ("arm", "metric") else "right")
+    labels = dict(_ONLINE_ROWS)
+    for row in tables.tests.iter_rows(named=True):
+        interval = "-" if row["low"] is None else f"{row['low']:+.4f} to {row['high']:+.4f}"
+        tests.add_row(
+            f"{row['arm']} - {row['control']}",
+            labels.get(row["metric"], row["metric"]),
+            "-" if row["diff"] is None else f"{row['diff']:+.4f}",
+            interval,
+            "-" if row["p_value"] is None else f"{row['p_value']:.2g}",
+        )
+    console.print(tests)
+    srm = tables.sample_ratio
+    if srm.height:
+        verdict = "mismatch" if srm["mismatch"][0] else "users per arm follow the weights"
+        console.print(f"Sample-ratio check: {verdict} (chi-square p = {srm['p_value'][0]:.3g}).")
+    winner = result.expected_winner
+    measured = result.measured()
+    won = max(measured, key=lambda arm: measured[arm]) == winner
+    console.print(
+        f"The arm worth more to the simulated users is [bold]{winner}[/] (simulated value "
+        f"{result.simulated[winner].value:.3f}); online it "
+        + ("[green]wins[/]" if won else "[red]does not win[/]")
+        + " on value per impression ("
+        + ", ".join(f"{a} {v:.4f}" for a, v in measured.items())
+        + "). The experiment is stopped: everyone is back on the champion."
+    )
+
+
+# Rows of the demo's A/B table: online metric, label.
+_ONLINE_ROWS = (
+    ("like_rate", "like rate"),
+    ("superlike_rate", "superlike rate"),
+    ("going_rate", "going rate"),
+    ("value_per_impression", "value / impression"),
+    ("swipes_per_session", "swipes / session"),
+)
+
+
+def _interval(row: dict[str, object], metric: str) -> str:
+    """`value (low to high)` of one metric of an online table row."""
+    value, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
+    if not isinstance(value, float):
+        return "-"
+    digits = 2 if metric == "swipes_per_session" else 4
+    if not isinstance(low, float) or not isinstance(high, float):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+
+
 def _fresh_warehouse(settings: Settings) -> None:
     """Start the demo from an empty warehouse.
 
@@ -190,6 +292,8 @@ def _quiet_mlflow() -> None:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    # The A/B experiment's simulated users make thousands of in-process requests.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _print_steps(reports: Sequence[StepReport]) -> None:

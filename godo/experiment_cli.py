@@ -1,4 +1,4 @@
-"""`godo experiment create | list | stop`: the terminal face of `store.experiments`.
+"""`godo experiment create | list | stop | promote`: the terminal face of `store.experiments`.
 
 The commands reach the configured (or embedded) Postgres and Redis, as the other commands
 do, and the MLflow registry of `GODO_MLFLOW_TRACKING_URI`, where a model arm's version or
@@ -180,6 +180,48 @@ def stop(name: Annotated[str, typer.Argument(help="The experiment to stop.")]) -
     console.print(
         f"Stopped experiment [bold]{stopped.name}[/]: its users get the champion from now on."
     )
+
+
+@experiment_app.command("promote")
+def promote(
+    name: Annotated[str, typer.Argument(help="The experiment whose arm to promote.")],
+    arm: Annotated[
+        str | None,
+        typer.Option(help="The arm to promote; default: the only arm that is not the control."),
+    ] = None,
+) -> None:
+    """Make the version an arm serves the champion, only when its going-rate gain over control
+    has its 95% lower bound above 0 and the sample-ratio check passes; then stop the
+    experiment. Refused (exit 1, with the gain and its interval) otherwise."""
+    from godo.promotion import promote_arm
+    from pipelines.tracking import ModelRegistry
+
+    with _refusals(), _stores() as (settings, engine, client, keys):
+        registry = ModelRegistry(
+            settings.resolved_mlflow_uri,
+            settings.mlflow_experiment,
+            settings.mlflow_model_name,
+            settings.resolved_mlflow_artifact_root,
+        )
+        done = promote_arm(
+            engine=engine, redis_client=client, keys=keys, registry=registry, name=name, arm=arm
+        )
+    before = "none" if done.previous is None else f"version {done.previous}"
+    console.print(
+        f"Promoted [bold]version {done.version}[/] (arm {done.arm.name} of {name}) to "
+        f"champion, replacing {before}: {done.verdict.reason}.",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if done.stopped:
+        console.print(
+            f"Stopped experiment [bold]{name}[/]: its users get the champion's published feed "
+            f"from their next request; the next publish ranks everyone with version "
+            f"{done.version}.",
+            soft_wrap=True,
+        )
+    else:
+        console.print(f"Experiment {name} had already {done.experiment.status(datetime.now(UTC))}.")
 
 
 def _table(found: list[Experiment]) -> Table:

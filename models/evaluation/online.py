@@ -68,16 +68,23 @@ RANK_BUCKETS: Final[tuple[tuple[int | None, str], ...]] = (
 CONTROL_NAMES: Final = ("control", "champion")
 
 # Per-user counts each ratio is built from: metric -> (numerator, denominator).
-COUNTS: Final = ("impressions", "sessions", "swipes", "likes", "superlikes", "going")
+COUNTS: Final = ("impressions", "sessions", "swipes", "likes", "superlikes", "going", "value")
 RATIOS: Final[dict[str, tuple[str, str]]] = {
     "swipe_rate": ("swipes", "impressions"),
     "like_rate": ("likes", "impressions"),
     "superlike_rate": ("superlikes", "impressions"),
     "going_rate": ("going", "impressions"),
+    "value_per_impression": ("value", "impressions"),
     "swipes_per_session": ("swipes", "sessions"),
 }
 RATES: Final = ("swipe_rate", "like_rate", "superlike_rate", "going_rate")
-TESTED: Final = ("like_rate", "superlike_rate", "going_rate", "swipes_per_session")
+TESTED: Final = (
+    "like_rate",
+    "superlike_rate",
+    "going_rate",
+    "value_per_impression",
+    "swipes_per_session",
+)
 REQUIRED: Final = (
     "user_id",
     "event_id",
@@ -169,8 +176,17 @@ def user_totals(impressions: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
             likes=(action == "like").sum().cast(pl.Int64),
             superlikes=(action == "superlike").sum().cast(pl.Int64),
             going=pl.col("going").fill_null(False).sum().cast(pl.Int64),
+            value=_grade(action, pl.col("going").fill_null(False)).sum().cast(pl.Int64),
         )
     )
+
+
+def _grade(action: pl.Expr, going: pl.Expr) -> pl.Expr:
+    """The graded relevance of an impression, as the offline and simulated evaluations grade
+    a card: like 1, superlike or "going" 2, else 0."""
+    liked = action.is_in(["like", "superlike"]).fill_null(False)
+    strong = (action == "superlike").fill_null(False) | going
+    return pl.when(strong).then(2).when(liked).then(1).otherwise(0)
 
 
 def ratio_table(

@@ -33,6 +33,7 @@ from godo.demo import (
     demo_resources,
     run_assets,
 )
+from godo.demo_experiment import run_experiment
 from godo.services import ServiceUrls
 from godo.settings import Settings
 from godo.tokens import issue_token
@@ -716,3 +717,59 @@ def test_each_experiment_arm_is_published_with_what_it_serves(
     stop_experiment(engine=session_engine, redis_client=redis_client, keys=keys, name="arms")
     feed = read_feed(engine=session_engine, redis_client=redis_client, keys=keys, user_id=user)
     assert feed.arm is None and feed.run_id == runs[None].id
+
+
+def test_the_demo_experiment_is_won_by_the_arm_worth_more_to_the_simulated_users(
+    tiny_city: TinyCity,
+    session_engine: sa.Engine,
+    database_url: str,
+    service_urls: ServiceUrls,
+) -> None:
+    """The demo's A/B run: every user of the city opens the app once through the API, answers
+    as the simulator says, and the online table names the arm whose pages are worth more."""
+    settings = Settings(
+        database_url=database_url,
+        redis_url=service_urls.redis_url,
+        redis_prefix=tiny_city.keys.prefix,
+    )
+    with dg.DagsterInstance.local_temp(str(tiny_city.dagster_home)) as instance:
+        demo = run_experiment(
+            defs=defs, resources=tiny_city.resources, instance=instance, settings=settings
+        )
+    name = demo.experiment.name
+    assert demo.experiment.stopped_at is not None  # everyone is back on the champion
+    assert demo.users == 120 and demo.requests["feed"] == 120
+    assert demo.requests["swipes"] > 0 and demo.requests["attendance"] > 0
+    with session_engine.connect() as conn:
+        logged = conn.execute(
+            sa.text("SELECT arm, count(*) FROM impressions WHERE experiment = :e GROUP BY arm"),
+            {"e": name},
+        ).all()
+        attributed = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM swipes AS s JOIN impressions AS i "
+                "ON i.impression_id = s.impression_id AND i.user_id = s.user_id "
+                "AND i.event_id = s.event_id WHERE i.experiment = :e"
+            ),
+            {"e": name},
+        ).scalar_one()
+    by_arm = {row["arm"]: row for row in demo.tables.by_arm.iter_rows(named=True)}
+    assert set(by_arm) == {"control", "popularity"} == {arm for arm, _ in logged}
+    assert {arm: by_arm[arm]["impressions"] for arm in by_arm} == dict(logged)
+    # Every swipe the simulated users sent carried its card's id, and the API stored it.
+    assert attributed == sum(by_arm[arm]["swipes"] for arm in by_arm) > 0
+    assert not demo.tables.sample_ratio["mismatch"].any()
+    winner = demo.expected_winner
+    loser = next(arm for arm in by_arm if arm != winner)
+    shown = f"{demo.simulated}\n{demo.tables.by_arm}\n{demo.tables.tests}"
+    assert demo.simulated[winner].low > demo.simulated[loser].high, shown
+    # Online, through the API: the graded value per impression (like 1, superlike or going 2,
+    # the simulator's grades) is higher in that arm, beyond the interval of the difference.
+    metric = "value_per_impression"
+    assert by_arm[winner][metric] > by_arm[loser][metric], shown
+    (test,) = demo.tables.tests.filter(pl.col("metric") == metric).iter_rows(named=True)
+    assert test["arm"] == "popularity" and test["control"] == "control"
+    if winner == "control":
+        assert test["high"] < 0, shown
+    else:
+        assert test["low"] > 0, shown

@@ -93,6 +93,8 @@ def test_hand_computed_rates_and_delta_method_intervals() -> None:
     assert row["swipe_rate_se"] == pytest.approx(0.08)
     assert row["swipe_rate_low"] == pytest.approx(0.6 - Z * 0.08)
     assert row["going_rate"] == pytest.approx(0.2)
+    # value: a like with an RSVP going counts 2, a superlike 2, a pass or no swipe 0.
+    assert row["value"] == 4 and row["value_per_impression"] == pytest.approx(0.8)
     # swipes per session: user 1 swiped 2 in 2 sessions, user 2 1 in 1: exactly 1, no spread.
     assert row["swipes_per_session"] == pytest.approx(1.0)
     assert row["swipes_per_session_se"] == pytest.approx(0.0)
