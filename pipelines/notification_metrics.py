@@ -15,14 +15,13 @@ Usage (push and email alike):
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.exposition import generate_latest
+
+from pipelines.textfile import write_textfile
 
 REGISTRY = CollectorRegistry()
 NOTIFICATIONS = Counter(
@@ -67,19 +66,7 @@ def load(data_dir: str | Path) -> None:
 
 def write(data_dir: str | Path) -> Path:
     """Write the registry in the Prometheus text format, atomically; returns the path."""
-    path = metrics_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = generate_latest(REGISTRY)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{FILE_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_textfile(metrics_path(data_dir), REGISTRY)
 
 
 def record(

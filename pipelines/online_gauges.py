@@ -17,8 +17,6 @@ traffic outside every experiment) or "model_version" (`experiment` and `arm` emp
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -26,10 +24,10 @@ from typing import Final
 
 import polars as pl
 from prometheus_client import CollectorRegistry, Gauge
-from prometheus_client.exposition import generate_latest
 
 from models.evaluation.online import RATES, OnlineTables
 from pipelines.online import NO_EXPERIMENT, UNKNOWN_VERSION
+from pipelines.textfile import write_textfile
 
 FILE_NAME: Final = "online_metrics.prom"
 ROW_LABELS: Final = ("by", "experiment", "arm", "model_version")
@@ -146,16 +144,4 @@ def registry_of(tables: OnlineTables, end: datetime) -> CollectorRegistry:
 
 def write(data_dir: str | Path, tables: OnlineTables, end: datetime) -> Path:
     """Rewrite the textfile from `tables`, atomically; returns its path."""
-    path = metrics_path(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = generate_latest(registry_of(tables, end))
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{FILE_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_textfile(metrics_path(data_dir), registry_of(tables, end))
