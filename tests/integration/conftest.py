@@ -98,6 +98,28 @@ ADMIN_FEED_USER = 7
 Z95 = 1.959963984540054  # the normal quantile the online metrics use
 
 
+def seed_upcoming_events(conn: sa.Connection, event_ids: list[str], now: datetime) -> None:
+    """One venue and `event_ids` at it, live and upcoming (the i-th `i + 1` days after `now`)."""
+    copy_frame(conn, "venues", pl.DataFrame({"id": ["v1"], "name": ["Hall"], "metro": ["sf"]}))
+    copy_frame(
+        conn,
+        "events",
+        pl.DataFrame(
+            {
+                "id": event_ids,
+                "name": [f"Event {e}" for e in event_ids],
+                "venue_id": ["v1"] * len(event_ids),
+                "metro": ["sf"] * len(event_ids),
+                "category": ["Music"] * len(event_ids),
+                "start_utc": [now + timedelta(days=i + 1) for i in range(len(event_ids))],
+                "is_free": [True] * len(event_ids),
+                "status": ["live"] * len(event_ids),
+                "is_active": [True] * len(event_ids),
+            }
+        ),
+    )
+
+
 def admin_token(settings: Settings, user_id: int = 1, *, admin: bool = True) -> str:
     """A token for `user_id`, with the admin role claim when `admin`."""
     return issue_token(

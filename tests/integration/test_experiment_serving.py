@@ -23,7 +23,6 @@ from godo.services import ServiceUrls
 from godo.settings import Settings
 from godo.tokens import issue_token
 from serving.app import create_app
-from store.db import copy_frame
 from store.experiments import (
     ArmSpec,
     Experiment,
@@ -38,6 +37,7 @@ from store.feed import Feed, mark_seen, read_feed, read_feed_async
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
 from store.publish import PublishError, publish_run
+from tests.integration.conftest import seed_upcoming_events
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 USERS = list(range(1, 201))
@@ -49,24 +49,7 @@ LISTS = {"champion": ["e1", "e2"], "control": ["e3", "e4"], "popular": ["e5", "e
 @pytest.fixture
 def catalogue(engine: sa.Engine) -> sa.Engine:
     with engine.begin() as conn:
-        copy_frame(conn, "venues", pl.DataFrame({"id": ["v1"], "name": ["Hall"], "metro": ["sf"]}))
-        copy_frame(
-            conn,
-            "events",
-            pl.DataFrame(
-                {
-                    "id": EVENTS,
-                    "name": [f"Event {e}" for e in EVENTS],
-                    "venue_id": ["v1"] * len(EVENTS),
-                    "metro": ["sf"] * len(EVENTS),
-                    "category": ["Music"] * len(EVENTS),
-                    "start_utc": [NOW + timedelta(days=i + 1) for i in range(len(EVENTS))],
-                    "is_free": [True] * len(EVENTS),
-                    "status": ["live"] * len(EVENTS),
-                    "is_active": [True] * len(EVENTS),
-                }
-            ),
-        )
+        seed_upcoming_events(conn, EVENTS, NOW)
     return engine
 
 

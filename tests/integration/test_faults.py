@@ -43,7 +43,7 @@ from store.health import check_postgres
 from store.keys import RedisKeys
 from store.publish import PublishStep, publish_run, publishing, sweep_abandoned_runs
 from store.recovery import reconcile_feed
-from tests.integration.conftest import DedicatedRedis
+from tests.integration.conftest import DedicatedRedis, seed_upcoming_events
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EVENTS = [f"e{i}" for i in range(1, 9)]
@@ -66,24 +66,7 @@ class _Killed(BaseException):
 def catalogue(engine: sa.Engine) -> sa.Engine:
     """Eight upcoming events at one venue, and the users who swipe them."""
     with engine.begin() as conn:
-        copy_frame(conn, "venues", pl.DataFrame({"id": ["v1"], "name": ["Hall"], "metro": ["sf"]}))
-        copy_frame(
-            conn,
-            "events",
-            pl.DataFrame(
-                {
-                    "id": EVENTS,
-                    "name": [f"Event {e}" for e in EVENTS],
-                    "venue_id": ["v1"] * len(EVENTS),
-                    "metro": ["sf"] * len(EVENTS),
-                    "category": ["Music"] * len(EVENTS),
-                    "start_utc": [NOW + timedelta(days=i + 1) for i in range(len(EVENTS))],
-                    "is_free": [True] * len(EVENTS),
-                    "status": ["live"] * len(EVENTS),
-                    "is_active": [True] * len(EVENTS),
-                }
-            ),
-        )
+        seed_upcoming_events(conn, EVENTS, NOW)
         copy_frame(
             conn,
             "users",
