@@ -1,4 +1,5 @@
-"""Interaction files with a planted structure, for `godo evaluate` and the generic pipeline.
+"""Shared unit-test data: interaction files with a planted structure (for `godo evaluate` and
+the generic pipeline), and impression-outcome frames for the online metrics.
 
 Users belong to one of `GROUPS` taste groups and mostly pick items of their group (Zipf-like
 within it), plus a few global hits. Popularity only knows the hits and the biggest group's
@@ -9,11 +10,14 @@ favourites, so anything that learns the groups must beat it; an item file says w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+
+from models.evaluation.online import arms_frame
 
 GROUPS = 4
 ITEMS_PER_GROUP = 30
@@ -65,3 +69,25 @@ def planted(tmp_path: Path) -> PlantedFiles:
     planted_frame().write_csv(files.interactions)
     planted_items().write_csv(files.items)
     return files
+
+
+# --- impression outcomes, as `store.online` reads them (the columns the metrics use) --------
+
+ONLINE_T0 = datetime(2025, 3, 1, 18, 0, tzinfo=UTC)
+OUTCOME_SCHEMA = {
+    "user_id": pl.Int64,
+    "event_id": pl.Utf8,
+    "rank": pl.Int32,
+    "served_at": pl.Datetime("us", "UTC"),
+    "model_version": pl.Utf8,
+    "experiment": pl.Utf8,
+    "arm": pl.Utf8,
+    "action": pl.Utf8,
+    "going": pl.Boolean,
+}
+HALF_AND_HALF = arms_frame(
+    [
+        {"experiment": "exp", "arm": "control", "weight": 0.5},
+        {"experiment": "exp", "arm": "treat", "weight": 0.5},
+    ]
+)

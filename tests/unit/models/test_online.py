@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -25,19 +25,10 @@ from models.evaluation.online import (
     sample_ratio,
     with_sessions,
 )
+from tests.unit.conftest import HALF_AND_HALF, ONLINE_T0, OUTCOME_SCHEMA
 
-T0 = datetime(2025, 3, 1, 18, 0, tzinfo=UTC)
-SCHEMA = {
-    "user_id": pl.Int64,
-    "event_id": pl.Utf8,
-    "rank": pl.Int32,
-    "served_at": pl.Datetime("us", "UTC"),
-    "model_version": pl.Utf8,
-    "experiment": pl.Utf8,
-    "arm": pl.Utf8,
-    "action": pl.Utf8,
-    "going": pl.Boolean,
-}
+T0 = ONLINE_T0
+SCHEMA = OUTCOME_SCHEMA
 ONE_ARM = arms_frame([{"experiment": "exp", "arm": "a", "weight": 1.0}])
 
 
@@ -283,12 +274,7 @@ def simulated_arm(
     )
 
 
-TWO_ARMS = arms_frame(
-    [
-        {"experiment": "exp", "arm": "control", "weight": 0.5},
-        {"experiment": "exp", "arm": "treat", "weight": 0.5},
-    ]
-)
+TWO_ARMS = HALF_AND_HALF
 
 
 def experiment(seed: int, lift: float, users: int) -> pl.DataFrame:

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import polars as pl
 import pytest
 
-from models.evaluation.online import arms_frame, online_tables
+from models.evaluation.online import online_tables
 from models.evaluation.promotion import PromotionVerdict, promotion_verdict
+from tests.unit.conftest import HALF_AND_HALF, ONLINE_T0, OUTCOME_SCHEMA
 
-T0 = datetime(2025, 3, 1, 18, 0, tzinfo=UTC)
-SCHEMA = {
-    "user_id": pl.Int64,
-    "event_id": pl.Utf8,
-    "rank": pl.Int32,
-    "served_at": pl.Datetime("us", "UTC"),
-    "model_version": pl.Utf8,
-    "experiment": pl.Utf8,
-    "arm": pl.Utf8,
-    "action": pl.Utf8,
-    "going": pl.Boolean,
-}
-ARMS = arms_frame(
-    [
-        {"experiment": "exp", "arm": "control", "weight": 0.5},
-        {"experiment": "exp", "arm": "treat", "weight": 0.5},
-    ]
-)
+T0 = ONLINE_T0
+SCHEMA = OUTCOME_SCHEMA
+ARMS = HALF_AND_HALF
 
 
 def served(users: dict[str, range], going: dict[str, int]) -> pl.DataFrame:

@@ -14,26 +14,12 @@ from models.evaluation.online import OnlineTables, arms_frame, online_tables
 from pipelines import online_gauges
 from pipelines.assets.online import OnlineMetricsConfig, window_of
 from pipelines.online import sample_ratio_verdict, step_of, version_metrics, versions
+from tests.unit.conftest import HALF_AND_HALF, ONLINE_T0, OUTCOME_SCHEMA
 
-T0 = datetime(2025, 3, 1, 18, 0, tzinfo=UTC)
+T0 = ONLINE_T0
 END = datetime(2025, 3, 8, tzinfo=UTC)
-SCHEMA = {
-    "user_id": pl.Int64,
-    "event_id": pl.Utf8,
-    "rank": pl.Int32,
-    "served_at": pl.Datetime("us", "UTC"),
-    "model_version": pl.Utf8,
-    "experiment": pl.Utf8,
-    "arm": pl.Utf8,
-    "action": pl.Utf8,
-    "going": pl.Boolean,
-}
-ARMS = arms_frame(
-    [
-        {"experiment": "exp", "arm": "control", "weight": 0.5},
-        {"experiment": "exp", "arm": "treat", "weight": 0.5},
-    ]
-)
+SCHEMA = OUTCOME_SCHEMA
+ARMS = HALF_AND_HALF
 
 
 def served(
