@@ -231,18 +231,7 @@ class ModelRegistry:
 
     def champion(self) -> ModelVersionInfo | None:
         """The version carrying the champion alias; None if the model or the alias is missing."""
-        try:
-            registered = self.client.get_registered_model(self.model_name)
-        except MlflowException as error:
-            if _error_is(error, RESOURCE_DOES_NOT_EXIST):
-                return None
-            raise
-        # Reading the alias map avoids get_model_version_by_alias, whose "alias not found"
-        # error is a generic INVALID_PARAMETER_VALUE (as is a malformed name).
-        version = registered.aliases.get(CHAMPION)
-        if version is None:
-            return None
-        return self.version(int(version))
+        return self.resolve(CHAMPION)
 
     def resolve(self, ref: str) -> ModelVersionInfo | None:
         """A version number ("7") or an alias ("champion") of the model; None if the registry
@@ -253,6 +242,8 @@ class ModelRegistry:
             if _error_is(error, RESOURCE_DOES_NOT_EXIST):
                 return None
             raise
+        # Reading the alias map avoids get_model_version_by_alias, whose "alias not found"
+        # error is a generic INVALID_PARAMETER_VALUE (as is a malformed name).
         version = ref if ref.isdigit() else registered.aliases.get(ref)
         if version is None:
             return None
