@@ -28,6 +28,7 @@ from godo.logs import configure_logging
 from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
 from serving.body_limit import install_body_limit
+from serving.deps import FeedServices
 from serving.keeper import run_keeper
 from serving.live_caps import LiveCaps
 from serving.observability import install_observability
@@ -51,7 +52,9 @@ from serving.security import install_security
 from store.accounts import AccountDirectory
 from store.breaker import CircuitBreaker, GuardedAsyncRedis, GuardedRedis
 from store.db import make_engine
+from store.keys import RedisKeys
 from store.live_cache import LiveCache
+from store.redis_batch import RedisBatcher
 
 # The feed falls back to Postgres when Redis fails, so failing fast beats waiting: redis-py's
 # default (10 retries, backoff up to 1 s) would stall each request for seconds during an
@@ -116,6 +119,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.redis = redis_client
     app.state.async_redis = async_redis
+    # The hot path's Redis commands (rate limits, feed reads, impressions) go through one
+    # batcher, so concurrent requests share pipelines (`store.redis_batch`).
+    app.state.redis_batcher = RedisBatcher(async_redis)
+    app.state.feed_services = FeedServices(
+        engine=engine,
+        redis=app.state.redis_batcher,
+        keys=app.state.keys,
+        settings=settings,
+        cache=app.state.live_cache,
+        impression_key=app.state.impression_key,
+        cursor_key=app.state.cursor_key,
+    )
     app.state.redis_breaker = breaker
     keeper = asyncio.create_task(run_keeper(app.state), name="godo-keeper")
     try:
@@ -160,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.live_cache = LiveCache(max_age_seconds=settings.card_cache_seconds)
     app.state.impression_key = settings.impression_key  # derived once, used per feed item
     app.state.cursor_key = settings.cursor_key
+    app.state.keys = RedisKeys(prefix=settings.redis_prefix)
     app.state.accounts = AccountDirectory()
     app.state.live_caps = LiveCaps.of(settings.live_max_per_user, settings.live_max_per_address)
     # Order matters: each install wraps what came before. The body limit innermost (its 413

@@ -8,15 +8,18 @@ opened by the lifespan are the only connections serving ever uses.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
 import redis
 import redis.asyncio
 import sqlalchemy as sa
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import State
 
 from godo.settings import Settings
 from godo.tokens import (
@@ -30,6 +33,7 @@ from serving.attribution import ImpressionCheck
 from store.accounts import AccountDirectory
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
+from store.redis_batch import RedisBatcher
 
 SIGNING_KEYS_RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
@@ -117,8 +121,9 @@ async def _impression_check(
 ImpressionCheckDep = Annotated[ImpressionCheck, Depends(_impression_check)]
 
 
-async def _keys(settings: SettingsDep) -> RedisKeys:
-    return RedisKeys(prefix=settings.redis_prefix)
+async def _keys(request: Request) -> RedisKeys:
+    keys: RedisKeys = _state(request, "keys")  # built once per app from the settings
+    return keys
 
 
 KeysDep = Annotated[RedisKeys, Depends(_keys)]
@@ -132,18 +137,22 @@ async def _token_verifier(request: Request) -> TokenVerifier:
 TokenVerifierDep = Annotated[TokenVerifier, Depends(_token_verifier)]
 
 
-async def _accounts(request: Request) -> AccountDirectory:
-    accounts: AccountDirectory = _state(request, "accounts")
-    return accounts
-
-
 async def _current_user_id(
-    verifier: TokenVerifierDep,
-    accounts: Annotated[AccountDirectory, Depends(_accounts)],
-    engine: EngineDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> int:
     """The user id of the bearer token, or 401 saying why (RFC 6750 challenge included).
+
+    It reads the verifier and the account directory off `app.state` itself rather than
+    through three more dependencies: every authenticated request resolves it, and FastAPI's
+    cost is per dependency.
+    """
+    return await authenticate(request.app.state, credentials.credentials if credentials else None)
+
+
+async def authenticate(state: State, token: str | None) -> int:
+    """The user id of `token`, or the 401/503 `HTTPException` saying why; HTTP and WebSocket
+    routes alike (`state` is the app's).
 
     A token accepted before (by the rate limiter, moments ago) is answered from the
     verifier's memory on the event loop; a real verification runs in the thread pool, since
@@ -151,17 +160,18 @@ async def _current_user_id(
     is an account UUID (Supabase) is mapped to the user linked to that account
     (`store.accounts`); an account no user is linked to gets a 401.
     """
-    if credentials is None:
+    if token is None:
         # RFC 6750 §3.1: a request without credentials gets a bare challenge, no error code.
         raise HTTPException(
             status_code=401,
             detail="Missing bearer token: send 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    subject = verifier.remembered_subject(credentials.credentials)
+    verifier: TokenVerifier = state.token_verifier
+    subject = verifier.remembered_subject(token)
     try:
         if subject is None:
-            subject = await run_in_threadpool(verifier.subject, credentials.credentials)
+            subject = await run_in_threadpool(verifier.subject, token)
     except InvalidTokenError as error:
         raise _invalid_token(error.reason) from error
     except SigningKeysUnavailableError as error:
@@ -174,9 +184,10 @@ async def _current_user_id(
         ) from error
     if isinstance(subject, int):
         return subject
+    accounts: AccountDirectory = state.accounts
     user_id = accounts.remembered(subject)
     if user_id is None:
-        user_id = await run_in_threadpool(accounts.user_id, engine, subject)
+        user_id = await run_in_threadpool(accounts.user_id, state.engine, subject)
     if user_id is None:
         raise _invalid_token("no Godo user is linked to the token's account")
     return user_id
@@ -191,6 +202,32 @@ def _invalid_token(reason: str) -> HTTPException:
 
 
 CurrentUserId = Annotated[int, Depends(_current_user_id)]
+
+
+@dataclass(frozen=True)
+class FeedServices:
+    """What a feed read needs, gathered once per process (`serving.app`'s lifespan).
+
+    One dependency instead of eight: the feed is the hot path, and FastAPI resolves each
+    dependency of each request anew. Redis is the app's `RedisBatcher`, so the read and the
+    impressions share pipelines with concurrent requests.
+    """
+
+    engine: sa.Engine
+    redis: RedisBatcher
+    keys: RedisKeys
+    settings: Settings
+    cache: LiveCache
+    impression_key: bytes
+    cursor_key: bytes
+
+
+async def _feed_services(request: Request) -> FeedServices:
+    services: FeedServices = _state(request, "feed_services")
+    return services
+
+
+FeedServicesDep = Annotated[FeedServices, Depends(_feed_services)]
 
 
 # --- the admin pages --------------------------------------------------------------------------
@@ -245,3 +282,49 @@ async def _admin_claims(
 
 
 AdminClaims = Annotated[dict[str, Any], Depends(_admin_claims)]
+
+
+# --- where the caller is (the feed and the event page read it the same way) ----------------
+
+
+async def _origin(
+    lat: Annotated[
+        float | None,
+        Query(
+            ge=-90,
+            le=90,
+            allow_inf_nan=False,
+            description="The caller's latitude in degrees, for `distance_km`; needs `lon`.",
+        ),
+    ] = None,
+    lon: Annotated[
+        float | None,
+        Query(
+            ge=-180,
+            le=180,
+            allow_inf_nan=False,
+            description="The caller's longitude in degrees, for `distance_km`; needs `lat`.",
+        ),
+    ] = None,
+) -> tuple[float, float] | None:
+    """Where the caller is, or None; half a position is refused rather than silently ignored.
+
+    Async although it awaits nothing: FastAPI runs a plain `def` dependency in its thread
+    pool, a thread hop per request for a few comparisons."""
+    if lat is None and lon is None:
+        return None
+    if lat is None or lon is None:
+        missing, given = ("lon", "lat") if lon is None else ("lat", "lon")
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", missing),
+                    "msg": f"Field required when `{given}` is given",
+                    "type": "missing",
+                }
+            ]
+        )
+    return lat, lon
+
+
+OriginDep = Annotated[tuple[float, float] | None, Depends(_origin)]

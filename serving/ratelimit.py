@@ -32,6 +32,7 @@ CORS and security headers too.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import math
@@ -43,9 +44,7 @@ from typing import Literal
 
 import anyio.to_thread
 import redis
-import redis.asyncio
 from fastapi import FastAPI
-from redis.commands.core import AsyncScript
 from starlette.datastructures import State
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -55,6 +54,7 @@ from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVer
 from serving.observability import record_rate_limited
 from serving.problems import problem
 from serving.security import route_path
+from store.redis_batch import RedisBatcher
 
 RateLimitScope = Literal["user", "ip"]
 OnLimited = Callable[[HTTPConnection, RateLimitScope], None]
@@ -92,6 +92,7 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
 return {allowed, tostring(wait)}
 """
+TOKEN_BUCKET_SHA = hashlib.sha1(TOKEN_BUCKET_LUA.encode(), usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,6 @@ class TokenBucketLimiter:
         self.verifier = verifier or TokenVerifier(settings)
         self.rate = settings.rate_limit_per_minute / 60
         self.capacity = settings.rate_limit_burst
-        self._script: AsyncScript | None = None
         self._lock = threading.Lock()
         self._skip_redis_until = 0.0
         self._last_warning = -math.inf
@@ -119,7 +119,7 @@ class TokenBucketLimiter:
         return f"{self.settings.redis_prefix}:ratelimit:{scope}:{identity}"
 
     async def check(
-        self, redis_client: redis.asyncio.Redis, token: str | None, client_ip: str | None
+        self, redis_client: RedisBatcher, token: str | None, client_ip: str | None
     ) -> Refusal | None:
         """None to serve the request, else the refusal.
 
@@ -152,12 +152,14 @@ class TokenBucketLimiter:
                 pass  # not a user we know: the route answers 401/503, the IP pays for it
         return "ip", _ip_identity(client_ip)
 
-    async def _take(self, redis_client: redis.asyncio.Redis, key: str) -> tuple[bool, float]:
-        if self._script is None:
-            self._script = redis_client.register_script(TOKEN_BUCKET_LUA)
-        allowed, wait = await self._script(
-            keys=[key], args=[self.rate, self.capacity], client=redis_client
-        )
+    async def _take(self, redis_client: RedisBatcher, key: str) -> tuple[bool, float]:
+        """One EVALSHA, in a pipeline shared with concurrent requests (`RedisBatcher`); the
+        script's text only when Redis does not have it (first use, or after a restart)."""
+        args = (1, key, self.rate, self.capacity)
+        try:
+            ((allowed, wait),) = await redis_client.send([("EVALSHA", TOKEN_BUCKET_SHA, *args)])
+        except redis.exceptions.NoScriptError:
+            ((allowed, wait),) = await redis_client.send([("EVAL", TOKEN_BUCKET_LUA, *args)])
         return int(allowed) == 1, float(wait)
 
     def _fail_open(self, error: redis.RedisError) -> None:
@@ -188,7 +190,7 @@ class RateLimitMiddleware:
     ) -> None:
         self.app = app
         self.limiter = limiter
-        self.state = state  # the app's: `async_redis` is put there by the lifespan
+        self.state = state  # the app's: `redis_batcher` is put there by the lifespan
         self.on_limited = on_limited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -198,7 +200,7 @@ class RateLimitMiddleware:
         connection = HTTPConnection(scope)
         client_ip = scope["client"][0] if scope.get("client") else None
         refusal = await self.limiter.check(
-            self.state.async_redis, _bearer_token(connection), client_ip
+            self.state.redis_batcher, _bearer_token(connection), client_ip
         )
         if refusal is None:
             await self.app(scope, receive, send)

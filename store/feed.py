@@ -42,7 +42,15 @@ from store.live_cache import (
     parse_changes,
 )
 from store.publish import CERTAIN, PUBLISHED_TIME_FORMAT
-from store.steps import PostgresStep, RedisStep, Steps, run_async, run_blocking
+from store.redis_batch import RedisBatcher
+from store.steps import (
+    PostgresStep,
+    RedisStep,
+    Steps,
+    on_one_connection,
+    run_async,
+    run_blocking,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +120,7 @@ def read_feed(
 async def read_feed_async(
     *,
     engine: sa.Engine,
-    redis_client: redis.asyncio.Redis,
+    redis_client: redis.asyncio.Redis | RedisBatcher,
     keys: RedisKeys,
     user_id: int,
     limit: int = 50,
@@ -122,7 +130,8 @@ async def read_feed_async(
     origin: tuple[float, float] | None = None,
     cache: LiveCache | None = None,
 ) -> Feed:
-    """`read_feed` on the event loop: Redis through the asyncio client, Postgres in a thread."""
+    """`read_feed` on the event loop: Redis through the asyncio client (or the API's batcher,
+    sharing pipelines with concurrent requests), Postgres in a thread."""
     page = _Page(limit=limit, after_rank=after_rank, run_id=run_id)
     steps = _feed_steps(keys, user_id, page, now or datetime.now(UTC), origin, cache)
     return await run_async(steps, engine=engine, redis_client=redis_client)
@@ -137,8 +146,6 @@ def _feed_steps(
     cache: LiveCache | None,
 ) -> Steps[Feed]:
     """The feed read as steps (`store.steps`): the list, the viewer's friends, the cards."""
-    redis_up = True
-    ranked: _Ranked | None
     try:
         ranked = yield from _from_redis(keys, user_id, now, page, cache)
     except redis.RedisError as error:
@@ -147,10 +154,39 @@ def _feed_steps(
             user_id,
             exc_info=not isinstance(error, CircuitOpenError),  # no trace per request while open
         )
-        redis_up = False
-        ranked = None
-    if ranked is None:
+        # Nothing more is asked of Redis: the rest is Postgres alone, in one thread hop.
+        return (yield on_one_connection(_postgres_feed(keys, user_id, page, now, origin)))
+    if ranked is None:  # Redis holds no run, or its keys expired
         ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page, now=now))
+    return (yield from _page_of(keys, user_id, page, now, origin, cache, ranked, redis_up=True))
+
+
+def _postgres_feed(
+    keys: RedisKeys,
+    user_id: int,
+    page: _Page,
+    now: datetime,
+    origin: tuple[float, float] | None,
+) -> Steps[Feed]:
+    """The whole read from Postgres, for when Redis is down."""
+    ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page, now=now))
+    return (yield from _page_of(keys, user_id, page, now, origin, None, ranked, redis_up=False))
+
+
+def _page_of(
+    keys: RedisKeys,
+    user_id: int,
+    page: _Page,
+    now: datetime,
+    origin: tuple[float, float] | None,
+    cache: LiveCache | None,
+    ranked: _Ranked,
+    *,
+    redis_up: bool,
+) -> Steps[Feed]:
+    """The page of `ranked`: the viewer's friends, the live cards, what is left to show.
+
+    With `redis_up` false it asks only Postgres (no friend copy, no card cache)."""
     friends = yield from _friends(keys, user_id, ranked.friend_ids if redis_up else None)
     position = (yield from _catch_up(keys, cache, ranked)) if redis_up else None
     cards = _Cards(cache, position)

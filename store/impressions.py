@@ -43,6 +43,7 @@ from godo.impression_ids import mint_page, page_nonce, served_ms
 from store.breaker import CircuitOpenError
 from store.feed import Feed
 from store.keys import RedisKeys
+from store.redis_batch import RedisBatcher
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _prepare(keys: RedisKeys, feed: Feed, now: datetime | None) -> _Append | Rec
 
 async def record_impressions_async(
     *,
-    redis_client: redis.asyncio.Redis,
+    redis_client: redis.asyncio.Redis | RedisBatcher,
     keys: RedisKeys,
     key: bytes,
     feed: Feed,
@@ -126,12 +127,17 @@ async def record_impressions_async(
     """Append `feed`'s page to the impression stream and mint its items' signed ids.
 
     Never raises for Redis: an unreachable Redis gives no ids and counts every item lost.
+    With the API's `RedisBatcher`, the XADD shares a pipeline with concurrent requests' (it
+    is still awaited: the ids are handed out only once the page is in the stream).
     """
     append = _prepare(keys, feed, now)
     if isinstance(append, RecordedPage):
         return append
     try:
-        await redis_client.execute_command(*append.command)
+        if isinstance(redis_client, RedisBatcher):
+            await redis_client.send([append.command])
+        else:
+            await redis_client.execute_command(*append.command)
     except redis.RedisError as error:
         return _lost(feed, error)
     return RecordedPage(_ids(key, feed, append), 0)

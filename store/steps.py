@@ -18,12 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import anyio.to_thread
 import redis
 import redis.asyncio
 import sqlalchemy as sa
+
+from store.redis_batch import RedisBatcher
 
 T = TypeVar("T")
 
@@ -84,8 +86,14 @@ def run_blocking(steps: Steps[T], *, engine: sa.Engine, redis_client: redis.Redi
         connection.close()
 
 
-async def run_async(steps: Steps[T], *, engine: sa.Engine, redis_client: redis.asyncio.Redis) -> T:
-    """Carry out `steps` on the event loop (Redis) and the thread pool (Postgres)."""
+async def run_async(
+    steps: Steps[T], *, engine: sa.Engine, redis_client: redis.asyncio.Redis | RedisBatcher
+) -> T:
+    """Carry out `steps` on the event loop (Redis) and the thread pool (Postgres).
+
+    With a `RedisBatcher` (the API's), each step's commands share a pipeline with those of
+    concurrent reads; with a client, each step is a pipeline of its own.
+    """
     connection = _Connection(engine)
     try:
         outcome: _Outcome = (None, None)
@@ -95,7 +103,7 @@ async def run_async(steps: Steps[T], *, engine: sa.Engine, redis_client: redis.a
                 return value
             try:
                 if isinstance(value, RedisStep):
-                    outcome = (await _pipeline(redis_client, value).execute(), None)
+                    outcome = (await _send_async(redis_client, value), None)
                 else:
                     outcome = (await anyio.to_thread.run_sync(connection.read, value), None)
             except Exception as failure:
@@ -103,6 +111,30 @@ async def run_async(steps: Steps[T], *, engine: sa.Engine, redis_client: redis.a
     finally:
         if connection.conn is not None:
             await anyio.to_thread.run_sync(connection.close)
+
+
+def on_one_connection(steps: Steps[T]) -> PostgresStep[T]:
+    """`steps`, which ask only Postgres, as one step: run on one connection in one go.
+
+    Why: `run_async` hands each Postgres step to the thread pool, a thread hop per step;
+    when a read knows the rest of its work is Postgres alone (the feed with Redis down), one
+    hop carries all of it. A Redis step inside is a bug, raised as such.
+    """
+
+    def read(conn: sa.Connection) -> T:
+        outcome: _Outcome = (None, None)
+        while True:
+            finished, value = _advance(steps, outcome)
+            if finished:
+                return cast(T, value)
+            if isinstance(value, RedisStep):
+                raise TypeError("a Redis step inside on_one_connection")
+            try:
+                outcome = (value.read(conn), None)
+            except Exception as failure:
+                outcome = (None, failure)
+
+    return PostgresStep(read)
 
 
 # What the last step gave: its result, or the exception to throw into the generator.
@@ -116,6 +148,12 @@ def _advance(steps: Steps[Any], outcome: _Outcome) -> tuple[bool, Any]:
         return False, steps.send(reply) if error is None else steps.throw(error)
     except StopIteration as done:
         return True, done.value
+
+
+async def _send_async(client: redis.asyncio.Redis | RedisBatcher, step: RedisStep) -> Any:
+    if isinstance(client, RedisBatcher):
+        return await client.send(step.commands)
+    return await _pipeline(client, step).execute()
 
 
 _P = TypeVar("_P", redis.Redis, redis.asyncio.Redis)

@@ -6,10 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path
 
-from serving.deps import CurrentUserId, EngineDep
+from serving.deps import CurrentUserId, EngineDep, OriginDep
 from serving.feed_body import card_document
 from serving.problems import problem_responses
-from serving.routers.feed import OriginDep
 from serving.schemas import EventOut, FriendOut, StoredText
 from store.cards import load_friends_going, load_live_cards
 

@@ -5,20 +5,10 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from serving import cursors
-from serving.deps import (
-    AsyncRedisDep,
-    CurrentUserId,
-    CursorKeyDep,
-    EngineDep,
-    ImpressionKeyDep,
-    KeysDep,
-    LiveCacheDep,
-    SettingsDep,
-)
+from serving.deps import CurrentUserId, FeedServicesDep, OriginDep
 from serving.feed_body import feed_body, with_impression_ids
 from serving.observability import record_feed_source, record_impressions
 from serving.problems import problem_responses
@@ -30,46 +20,6 @@ MAX_LIMIT = 200
 
 router = APIRouter(tags=["feed"])
 
-
-def _origin(
-    lat: Annotated[
-        float | None,
-        Query(
-            ge=-90,
-            le=90,
-            allow_inf_nan=False,
-            description="The caller's latitude in degrees, for `distance_km`; needs `lon`.",
-        ),
-    ] = None,
-    lon: Annotated[
-        float | None,
-        Query(
-            ge=-180,
-            le=180,
-            allow_inf_nan=False,
-            description="The caller's longitude in degrees, for `distance_km`; needs `lat`.",
-        ),
-    ] = None,
-) -> tuple[float, float] | None:
-    """Where the caller is, or None; half a position is refused rather than silently ignored."""
-    if lat is None and lon is None:
-        return None
-    if lat is None or lon is None:
-        missing, given = ("lon", "lat") if lon is None else ("lat", "lon")
-        raise RequestValidationError(
-            [
-                {
-                    "loc": ("query", missing),
-                    "msg": f"Field required when `{given}` is given",
-                    "type": "missing",
-                }
-            ]
-        )
-    return lat, lon
-
-
-# Shared with the event page, so both read a position the same way.
-OriginDep = Annotated[tuple[float, float] | None, Depends(_origin)]
 
 # Documentation of the caching headers of a feed response (200 and 304).
 _ETAG_HEADER = {
@@ -142,13 +92,7 @@ _CACHE_CONTROL_HEADER = {
 async def get_feed(
     request: Request,
     user_id: CurrentUserId,
-    engine: EngineDep,
-    redis_client: AsyncRedisDep,
-    keys: KeysDep,
-    settings: SettingsDep,
-    cache: LiveCacheDep,
-    impression_key: ImpressionKeyDep,
-    cursor_key: CursorKeyDep,
+    services: FeedServicesDep,
     origin: OriginDep,
     limit: Annotated[
         int | None,
@@ -176,21 +120,21 @@ async def get_feed(
     cards with other ids are the same page), and a 304 records nothing. With Redis down the
     page is still served, its ids null.
     """
-    page = cursors.decode(cursor, cursor_key) if cursor else None
+    page = cursors.decode(cursor, services.cursor_key) if cursor else None
     # On the event loop: Redis is awaited, and Postgres (only on a cache miss or outage) runs
     # in the thread pool (`store.steps`). The body is built here, not by FastAPI from
     # `FeedOut`: see `serving.feed_body`.
     try:
         feed = await read_feed_async(
-            engine=engine,
-            redis_client=redis_client,
-            keys=keys,
+            engine=services.engine,
+            redis_client=services.redis,
+            keys=services.keys,
             user_id=user_id,
-            limit=limit or min(settings.feed_size, MAX_LIMIT),
+            limit=limit or min(services.settings.feed_size, MAX_LIMIT),
             run_id=page.run_id if page else None,
             after_rank=page.after_rank if page else 0,
             origin=origin,
-            cache=cache,
+            cache=services.cache,
         )
     except RunGone as gone:
         raise HTTPException(
@@ -199,16 +143,16 @@ async def get_feed(
             "or was never published; request the feed again without a cursor.",
         ) from None
     record_feed_source(request, "cold_start" if feed.cold_start else feed.source)
-    template = feed_body(feed, _next_cursor(feed, cursor_key))
+    template = feed_body(feed, _next_cursor(feed, services.cursor_key))
     etag = _etag(template)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if etag in _if_none_match(request):
         return Response(status_code=304, headers=headers)
     recorded = NOT_RECORDED
-    if settings.record_impressions:
+    if services.settings.record_impressions:
         # One XADD, awaited: the ids below exist only once their impressions are in Redis.
         recorded = await record_impressions_async(
-            redis_client=redis_client, keys=keys, key=impression_key, feed=feed
+            redis_client=services.redis, keys=services.keys, key=services.impression_key, feed=feed
         )
         stored = len(feed.items) if recorded.ids is not None else 0
         record_impressions(request, recorded=stored, lost=recorded.lost)

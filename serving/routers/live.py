@@ -4,7 +4,7 @@ Protocol:
 
 - Auth: the same JWT as every route, in `Authorization: Bearer <token>` or, for browsers
   (which cannot set headers on a WebSocket), the `token` query parameter. It is checked with
-  the app's own rules (`serving.deps._current_user_id`: verifier, account mapping), after the
+  the app's own rules (`serving.deps.authenticate`: verifier, account mapping), after the
   handshake so the client gets a real close code: 4401 (reason says why) for a missing or
   refused token, also sent when the token expires during the connection (re-checked every
   `POLL_SECONDS`); 1013 (try again later) when signing keys or Redis are unavailable; 1008
@@ -33,11 +33,10 @@ import logging
 
 import redis
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
-from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.websockets import WebSocketState
 
-from serving.deps import _current_user_id
+from serving.deps import authenticate
 from serving.live_caps import LiveCaps
 from store.keys import RedisKeys
 from store.live_events import (
@@ -188,14 +187,8 @@ async def _authenticate(websocket: WebSocket, token: str | None) -> int | None:
             "Authorization header or the token query parameter.",
         )
         return None
-    state = websocket.app.state
     try:
-        return await _current_user_id(
-            state.token_verifier,
-            state.accounts,
-            state.engine,
-            HTTPAuthorizationCredentials(scheme="Bearer", credentials=token),
-        )
+        return await authenticate(websocket.app.state, token)
     except HTTPException as error:
         if error.status_code == 401:
             await _close(websocket, CLOSE_UNAUTHORIZED, str(error.detail))

@@ -205,6 +205,18 @@ def test_user_over_the_burst_gets_a_429_problem(
     assert 0 < redis_client.pttl(bucket) <= (BURST + 1) * 1000
 
 
+def test_limits_hold_after_redis_forgets_the_script(
+    client: TestClient, settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The limiter sends only the script's digest; a Redis that lost its scripts (a restart,
+    `SCRIPT FLUSH`) gets the text again instead of failing open."""
+    client.get("/v1/feed", headers=_auth(settings, 1))
+    redis_client.script_flush()
+    for _ in range(BURST - 1):
+        assert client.get("/v1/feed", headers=_auth(settings, 1)).status_code == 200
+    _assert_rate_limited(client.get("/v1/feed", headers=_auth(settings, 1)), "this user")
+
+
 def test_another_user_has_a_bucket_of_their_own(client: TestClient, settings: Settings) -> None:
     for _ in range(BURST):
         client.get("/v1/feed", headers=_auth(settings, 1))
