@@ -155,9 +155,10 @@ def _feed_steps(
             exc_info=not isinstance(error, CircuitOpenError),  # no trace per request while open
         )
         # Nothing more is asked of Redis: the rest is Postgres alone, in one thread hop.
-        return (yield on_one_connection(_postgres_feed(keys, user_id, page, now, origin)))
+        rest = _postgres_feed(keys, user_id, page, now, origin, None, redis_up=False)
+        return (yield on_one_connection(rest))
     if ranked is None:  # Redis holds no run, or its keys expired
-        ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page, now=now))
+        return (yield from _postgres_feed(keys, user_id, page, now, origin, cache, redis_up=True))
     return (yield from _page_of(keys, user_id, page, now, origin, cache, ranked, redis_up=True))
 
 
@@ -167,10 +168,13 @@ def _postgres_feed(
     page: _Page,
     now: datetime,
     origin: tuple[float, float] | None,
+    cache: LiveCache | None,
+    *,
+    redis_up: bool,
 ) -> Steps[Feed]:
-    """The whole read from Postgres, for when Redis is down."""
+    """The list from Postgres, then its page (from Postgres alone when Redis is down)."""
     ranked = yield PostgresStep(partial(_from_postgres, user_id=user_id, page=page, now=now))
-    return (yield from _page_of(keys, user_id, page, now, origin, None, ranked, redis_up=False))
+    return (yield from _page_of(keys, user_id, page, now, origin, cache, ranked, redis_up=redis_up))
 
 
 def _page_of(
