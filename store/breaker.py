@@ -31,6 +31,7 @@ import redis
 import redis.asyncio
 from redis.asyncio.client import Pipeline as AsyncPipeline
 from redis.client import Pipeline
+from redis.connection import HiredisRespSerializer  # type: ignore[attr-defined]  # stubs predate it
 
 BreakerState = Literal["closed", "open", "half_open"]
 # Errors that mean "Redis did not answer"; anything else (a ResponseError...) is an answer.
@@ -151,7 +152,10 @@ class GuardedAsyncRedis(redis.asyncio.Redis):
 
     @classmethod
     def connect(cls, url: str, breaker: CircuitBreaker, **kwargs: Any) -> GuardedAsyncRedis:
-        """Like `from_url` (`kwargs` go to the pool), reporting to `breaker`."""
+        """Like `from_url` (`kwargs` go to the pool), reporting to `breaker`; commands are
+        packed by hiredis (`HiredisPackedConnection`) for plain TCP URLs."""
+        if url.startswith("redis://"):
+            kwargs.setdefault("connection_class", HiredisPackedConnection)
         pool: redis.asyncio.ConnectionPool = redis.asyncio.ConnectionPool.from_url(url, **kwargs)
         client = cls(connection_pool=pool)
         client.auto_close_connection_pool = True
@@ -174,6 +178,21 @@ class GuardedAsyncRedis(redis.asyncio.Redis):
         )
         pipe.breaker = self.breaker
         return pipe
+
+
+class HiredisPackedConnection(redis.asyncio.Connection):
+    """An asyncio connection whose commands are packed by hiredis's C packer.
+
+    Why: redis-py's blocking connections pack with hiredis when it is installed, its asyncio
+    connections always in Python, and packing the feed's dozen commands per request was one
+    of the API's larger CPU costs (`bench/README.md`). The bytes are the same; the serializer
+    is redis-py's own (`redis.connection.HiredisRespSerializer`).
+    """
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
 
 
 class _GuardedAsyncPipeline(AsyncPipeline):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import redis
+import redis.asyncio
 
-from store.breaker import CircuitBreaker, CircuitOpenError
+from store.breaker import CircuitBreaker, CircuitOpenError, HiredisPackedConnection
 
 
 class Clock:
@@ -96,3 +97,24 @@ def test_a_failure_while_open_keeps_it_open_longer() -> None:
         assert breaker.state == "open"
     breaker.success()
     assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("GET", "godo:run:r1:user:42"),
+        ("SET", b"bytes-key", "ünïcode value", "PX", 1500),
+        ("EVALSHA", "a" * 40, 1, "godo:ratelimit:user:7", 16666.666666666668, 1_000_000_000),
+        ("HMGET", "meta", "experiment", "arm", "model_version", "published"),
+        ("XADD", "stream", "*", "p", b"\x00\xff" * 600),  # binary, over the chunk size
+        ("CONFIG GET", "maxmemory"),  # a two-word command name is split, as redis-py does
+    ],
+)
+def test_hiredis_packing_sends_the_bytes_redis_py_would(command: tuple[object, ...]) -> None:
+    python = redis.asyncio.Connection().pack_command(*command)
+    assert HiredisPackedConnection().pack_command(*command) == [b"".join(python)]
+
+
+def test_hiredis_packing_refuses_what_redis_py_refuses() -> None:
+    with pytest.raises(redis.DataError):
+        HiredisPackedConnection().pack_command("SET", "k", {"not": "encodable"})
