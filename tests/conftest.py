@@ -1,5 +1,5 @@
 """Shared fixtures: real PostgreSQL and Redis for integration tests; running notebook cells
-the way a developer does.
+and dev.py the way a developer does.
 
 `DATABASE_URL` / `REDIS_URL` point the tests at running servers (CI does this); otherwise the
 embedded servers from `godo.services` start under a temporary folder. Each test session gets
@@ -9,10 +9,12 @@ each other's data.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
@@ -31,6 +33,15 @@ if TYPE_CHECKING:
     import nbformat
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def load_dev_py() -> ModuleType:
+    """dev.py (a script, not a package module) imported, for its command table."""
+    spec = importlib.util.spec_from_file_location("godo_dev_py", REPO_ROOT / "dev.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def execute_in_notebook_dir(notebook: nbformat.NotebookNode, env: Mapping[str, str]) -> None:
