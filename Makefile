@@ -1,9 +1,11 @@
-# Godo developer targets. `make` or `make help` lists them.
+# Godo developer targets. `make` or `make help` lists them. Every target goes through dev.py,
+# which installs the pinned uv into .godo/tools when it is not on PATH and syncs the
+# environment from uv.lock first: a machine with only Python needs nothing else.
 .DEFAULT_GOAL := help
 PY ?= python3
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 demo: ## Install, run every asset once, print the report, serve the API
 	$(PY) dev.py demo
@@ -21,29 +23,30 @@ check: ## ruff (lint + format check) and mypy
 	$(PY) dev.py check
 
 fmt: ## Format and autofix with ruff
-	uv run ruff format . && uv run ruff check --fix .
+	$(PY) dev.py fmt
 
 serve: ## Serve the API against the embedded (or configured) servers
-	uv run godo serve
+	$(PY) dev.py serve
 
 dagster: ## Open the Dagster UI and daemon (dagster dev) on the production instance config
-	uv run godo dagster
+	$(PY) dev.py dagster
 
-mlflow: ## Open the MLflow UI on the local tracking store (.godo/mlflow.db)
-	uv run mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.godo/mlflow.db --default-artifact-root $(CURDIR)/.godo/mlartifacts --port 5000
+mlflow: ## Open the MLflow UI on the store the pipeline writes (default .godo/mlflow.db)
+	$(PY) dev.py mlflow
+
+notebooks: ## Open JupyterLab in notebooks/ (the .py notebooks open as notebooks)
+	$(PY) dev.py notebooks
 
 services-stop: ## Stop the embedded PostgreSQL and Redis
-	uv run godo services stop
+	$(PY) dev.py services-stop
 
 bench: ## Run the benchmarks (figures, not pass/fail)
-	uv run python -m bench.publish
-	uv run python -m bench.quality
+	$(PY) dev.py bench
 
 chaos: ## Faults (Redis killed/paused, Postgres restarted, publishes killed) under load; fails on a broken invariant
-	uv run python -m bench.chaos
+	$(PY) dev.py chaos
 
 clean: ## Delete everything generated under .godo/ (stops the embedded servers first)
-	-uv run godo services stop
-	rm -rf .godo
+	$(PY) dev.py clean
 
-.PHONY: help demo demo-once test browsers check fmt serve dagster mlflow services-stop bench chaos clean
+.PHONY: help demo demo-once test browsers check fmt serve dagster mlflow notebooks services-stop bench chaos clean

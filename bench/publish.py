@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from godo import services
+from godo.settings import get_settings
 from store import migrate
 from store.db import copy_frame, make_engine, sqlalchemy_url
 from store.feed import read_feed
@@ -145,7 +146,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reads", type=int, default=2000)
     args = parser.parse_args()
-    data_dir = Path(os.environ.get("GODO_DATA_DIR", ".godo")).resolve()
+    data_dir = get_settings().data_path
     with scratch(data_dir) as (engine, client, keys):
         event_ids = seed_catalogue(engine, args.events)
         recs = make_recs(args.users, args.per_user, event_ids)

@@ -57,7 +57,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from godo import services
-from godo.settings import Settings
+from godo.settings import Settings, get_settings
 from godo.tokens import issue_token
 from serving.app import create_app
 from store import migrate
@@ -445,7 +445,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.events < args.items:
         parser.error("--events must be at least --items (each list holds distinct events)")
-    data_dir = Path(os.environ.get("GODO_DATA_DIR", ".godo")).resolve()
+    data_dir = get_settings().data_path
 
     with scratch(data_dir) as store:
         started = time.perf_counter()

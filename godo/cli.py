@@ -453,6 +453,38 @@ def dagster(
     os.execv(sys.executable, command)  # the environment (DAGSTER_HOME, URLs) is inherited
 
 
+def mlflow_ui_command(settings: Settings, host: str, port: int) -> list[str]:
+    """`mlflow ui` on the store the pipeline writes to (GODO_MLFLOW_TRACKING_URI, else the
+    SQLite file under GODO_DATA_DIR), with the same artifact root new experiments get."""
+    import sys
+
+    uri = settings.resolved_mlflow_uri
+    if uri.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"GODO_MLFLOW_TRACKING_URI is a tracking server ({uri}): open its own UI",
+            param_hint="GODO_MLFLOW_TRACKING_URI",
+        )
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    artifacts = settings.resolved_mlflow_artifact_root
+    if artifacts:
+        command += ["--default-artifact-root", artifacts]
+    return [*command, "--host", host, "--port", str(port)]
+
+
+@app.command("mlflow")
+def mlflow_ui(
+    host: Annotated[str, typer.Option(help="Interface for the MLflow UI.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for the MLflow UI.")] = 5000,
+) -> None:
+    """Open the MLflow UI on the configured tracking store (default: data_dir/mlflow.db)."""
+    settings = get_settings()
+    command = mlflow_ui_command(settings, host, port)
+    console.print(
+        f"MLflow store [bold]{settings.resolved_mlflow_uri}[/]; UI on http://{host}:{port}"
+    )
+    os.execv(command[0], command)
+
+
 @app.command()
 def token(
     user_id: Annotated[int, typer.Argument(help="The user the token speaks for (JWT `sub`).")],

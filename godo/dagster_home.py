@@ -18,10 +18,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from godo.settings import Settings
+from godo.settings import REPO_ROOT, Settings
 from store.db import sqlalchemy_url
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_YAML = REPO_ROOT / "dagster.yaml"
 ENV_VAR = "DAGSTER_POSTGRES_URL"
 

@@ -3,6 +3,10 @@
 Values come from the environment (and an optional `.env`), so the same code runs on a laptop
 with embedded servers and against managed Postgres/Redis in production. `DATABASE_URL` and
 `REDIS_URL` keep their conventional unprefixed names; everything else is `GODO_*`.
+
+Relative paths (the default `.godo`, a relative `GODO_DATA_DIR` or `GODO_BACKUP_DIR`, the
+`.env` file) are taken from the repository root, not the working directory: a notebook's
+kernel starts in `notebooks/`, a test or a script anywhere, and all must find the same data.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from godo.impression_ids import impression_key
 from godo.secret_strength import weakness
 
+# The checkout (in the image: /app) that holds this package; relative paths start here.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_JWT_SECRET = "godo-development-secret-change-me-0123456789"
 # Feed cursors are signed with a key derived from the secret under this label, so the same
 # secret signs nothing else alike (`serving.cursors`).
@@ -30,7 +36,7 @@ class Settings(BaseSettings):
     """Configuration for pipelines, serving and the CLI."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GODO_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="GODO_", env_file=REPO_ROOT / ".env", extra="ignore", populate_by_name=True
     )
 
     environment: Environment = "development"
@@ -63,12 +69,13 @@ class Settings(BaseSettings):
         description="Whether the synthetic city (and its oracle) exists; unset: development only.",
     )
     data_dir: Path = Field(
-        default=Path(".godo"), description="The one git-ignored folder for generated data."
+        default=REPO_ROOT / ".godo",
+        description="The one git-ignored folder for generated data; relative to the repo root.",
     )
     backup_dir: Path | None = Field(
         default=None,
-        description="Where `godo backup create` writes dumps and manifests; unset: "
-        "data_dir/backups.",
+        description="Where `godo backup create` writes dumps and manifests (relative to the "
+        "repo root); unset: data_dir/backups.",
     )
     pg_bin_dir: Path | None = Field(
         default=None,
@@ -277,6 +284,12 @@ class Settings(BaseSettings):
     )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+
+    @field_validator("data_dir", "backup_dir")
+    @classmethod
+    def _anchor_to_repo_root(cls, path: Path | None) -> Path | None:
+        """A relative folder means the same one from any working directory."""
+        return None if path is None else REPO_ROOT / path.expanduser()
 
     @model_validator(mode="after")
     def _refuse_default_secret_outside_development(self) -> Settings:

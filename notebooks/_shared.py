@@ -2,12 +2,13 @@
 
 Not a notebook (the leading underscore keeps it out of the tests' notebook list). Every location
 comes from Godo's settings (`godo.settings`: `GODO_*` variables and `.env`), so by default the
-notebooks read what `godo demo` left under `.godo/`; the tests point the same variables at a
-tiny city instead.
+notebooks read what `godo demo` left under `<repo>/.godo/` (a relative `GODO_DATA_DIR` is taken
+from the repository root too, so a kernel started in notebooks/ finds it); the tests point the
+same variables at a tiny city instead.
 
 Where each thing is (unset means the `godo demo` default in brackets):
 
-- `GODO_DATA_DIR`: the folder of generated data [`.godo`]
+- `GODO_DATA_DIR`: the folder of generated data [`<repo>/.godo`]
 - `GODO_WAREHOUSE`: the DuckDB warehouse, opened read-only [`GODO_DATA_DIR/warehouse.duckdb`]
 - `GODO_MLFLOW_TRACKING_URI`: MLflow tracking, also the model registry [`GODO_DATA_DIR/mlflow.db`]
 - `GODO_MLFLOW_EXPERIMENT`, `GODO_MLFLOW_MODEL_NAME`: [`godo-ranking`, `godo-feed-ranker`]
@@ -31,7 +32,7 @@ import matplotlib
 import polars as pl
 import sqlalchemy as sa
 
-from godo.settings import Settings, get_settings
+from godo.settings import REPO_ROOT, Settings, get_settings
 from pipelines.warehouse import SCHEMA
 
 if TYPE_CHECKING:  # Dagster, MLflow and Redis load only in the notebooks that use them.
@@ -70,7 +71,12 @@ def settings() -> Settings:
 
 
 def warehouse_path() -> Path:
-    return Path(os.environ.get(WAREHOUSE_ENV) or settings().warehouse_path)
+    """`GODO_WAREHOUSE` (relative to the repository root, like `GODO_DATA_DIR`), else the
+    warehouse in the data folder."""
+    configured = os.environ.get(WAREHOUSE_ENV)
+    if configured:
+        return REPO_ROOT / Path(configured).expanduser()
+    return settings().warehouse_path
 
 
 def open_warehouse() -> duckdb.DuckDBPyConnection:

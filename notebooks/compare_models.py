@@ -25,9 +25,9 @@
 # the figures as PNG (see `_shared.py`). The MLflow UI (`make mlflow`) shows the same runs
 # with each run's own plots.
 #
-# A jupytext notebook: open it in Jupyter or VS Code with the project's kernel
-# (`jupytext --to ipynb` writes a classic notebook), or run it as a script:
-# `uv run python notebooks/compare_models.py`.
+# A jupytext notebook: `make notebooks` opens it in JupyterLab, VS Code runs its cells with
+# the project's kernel (`jupytext --to ipynb` writes a classic notebook), or run it as a
+# script: `python3 dev.py run -- python notebooks/compare_models.py`.
 
 # %%
 from datetime import UTC, datetime

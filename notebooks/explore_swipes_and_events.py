@@ -22,9 +22,9 @@
 # looks comes from Godo's settings: `GODO_WAREHOUSE` (or `GODO_DATA_DIR`) points it at another
 # warehouse, `GODO_NOTEBOOK_FIGURES` also saves every figure there as PNG (see `_shared.py`).
 #
-# A jupytext notebook: open it in Jupyter or VS Code with the project's kernel
-# (`jupytext --to ipynb` writes a classic notebook), or run it as a script:
-# `uv run python notebooks/explore_swipes_and_events.py`.
+# A jupytext notebook: `make notebooks` opens it in JupyterLab, VS Code runs its cells with
+# the project's kernel (`jupytext --to ipynb` writes a classic notebook), or run it as a
+# script: `python3 dev.py run -- python notebooks/explore_swipes_and_events.py`.
 
 # %%
 import matplotlib.pyplot as plt

@@ -26,9 +26,9 @@
 # `REDIS_URL`, `GODO_REDIS_PREFIX` and `DAGSTER_HOME` say where to look, and
 # `GODO_NOTEBOOK_FIGURES` also saves the figures as PNG (see `_shared.py`).
 #
-# A jupytext notebook: open it in Jupyter or VS Code with the project's kernel
-# (`jupytext --to ipynb` writes a classic notebook), or run it as a script:
-# `uv run python notebooks/inspect_user_feed.py`.
+# A jupytext notebook: `make notebooks` opens it in JupyterLab, VS Code runs its cells with
+# the project's kernel (`jupytext --to ipynb` writes a classic notebook), or run it as a
+# script: `python3 dev.py run -- python notebooks/inspect_user_feed.py`.
 
 # %%
 import os

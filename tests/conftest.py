@@ -1,4 +1,5 @@
-"""Shared fixtures: real PostgreSQL and Redis for integration tests.
+"""Shared fixtures: real PostgreSQL and Redis for integration tests; running notebook cells
+and dev.py the way a developer does.
 
 `DATABASE_URL` / `REDIS_URL` point the tests at running servers (CI does this); otherwise the
 embedded servers from `godo.services` start under a temporary folder. Each test session gets
@@ -8,10 +9,13 @@ each other's data.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -19,10 +23,41 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from godo import services
+from godo.settings import REPO_ROOT
 from store import migrate
 from store.db import make_engine, sqlalchemy_url
 from store.keys import RedisKeys
 from store.schema import metadata
+
+if TYPE_CHECKING:
+    import nbformat
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+def load_dev_py() -> ModuleType:
+    """dev.py (a script, not a package module) imported, for its command table."""
+    spec = importlib.util.spec_from_file_location("godo_dev_py", REPO_ROOT / "dev.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def execute_in_notebook_dir(notebook: nbformat.NotebookNode, env: Mapping[str, str]) -> None:
+    """Run every cell in a `python3` kernel started in notebooks/, as JupyterLab and VS Code
+    start the kernel of a notebook there; outputs land in `notebook`. A failing cell raises
+    nbclient's CellExecutionError."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(
+        notebook,
+        kernel_name="python3",
+        timeout=600,
+        startup_timeout=120,
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},  # the kernel's cwd
+    )
+    client.execute(env=dict(env))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

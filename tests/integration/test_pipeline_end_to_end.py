@@ -22,7 +22,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from godo.demo import (
@@ -35,7 +34,7 @@ from godo.demo import (
 )
 from godo.demo_experiment import run_experiment
 from godo.services import ServiceUrls
-from godo.settings import Settings
+from godo.settings import REPO_ROOT, Settings
 from godo.tokens import issue_token
 from models.rerank import FEED_EXPLORATION
 from pipelines.definitions import defs
@@ -56,8 +55,8 @@ from store.experiments import (
 from store.feed import read_feed
 from store.keys import RedisKeys
 from store.schema import metadata
+from tests.conftest import NOTEBOOK_DIR, execute_in_notebook_dir
 
-NOTEBOOK_DIR = Path(__file__).parents[2] / "notebooks"
 # Jupytext notebooks; `_shared.py` and other underscored modules are their helpers.
 NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.glob("*.py") if not p.name.startswith("_"))
 
@@ -224,14 +223,19 @@ def _pipeline_rows(tiny_city: TinyCity) -> dict[str, int]:
 
 
 def _notebook_env(tiny_city: TinyCity, figures: Path, user: int | None) -> dict[str, str]:
-    """This environment, pointed at the tiny city: the same variables a data scientist sets."""
+    """This environment, pointed at the tiny city: the same variables a data scientist sets.
+
+    GODO_DATA_DIR is relative to the repository root, and the warehouse and the MLflow store
+    are found only through it: the kernel starts in notebooks/, so a data folder resolved
+    against the working directory (the bug of notebooks/.godo) fails the first cell.
+    """
     mlflow: MLflowResource = tiny_city.resources["mlflow"]
-    dropped = {"MPLBACKEND", "GODO_NOTEBOOK_USER"}  # the kernel's inline backend draws figures
+    assert mlflow.tracking_uri == f"sqlite:///{tiny_city.warehouse.parent / 'mlflow.db'}"
+    # Dropped: the kernel's inline backend draws figures; locations come from GODO_DATA_DIR.
+    dropped = {"MPLBACKEND", "GODO_NOTEBOOK_USER", "GODO_WAREHOUSE", "GODO_MLFLOW_TRACKING_URI"}
     env = {name: value for name, value in os.environ.items() if name not in dropped}
     env |= {
-        "GODO_DATA_DIR": str(tiny_city.warehouse.parent),
-        "GODO_WAREHOUSE": str(tiny_city.warehouse),
-        "GODO_MLFLOW_TRACKING_URI": mlflow.tracking_uri,
+        "GODO_DATA_DIR": os.path.relpath(tiny_city.warehouse.parent, REPO_ROOT),
         "GODO_MLFLOW_EXPERIMENT": mlflow.experiment,
         "GODO_MLFLOW_MODEL_NAME": mlflow.model_name,
         "DATABASE_URL": tiny_city.resources["postgres"].database_url,
@@ -248,13 +252,18 @@ def _notebook_env(tiny_city: TinyCity, figures: Path, user: int | None) -> dict[
 def _execute_notebook(
     path: Path, env: dict[str, str], names: tuple[str, ...], folder: Path
 ) -> NotebookRun:
-    """Convert with jupytext, run every cell in a `python3` kernel, read back `names`.
+    """Convert with jupytext, run every cell in a `python3` kernel started in notebooks/ (as
+    Jupyter starts it), read back `names`.
 
     A last cell, added here, prints the variables as JSON. A cell that raises fails the test
     with the cell's source and traceback; the executed copy is kept beside the figures.
     """
     notebook = jupytext.read(path)
-    dump = {"kernel_prefix": "sys.prefix", **{name: name for name in names}}
+    dump = {
+        "kernel_prefix": "sys.prefix",
+        "kernel_cwd": "__import__('os').getcwd()",
+        **{name: name for name in names},
+    }
     notebook.cells.append(
         nbformat.v4.new_code_cell(
             "import json, sys\n"
@@ -263,16 +272,10 @@ def _execute_notebook(
             + "}, default=str))"
         )
     )
-    client = NotebookClient(
-        notebook,
-        kernel_name="python3",
-        timeout=600,
-        startup_timeout=120,
-        resources={"metadata": {"path": str(path.parent)}},  # the kernel's cwd, as in Jupyter
-    )
+    assert path.parent == NOTEBOOK_DIR
     executed = folder / f"{path.stem}.ipynb"
     try:
-        client.execute(env=env)
+        execute_in_notebook_dir(notebook, env)
     except CellExecutionError as error:
         cell_error = _ANSI.sub("", str(error))
         pytest.fail(f"{path.name} raised (see {executed}):\n{cell_error}", pytrace=False)
@@ -285,6 +288,7 @@ def _execute_notebook(
     results = json.loads(line.removeprefix(RESULTS_MARKER))
     # nbclient's `python3` resolved to this venv's ipykernel: the kernel ran this interpreter.
     assert results.pop("kernel_prefix") == sys.prefix
+    assert Path(results.pop("kernel_cwd")) == NOTEBOOK_DIR
     return NotebookRun(results, notebook, Path(env["GODO_NOTEBOOK_FIGURES"]))
 
 

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from godo.cli import JSON_COLUMNS, app
+from godo.cli import JSON_COLUMNS, app, mlflow_ui_command
 from godo.settings import get_settings
 from godo.tokens import verify_token
 from models.baselines import MODELS
@@ -44,6 +44,27 @@ def test_services_status_reports_nothing_running_in_a_new_data_dir() -> None:
     result = runner.invoke(app, ["services", "status"])
     assert result.exit_code == 0, result.output
     assert "postgres: stopped" in result.output and "redis: stopped" in result.output
+
+
+def test_mlflow_opens_the_store_under_the_data_dir(tmp_path: Path) -> None:
+    """`make mlflow` shows what the pipeline logged: the store and artifact root of settings."""
+    command = mlflow_ui_command(get_settings(), "127.0.0.1", 5001)
+    assert command[1:4] == ["-m", "mlflow", "ui"]
+    options = dict(zip(command[4::2], command[5::2], strict=True))
+    assert options == {
+        "--backend-store-uri": f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}",
+        "--default-artifact-root": str(tmp_path.resolve() / "mlartifacts"),
+        "--host": "127.0.0.1",
+        "--port": "5001",
+    }
+
+
+def test_mlflow_refuses_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GODO_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["mlflow"])
+    assert result.exit_code == 2
+    assert "GODO_MLFLOW_TRACKING_URI" in result.output and "http://mlflow:5000" in result.output
 
 
 def test_evaluate_scores_baselines_on_an_interaction_file(tmp_path: Path) -> None:
