@@ -261,10 +261,7 @@ def demo_resources(
     The real Eventbrite and Maps clients run unchanged; only their base URLs, credentials and
     the followed organizations (the synthetic city's) differ from production.
     """
-    world = upstream.world
-    followed: dict[str, list[str]] = {}
-    for org, metro in world.organizations.select("organization_id", "metro").iter_rows():
-        followed.setdefault(metro, []).append(org)
+    followed = upstream.world.organizations_by_metro()
     return build_resources(settings) | {
         "postgres": PostgresResource(database_url=database_url),
         "redis": RedisResource(
