@@ -30,6 +30,7 @@ from pipelines.jobs import (
     receipts_job,
     refresh_job,
     retrain_job,
+    simulate_job,
 )
 from pipelines.logs import json_lines_logger
 from pipelines.resources import (
@@ -131,6 +132,7 @@ defs = dg.Definitions(
     asset_checks=all_checks,
     jobs=[
         ingest_job,
+        simulate_job,
         retrain_job,
         publish_job,
         refresh_job,
