@@ -98,6 +98,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             base_url=settings.eventbrite_base_url,
             followed_organizations=settings.eventbrite_organizations,
             calls_per_hour=settings.eventbrite_calls_per_hour,
+            time_filter=settings.eventbrite_time_filter,
         ),
         "maps": GoogleMapsResource(
             api_key=dg.EnvVar("GOOGLE_MAPS_API_KEY"),
@@ -111,7 +112,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             experiment=settings.mlflow_experiment,
             model_name=settings.mlflow_model_name,
         ),
-        "city": SyntheticCityResource(enabled=settings.has_synthetic_city),
+        "city": SyntheticCityResource(metros=settings.metros, enabled=settings.has_synthetic_city),
         "impression_retention": ImpressionRetentionResource(
             retention_days=settings.impression_retention_days,
             partitions_ahead_days=settings.impression_partitions_ahead_days,
