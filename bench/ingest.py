@@ -43,9 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     world = build_world(CityConfig(now=now))
-    followed: dict[str, list[str]] = {}
-    for org, metro in world.organizations.select("organization_id", "metro").iter_rows():
-        followed.setdefault(metro, []).append(org)
+    followed = world.organizations_by_metro()
     folder = Path(tempfile.mkdtemp(prefix="godo-bench-ingest-"))
     warehouse = str(folder / "warehouse.duckdb")
     faults = FaultPlan(venues_without_coordinates_share=0.15)

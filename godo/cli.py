@@ -438,19 +438,66 @@ def dagster(
 
     Same dagster.yaml as production: runs, event logs and schedules in a database of the
     embedded (or configured) Postgres server, the queued run coordinator and run retries, so
-    what a developer sees and triggers here behaves as it will when deployed.
+    what a developer sees and triggers here behaves as it will when deployed. Without
+    EVENTBRITE_TOKEN and GOOGLE_MAPS_API_KEY, in development, the ingest goes to a local fake
+    of the APIs serving the synthetic city (`godo.local_upstream`); elsewhere that refuses.
     """
     import sys
 
     from godo.dagster_home import REPO_ROOT, prepare_dagster_home
+    from godo.local_upstream import UpstreamNotConfigured, wants_local_upstream
 
+    try:  # before starting anything: a refusal should cost nothing
+        use_fake = wants_local_upstream(get_settings(), os.environ)
+    except UpstreamNotConfigured as refused:
+        console.print(f"[red bold]Not starting Dagster:[/] {refused}")
+        raise typer.Exit(1) from None
     settings, urls = connect()
     home = prepare_dagster_home(settings, urls.database_url)
     console.print(f"Dagster home [bold]{home}[/]; UI on http://{host}:{port}")
     workspace = str(REPO_ROOT / "workspace.yaml")
     command = [sys.executable, "-m", "dagster", "dev", "-w", workspace, "-h", host, "-p", str(port)]
     os.chdir(REPO_ROOT)
-    os.execv(sys.executable, command)  # the environment (DAGSTER_HOME, URLs) is inherited
+    if not use_fake:
+        os.execv(sys.executable, command)  # the environment (DAGSTER_HOME, URLs) is inherited
+    raise typer.Exit(_dagster_dev_on_local_upstream(settings, command))
+
+
+def _dagster_dev_on_local_upstream(settings: Settings, command: list[str]) -> int:
+    """`command` as a child process, while the fake serves from a thread of this one."""
+    from godo.local_upstream import local_upstream, upstream_environment
+
+    console.print("No EVENTBRITE_TOKEN / GOOGLE_MAPS_API_KEY: building the synthetic city...")
+    with local_upstream(settings) as upstream:
+        console.print(
+            f"The ingest reads a local fake of Eventbrite and Google Maps on "
+            f"[bold]{upstream.base_url}[/] (the synthetic city, seed "
+            f"{upstream.world.config.seed}): launch `ingest_metro` with no config."
+        )
+        return run_until_exit(command, os.environ | upstream_environment(upstream))
+
+
+def run_until_exit(command: list[str], env: dict[str, str]) -> int:
+    """Run `command` to its end; SIGINT and SIGTERM sent to this process are passed on to it.
+
+    The child has a session of its own, so Ctrl+C reaches it once, through here, whether it
+    comes from the terminal or from a process manager signalling only this process: it shuts
+    down in order and the fake it reads stops after it, not before.
+    """
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def mlflow_ui_command(settings: Settings, host: str, port: int) -> list[str]:

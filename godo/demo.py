@@ -2,7 +2,11 @@
 
 Assets are materialized one definition at a time (each its own Dagster run in the local
 instance), which gives the progress bar real steps and the report a time per step, and leaves
-the run history for `dagster dev` to show.
+the run history for `dagster dev` to show. Each run is a run of the named job that holds the
+asset in production (`ingest_metro` per metro, `retrain_and_evaluate`, `publish_feed`,
+`notify_users`, ...), restricted to that asset and tagged as the job's scheduled runs are
+(`godo/pipeline`, which the run queue limits key on, and `dagster/partition`): the UI's Jobs
+pages and timeline show the demo as they will show production, not as ad-hoc selections.
 """
 
 from __future__ import annotations
@@ -60,11 +64,18 @@ def dagster_instance(settings: Settings, database_url: str) -> dg.DagsterInstanc
     return dg.DagsterInstance.from_config(str(prepare_dagster_home(settings, database_url)))
 
 
+# Every demo run says where it came from, so the UI can tell it from scheduled runs.
+LAUNCHED_BY_TAG = "godo/launched_by"
+DEMO_TAGS = {LAUNCHED_BY_TAG: "demo"}
+
+
 @dataclass(frozen=True)
 class Step:
-    """One Dagster run of the demo: an asset definition, for one partition if partitioned."""
+    """One Dagster run of the demo: an asset definition, for one partition if partitioned,
+    as a run of `job` (the first of the code location's jobs that holds it)."""
 
     keys: list[dg.AssetKey]
+    job: str
     partition: str | None = None
 
     @property
@@ -79,6 +90,24 @@ OUTREACH_GROUPS = frozenset({"notifications", "email"})
 GUARDED_BY = {dg.AssetKey("champion_model"): dg.AssetKey("ranking_evaluation")}
 
 
+class NoJobForAsset(LookupError):
+    """An asset is in none of the code location's jobs: the demo would run it ad hoc."""
+
+
+def job_for(defs: dg.Definitions, keys: list[dg.AssetKey]) -> str:
+    """The first job (in the order `defs` lists them) that materializes every one of `keys`.
+
+    Order decides where an asset is in several jobs: the app data is in the retrain and in the
+    refresh, and the demo runs it as the nightly retrain does.
+    """
+    for job in defs.jobs or []:
+        selected = set(defs.resolve_job_def(job.name).asset_layer.executable_asset_keys)
+        if set(keys) <= selected:
+            return job.name
+    names = ", ".join(k.to_user_string() for k in keys)
+    raise NoJobForAsset(f"{names}: in no job of the code location (pipelines/jobs.py)")
+
+
 def plan(defs: dg.Definitions) -> list[Step]:
     """Asset definitions (a multi-asset runs whole) in dependency order, per partition."""
     graph = defs.resolve_asset_graph()
@@ -91,11 +120,12 @@ def plan(defs: dg.Definitions) -> list[Step]:
         keys = sorted(node.assets_def.keys, key=lambda k: k.to_user_string())
         keys += [guarded for guarded, guard in GUARDED_BY.items() if guard in keys]
         done.update(keys)
+        job = job_for(defs, keys)
         partitions = node.partitions_def
         if partitions is None:
-            steps.append(Step(keys))
+            steps.append(Step(keys, job))
         else:
-            steps.extend(Step(keys, p) for p in partitions.get_partition_keys())
+            steps.extend(Step(keys, job, p) for p in partitions.get_partition_keys())
     # Notifications read what everything else wrote (RSVPs, the published feed) without
     # depending on those assets in the graph: in production their schedules run them later.
     last = [s for s in steps if graph.get(s.keys[0]).group_name in OUTREACH_GROUPS]
@@ -111,6 +141,32 @@ def definitions_to_run(
     return [*assets, *checks]
 
 
+def bind_resources(defs: dg.Definitions, resources: dict[str, Any]) -> dg.Definitions:
+    """`defs` (assets, checks, jobs, loggers) with `resources` instead of the deployment's."""
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        resources=resources,
+        loggers=defs.loggers,
+    )
+
+
+def execute(
+    defs: dg.Definitions, step: Step, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """One step as a run of its job, in this process: the job's name and tags (`godo/pipeline`,
+    `dagster/partition` for a metro), restricted to the step's assets and their checks."""
+    return defs.resolve_job_def(step.job).execute_in_process(
+        run_config=QUIET,
+        instance=instance,
+        partition_key=step.partition,
+        asset_selection=step.keys,
+        tags=DEMO_TAGS,
+        raise_on_error=False,
+    )
+
+
 def run_assets(
     defs: dg.Definitions,
     resources: dict[str, Any],
@@ -119,21 +175,13 @@ def run_assets(
     on_done: Callable[[StepReport], None] | None = None,
 ) -> list[StepReport]:
     """Materialize every asset once (each partition once); raise on the first failing step."""
-    assets = definitions_to_run(defs)
+    bound = bind_resources(defs, resources)
     reports: list[StepReport] = []
     for step in plan(defs):
         if on_start is not None:
             on_start(step.name)
         started = time.perf_counter()
-        result = dg.materialize(
-            assets,
-            selection=step.keys,
-            partition_key=step.partition,
-            resources=resources,
-            instance=instance,
-            run_config=QUIET,
-            raise_on_error=False,
-        )
+        result = execute(bound, step, instance)
         checks = _check_results(result)
         if not result.success and not _only_gated(result):
             raise StepFailed(step.name, _failure_message(result))
@@ -261,10 +309,7 @@ def demo_resources(
     The real Eventbrite and Maps clients run unchanged; only their base URLs, credentials and
     the followed organizations (the synthetic city's) differ from production.
     """
-    world = upstream.world
-    followed: dict[str, list[str]] = {}
-    for org, metro in world.organizations.select("organization_id", "metro").iter_rows():
-        followed.setdefault(metro, []).append(org)
+    followed = upstream.world.organizations_by_metro()
     return build_resources(settings) | {
         "postgres": PostgresResource(database_url=database_url),
         "redis": RedisResource(

@@ -38,7 +38,7 @@ import polars as pl
 import redis
 import sqlalchemy as sa
 
-from godo.demo import QUIET, StepFailed, definitions_to_run
+from godo.demo import Step, StepFailed, bind_resources, execute, job_for
 from godo.promotion import experiment_tables
 from godo.settings import Settings
 from godo.tokens import issue_token
@@ -141,14 +141,9 @@ def start_experiment(
 def _materialize(
     defs: dg.Definitions, resources: dict[str, Any], instance: dg.DagsterInstance, asset: str
 ) -> None:
-    result = dg.materialize(
-        definitions_to_run(defs),
-        selection=[asset],
-        resources=resources,
-        instance=instance,
-        run_config=QUIET,
-        raise_on_error=False,
-    )
+    """`asset` as a run of its job (`publish_feed`, `move_impressions`, ...), as the demo runs."""
+    keys = [dg.AssetKey(asset)]
+    result = execute(bind_resources(defs, resources), Step(keys, job_for(defs, keys)), instance)
     if not result.success:
         raise StepFailed(asset, f"run {result.run_id} failed (see the Dagster UI)")
 

@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         '{"san-francisco": ["1234567890"]} (GODO_EVENTBRITE_ORGANIZATIONS, JSON).',
     )
     eventbrite_calls_per_hour: int = Field(default=2000, gt=0)
+    eventbrite_time_filter: Literal["current_future", "all"] = Field(
+        default="current_future",
+        description="Which events the listings return: upcoming ones in production; `all` "
+        "where the history predates the first ingest (the local fake's synthetic city, whose "
+        "past swipes need their past events).",
+    )
     geocode_base_url: str = "https://maps.googleapis.com/maps/api/"
     places_base_url: str = "https://places.googleapis.com/v1/"
     expo_base_url: str = Field(

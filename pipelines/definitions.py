@@ -30,6 +30,7 @@ from pipelines.jobs import (
     receipts_job,
     refresh_job,
     retrain_job,
+    simulate_job,
 )
 from pipelines.logs import json_lines_logger
 from pipelines.resources import (
@@ -97,6 +98,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             base_url=settings.eventbrite_base_url,
             followed_organizations=settings.eventbrite_organizations,
             calls_per_hour=settings.eventbrite_calls_per_hour,
+            time_filter=settings.eventbrite_time_filter,
         ),
         "maps": GoogleMapsResource(
             api_key=dg.EnvVar("GOOGLE_MAPS_API_KEY"),
@@ -110,7 +112,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             experiment=settings.mlflow_experiment,
             model_name=settings.mlflow_model_name,
         ),
-        "city": SyntheticCityResource(enabled=settings.has_synthetic_city),
+        "city": SyntheticCityResource(metros=settings.metros, enabled=settings.has_synthetic_city),
         "impression_retention": ImpressionRetentionResource(
             retention_days=settings.impression_retention_days,
             partitions_ahead_days=settings.impression_partitions_ahead_days,
@@ -131,6 +133,7 @@ defs = dg.Definitions(
     asset_checks=all_checks,
     jobs=[
         ingest_job,
+        simulate_job,
         retrain_job,
         publish_job,
         refresh_job,

@@ -50,6 +50,17 @@ refresh_job = dg.define_asset_job(
     tags={PIPELINE_TAG: "publish"},
     config=RUN_CONFIG,
 )
+# Development only: the synthetic city's people act (users, friends, swipes, RSVPs, devices),
+# where the real app would. In production the city is off and these assets write nothing; the
+# job exists so the demo and a developer's UI run them as a named job, not an ad-hoc selection.
+simulate_job = dg.define_asset_job(
+    "simulate_city",
+    selection=dg.AssetSelection.assets("synthetic_activity", "synthetic_devices"),
+    description="Development only: the synthetic city's users, friendships, swipes, RSVPs and "
+    "devices, written to Postgres as the app would (no-op where the city is off).",
+    tags={PIPELINE_TAG: "synthetic"},
+    config=RUN_CONFIG,
+)
 outreach_job = dg.define_asset_job(
     "notify_users",
     selection=dg.AssetSelection.assets(

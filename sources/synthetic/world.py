@@ -379,6 +379,14 @@ class World:
         """event_id -> row number in ``events`` (rows never move: the frame is frozen)."""
         return {eid: i for i, eid in enumerate(self.events["event_id"].to_list())}
 
+    def organizations_by_metro(self) -> dict[str, list[str]]:
+        """metro -> organization ids: what a deployment following this city's organizers sets
+        as `GODO_EVENTBRITE_ORGANIZATIONS` (the demo, `godo dagster` on the fake, the tests)."""
+        followed: dict[str, list[str]] = {}
+        for org, metro in self.organizations.select("organization_id", "metro").iter_rows():
+            followed.setdefault(metro, []).append(org)
+        return followed
+
     def user_index(self, user_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Row numbers in ``users`` / ``taste`` for user ids (ids are 1..n_users)."""
         idx = np.asarray(user_ids, dtype=np.int64) - 1

@@ -75,6 +75,7 @@ def test_the_instance_stores_runs_in_postgres_with_the_production_settings(
         ("godo/pipeline", "ingest"): 3,
         ("godo/pipeline", "retrain"): 1,
         ("godo/pipeline", "publish"): 1,
+        ("godo/pipeline", "synthetic"): 1,
         ("godo/pipeline", "outreach"): 1,
         ("godo/pipeline", "impressions"): 1,
     }

@@ -69,9 +69,7 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
     world = build_world(CityConfig.tiny(now=NOW))
     faults = FaultPlan(venues_without_coordinates_share=0.6)
     with FakeUpstream(world, faults=faults) as upstream:
-        followed: dict[str, list[str]] = {}
-        for org, metro in world.organizations.select("organization_id", "metro").iter_rows():
-            followed.setdefault(metro, []).append(org)
+        followed = world.organizations_by_metro()
         warehouse = tmp_path / "warehouse.duckdb"
         resources = {
             "io_manager": DuckDBPolarsIOManager(database=str(warehouse), schema=SCHEMA),

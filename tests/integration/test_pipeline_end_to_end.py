@@ -38,6 +38,7 @@ from godo.settings import REPO_ROOT, Settings
 from godo.tokens import issue_token
 from models.rerank import FEED_EXPLORATION
 from pipelines.definitions import defs
+from pipelines.partitions import metro_partitions
 from pipelines.resources import MLflowResource, SyntheticCityResource
 from pipelines.training import fit_ranker
 from serving.app import create_app
@@ -70,6 +71,7 @@ class TinyCity:
     dagster_home: Path  # a persistent instance: the notebooks read its run history
     pushed: int  # messages the fake Expo received
     emailed: int  # emails the fake Resend received
+    runs: list[dg.DagsterRun]  # the instance's runs right after the demo, oldest first
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +110,11 @@ def tiny_city(
         dagster_home.mkdir()
         with dg.DagsterInstance.local_temp(str(dagster_home)) as instance:
             steps = run_assets(defs, resources, instance)
+            runs = list(reversed(instance.get_runs()))
         pushed, emailed = len(outreach.expo.sent), len(outreach.resend.messages)
-    yield TinyCity(steps, settings.warehouse_path, keys, resources, dagster_home, pushed, emailed)
+    yield TinyCity(
+        steps, settings.warehouse_path, keys, resources, dagster_home, pushed, emailed, runs
+    )
     stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
     if stale:
         redis_client.delete(*stale)
@@ -198,6 +203,37 @@ def test_every_asset_runs_and_the_api_serves_the_published_feed(
         assert event_id not in swiped
         assert events[event_id].is_active
         assert events[event_id].start_utc > now
+
+
+def test_every_demo_run_is_a_named_job_with_the_run_queue_tags(tiny_city: TinyCity) -> None:
+    """The UI's Jobs pages and timeline show the demo as production: no ad-hoc asset runs."""
+    runs = tiny_city.runs
+    assert len(runs) == len(tiny_city.steps)
+    queue_tag = {
+        "ingest_metro": "ingest",
+        "simulate_city": "synthetic",
+        "retrain_and_evaluate": "retrain",
+        "publish_feed": "publish",
+        "notify_users": "outreach",
+        "check_push_receipts": "outreach",
+        "move_impressions": "impressions",
+        "compute_online_metrics": "monitoring",
+    }
+    for run, step in zip(runs, tiny_city.steps, strict=True):
+        # Not `__ephemeral_asset_job__` (what `materialize` names a run) nor `__ASSET_JOB`.
+        assert run.job_name in queue_tag, (run.job_name, step.name)
+        assert run.tags["godo/pipeline"] == queue_tag[run.job_name], step.name
+        assert run.tags["godo/launched_by"] == "demo"
+        assert run.status == dg.DagsterRunStatus.SUCCESS or step.name.startswith(
+            "ranking_evaluation"
+        ), (step.name, run.status)
+    ingest = [run for run in runs if run.job_name == "ingest_metro"]
+    # Three ingest definitions (one a multi-asset) for each metro partition.
+    metros = metro_partitions.get_partition_keys()
+    assert len(ingest) == 3 * len(metros)
+    assert sorted(run.tags["dagster/partition"] for run in ingest) == sorted(metros * 3)
+    assert all("dagster/partition" not in r.tags for r in runs if r.job_name != "ingest_metro")
+    assert {run.job_name for run in runs} == set(queue_tag)
 
 
 # --- notebooks: executed top to bottom in a real kernel, on the tiny city's outputs ----------

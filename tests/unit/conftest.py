@@ -19,6 +19,9 @@ import pytest
 
 from models.evaluation.online import arms_frame
 
+# A JWT secret `Settings` accepts outside development (random-looking, 43 characters).
+PRODUCTION_JWT_SECRET = "Vq3nL8xR2mZ7wK4pT9sB6yH1cF5gJ0dA_eU-oN3iQ8r"
+
 GROUPS = 4
 ITEMS_PER_GROUP = 30
 HITS = 8

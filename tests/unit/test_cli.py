@@ -186,3 +186,94 @@ def test_the_demo_prints_the_simulated_online_table_before_the_holdout(
     assert out.index("Simulated online") < out.index("Logged holdout")
     assert "10.600" in out and "8.600" in out
     assert "the new version is the champion" in out and "+0.300 to +0.500" in out
+
+
+@pytest.fixture
+def no_upstream_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("EVENTBRITE_TOKEN", "GOOGLE_MAPS_API_KEY", "GODO_EVENTBRITE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # `godo dagster` changes into the repository
+
+
+def test_dagster_in_production_without_keys_refuses_before_starting_anything(
+    no_upstream_keys: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.conftest import PRODUCTION_JWT_SECRET
+
+    def connect() -> None:
+        raise AssertionError("servers started before the refusal")
+
+    monkeypatch.setattr("godo.cli.connect", connect)
+    monkeypatch.setenv("GODO_ENVIRONMENT", "production")
+    monkeypatch.setenv("GODO_JWT_SECRET", PRODUCTION_JWT_SECRET)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["dagster"])
+    assert result.exit_code == 1
+    output = " ".join(result.output.split())  # Rich wraps long lines
+    assert "Not starting Dagster: EVENTBRITE_TOKEN and GOOGLE_MAPS_API_KEY not set" in output
+    assert "GODO_ENVIRONMENT=production" in output and "development only" in output
+
+
+def test_dagster_without_keys_in_development_runs_dagster_dev_on_the_local_fake(
+    no_upstream_keys: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`dagster dev` is started with the fake's URLs and credentials in its environment, while
+    the fake answers them; the fake stops when `dagster dev` exits."""
+    import httpx
+
+    from godo.services import ServiceUrls
+
+    urls = ServiceUrls("postgresql://unused/godo", "redis://unused/0", False, False)
+    monkeypatch.setattr("godo.cli.connect", lambda: (get_settings(), urls))
+    monkeypatch.setattr("godo.dagster_home.prepare_dagster_home", lambda *_: tmp_path)
+    launched: dict[str, Any] = {}
+
+    def run_until_exit(command: list[str], env: dict[str, str]) -> int:
+        organizations = json.loads(env["GODO_EVENTBRITE_ORGANIZATIONS"])
+        org = organizations["oakland"][0]
+        listing = httpx.get(
+            f"{env['GODO_EVENTBRITE_BASE_URL']}organizations/{org}/events/",
+            headers={"Authorization": f"Bearer {env['EVENTBRITE_TOKEN']}"},
+        )
+        launched.update(command=command, env=env, listing=listing)
+        return 3
+
+    monkeypatch.setattr("godo.cli.run_until_exit", run_until_exit)
+    result = runner.invoke(app, ["dagster", "--port", "3999"])
+    assert result.exit_code == 3, result.output  # dagster dev's own exit code
+    assert launched["command"][1:4] == ["-m", "dagster", "dev"]
+    assert launched["command"][-2:] == ["-p", "3999"]
+    env = launched["env"]
+    assert launched["listing"].status_code == 200 and launched["listing"].json()["events"]
+    assert env["GODO_EVENTBRITE_TIME_FILTER"] == "all"
+    assert set(json.loads(env["GODO_EVENTBRITE_ORGANIZATIONS"])) == set(get_settings().metros)
+    assert env["GOOGLE_MAPS_API_KEY"] and env["GODO_GEOCODE_BASE_URL"].startswith("http://127.")
+    assert "local fake of Eventbrite and Google Maps" in " ".join(result.output.split())
+    with pytest.raises(httpx.ConnectError):  # stopped with dagster dev
+        httpx.get(env["GODO_EVENTBRITE_BASE_URL"], timeout=2)
+
+
+def test_run_until_exit_passes_an_interrupt_on_and_returns_the_childs_code() -> None:
+    """Ctrl+C (or a process manager's SIGINT/SIGTERM) sent to `godo dagster` alone reaches
+    `dagster dev`, which has a session of its own, and `godo` waits for it to finish."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    from godo.cli import run_until_exit
+
+    child = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, lambda *_: sys.exit(7))\n"
+        "time.sleep(60)\n"
+        "sys.exit(1)\n"
+    )
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code = run_until_exit([sys.executable, "-c", child], dict(os.environ))
+    finally:
+        timer.cancel()
+    assert code == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

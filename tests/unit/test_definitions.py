@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
-from godo.demo import OUTREACH_GROUPS, plan
+from godo.demo import OUTREACH_GROUPS, NoJobForAsset, job_for, plan
 from pipelines.definitions import defs
 from pipelines.partitions import metro_partitions
 
@@ -98,6 +99,7 @@ def test_plan_runs_each_asset_once_per_partition_after_its_upstreams() -> None:
 def test_production_wiring_of_jobs_sensors_and_executor() -> None:
     jobs = {
         "ingest_metro": "ingest",
+        "simulate_city": "synthetic",
         "retrain_and_evaluate": "retrain",
         "publish_feed": "publish",
         "refresh_and_publish": "publish",
@@ -128,3 +130,39 @@ def test_production_wiring_of_jobs_sensors_and_executor() -> None:
     sensors = {s.name for s in defs.sensors or []}
     assert {"refresh_after_new_swipes", "report_run_failures"} <= sensors
     assert defs.resolve_sensor_def("refresh_after_new_swipes").job_name == "refresh_and_publish"
+
+
+def test_every_demo_step_is_a_run_of_a_named_job_that_holds_it() -> None:
+    """No demo run is ad hoc (`__ephemeral_asset_job__`): each is a subset of a real job, the
+    ingest one per metro, with the queue's tag; the app data runs as the retrain runs it."""
+    graph = defs.resolve_asset_graph()
+    for step in plan(defs):
+        job = defs.resolve_job_def(step.job)
+        assert set(step.keys) <= set(job.asset_layer.executable_asset_keys), step.name
+        assert job.tags["godo/pipeline"]
+        assert (step.partition is None) == (job.partitions_def is None), step.name
+    jobs = {key.to_user_string(): step.job for step in plan(defs) for key in step.keys}
+    assert jobs["eventbrite_raw_pages"] == "ingest_metro"
+    assert jobs["synthetic_activity"] == jobs["synthetic_devices"] == "simulate_city"
+    assert jobs["app_swipes"] == jobs["ranking_evaluation"] == "retrain_and_evaluate"
+    assert jobs["published_feed"] == "publish_feed"
+    assert jobs["event_reminders"] == "notify_users"
+    assert jobs["impression_log"] == "move_impressions"
+    assert jobs["online_metrics"] == "compute_online_metrics"
+    assert set(jobs) == {k.to_user_string() for k in graph.get_all_asset_keys()}
+
+
+def test_an_asset_in_no_job_is_refused_rather_than_run_ad_hoc() -> None:
+    @dg.asset
+    def member() -> None:
+        """In a job."""
+
+    @dg.asset
+    def orphan() -> None:
+        """In no job."""
+
+    jobs = [dg.define_asset_job("only_member", selection=[member])]
+    with_orphan = dg.Definitions(assets=[member, orphan], jobs=jobs)
+    assert job_for(with_orphan, [dg.AssetKey("member")]) == "only_member"
+    with pytest.raises(NoJobForAsset, match="orphan: in no job"):
+        job_for(with_orphan, [dg.AssetKey("orphan")])
