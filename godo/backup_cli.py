@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from godo import services
+from godo.console import new_table, show
 from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -87,17 +88,14 @@ def _timed(action: Callable[[], T]) -> tuple[T, float]:
 
 
 def _counts_table(counts: dict[str, int]) -> Table:
-    table = Table("table", "rows")
-    table.columns[1].justify = "right"
+    table = new_table(("table", "rows"), numeric={"rows"})
     for name, rows in sorted(counts.items()):
         table.add_row(name, f"{rows:,}")
     return table
 
 
 def _checks_table(checks: Iterable[backup.TableCheck], restored: str) -> Table:
-    table = Table("table", "manifest", restored, "")
-    for column in table.columns[1:3]:
-        column.justify = "right"
+    table = new_table(("table", "manifest", restored, ""), numeric={"manifest", restored})
 
     def shown(rows: int | None) -> str:
         return "-" if rows is None else f"{rows:,}"
@@ -110,7 +108,7 @@ def _checks_table(checks: Iterable[backup.TableCheck], restored: str) -> Table:
 
 def _report(report: backup.RestoreReport, seconds: float, what: str) -> None:
     manifest = report.manifest
-    console.print(_checks_table(report.checks, what))
+    show(console, _checks_table(report.checks, what))
     console.print(
         f"{manifest.dump}: taken {manifest.created_at} from {manifest.database!r} "
         f"(PostgreSQL {manifest.server_version}, pg_dump {manifest.pg_dump_version}, "
@@ -141,7 +139,7 @@ def create(
             lambda: backup.create_backup(url, folder, pg_bin_dir=settings.pg_bin_dir)
         )
     manifest = result.manifest
-    console.print(_counts_table(manifest.tables))
+    show(console, _counts_table(manifest.tables))
     console.print(
         f"pg_dump {result.pg_dump.describe()} against PostgreSQL {manifest.server_version}; "
         f"{manifest.size_bytes:,} bytes in {seconds:.2f} s; alembic {manifest.alembic_revision}",

@@ -5,29 +5,28 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
+from rich.progress import Progress
 
 from godo import services
 from godo.backup_cli import backup_app
+from godo.console import new_table, progress_columns, show, step_progress
 from godo.experiment_cli import experiment_app
+from godo.run_cli import run
 from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
+    from rich.table import Table
+
     from godo.demo import OutreachFakes, StepReport
     from godo.demo_experiment import ExperimentDemo
+    from store.feed import Feed
 
 app = typer.Typer(
     help="Godo: event recommendations, end to end.",
@@ -42,9 +41,28 @@ app.add_typer(services_app, name="services")
 app.add_typer(backup_app, name="backup")
 app.add_typer(experiment_app, name="experiment")
 console = Console()
+errors = Console(stderr=True)
 
 Host = Annotated[str | None, typer.Option(help="Interface to serve on (default from settings).")]
 Port = Annotated[int | None, typer.Option(help="Port to serve on (default from settings).")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"godo {metadata.version('godo')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Godo: event recommendations, end to end."""
 
 
 def connect() -> tuple[Settings, services.ServiceUrls]:
@@ -121,14 +139,7 @@ def demo(
         upstream=upstream,
         outreach=outreach,
     )
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description:<40}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*progress_columns(), console=console) as progress:
         task = progress.add_task("pipeline", total=len(plan(defs)))
 
         def started(name: str) -> None:
@@ -177,15 +188,17 @@ def demo(
 
 def _print_outreach(reports: Sequence[StepReport], outreach: OutreachFakes) -> None:
     """What the notification and email assets reported, and what the fakes received."""
-    table = Table(title="Notifications and email (local fakes of Expo and Resend)")
-    for column in ("step", "sent", "failed", "skipped"):
-        table.add_column(column, justify="left" if column == "step" else "right")
+    outcomes = ("sent", "failed", "skipped")
+    table = new_table(
+        ("step", *outcomes),
+        title="Notifications and email (local fakes of Expo and Resend)",
+        numeric=outcomes,
+    )
     for report in reports:
         counts = report.outcomes
         if counts:
-            shown = (str(counts.get(k, 0)) for k in ("sent", "failed", "skipped"))
-            table.add_row(report.name, *shown)
-    console.print(table)
+            table.add_row(report.name, *(str(counts.get(k, 0)) for k in outcomes))
+    show(console, table)
     console.print(
         f"Fake Expo received {len(outreach.expo.sent)} push messages; "
         f"fake Resend received {len(outreach.resend.messages)} emails."
@@ -198,15 +211,15 @@ def _print_experiment(result: ExperimentDemo) -> None:
     seconds = ", ".join(f"{phase} {value:.1f} s" for phase, value in result.seconds.items())
     arms = [row["arm"] for row in tables.by_arm.iter_rows(named=True)]
     serves = {arm.name: str(arm.serves) for arm in result.experiment.arms}
-    table = Table(
+    labels = [f"{arm} ({serves.get(arm, '?')})" for arm in arms]
+    table = new_table(
+        ("", *labels),
         title=f"A/B experiment {name}: {result.users:,} simulated users opened the app once "
         f"through the API ({requests['feed']:,} feed pages, {requests['swipes']:,} swipe "
         f"batches, {requests['attendance']:,} RSVPs, with impression ids; {seconds}). Per "
-        "impression, 95% intervals clustered by user"
+        "impression, 95% intervals clustered by user",
+        numeric=labels,
     )
-    table.add_column("")
-    for arm in arms:
-        table.add_column(f"{arm} ({serves.get(arm, '?')})", justify="right")
     rows = {row["arm"]: row for row in tables.by_arm.iter_rows(named=True)}
     table.add_row("users", *(f"{rows[a]['users']:,}" for a in arms))
     table.add_row("impressions", *(f"{rows[a]['impressions']:,}" for a in arms))
@@ -221,21 +234,24 @@ def _print_experiment(result: ExperimentDemo) -> None:
             for a in arms
         ),
     )
-    console.print(table)
-    tests = Table(title=f"{name}: each arm minus control (95% interval, two-sided p-value)")
-    for column in ("arm", "metric", "difference", "95% interval", "p"):
-        tests.add_column(column, justify="left" if column in ("arm", "metric") else "right")
-    labels = dict(_ONLINE_ROWS)
+    show(console, table)
+    figures = ("difference", "95% interval", "p")
+    tests = new_table(
+        ("arm", "metric", *figures),
+        title=f"{name}: each arm minus control (95% interval, two-sided p-value)",
+        numeric=figures,
+    )
+    metric_labels = dict(_ONLINE_ROWS)
     for row in tables.tests.iter_rows(named=True):
         interval = "-" if row["low"] is None else f"{row['low']:+.4f} to {row['high']:+.4f}"
         tests.add_row(
             f"{row['arm']} - {row['control']}",
-            labels.get(row["metric"], row["metric"]),
+            metric_labels.get(row["metric"], row["metric"]),
             "-" if row["diff"] is None else f"{row['diff']:+.4f}",
             interval,
             "-" if row["p_value"] is None else f"{row['p_value']:.2g}",
         )
-    console.print(tests)
+    show(console, tests)
     srm = tables.sample_ratio
     if srm.height:
         verdict = "mismatch" if srm["mismatch"][0] else "users per arm follow the weights"
@@ -297,11 +313,11 @@ def _quiet_mlflow() -> None:
 
 
 def _print_steps(reports: Sequence[StepReport]) -> None:
-    table = Table(title="Pipeline run: one Dagster run per step")
-    table.add_column("step")
-    table.add_column("seconds", justify="right")
-    table.add_column("rows per asset")
-    table.add_column("checks")
+    table = new_table(
+        ("step", "seconds", "rows per asset", "checks"),
+        title="Pipeline run: one Dagster run per step",
+        numeric={"seconds"},
+    )
     for report in reports:
         rows = ", ".join(f"{k}={v:,}" for k, v in report.rows.items()) or "-"
         failed = [name for name, passed in report.checks.items() if not passed]
@@ -310,7 +326,7 @@ def _print_steps(reports: Sequence[StepReport]) -> None:
         table.add_row(report.name, f"{report.seconds:.2f}", rows, checks)
     total = sum(r.seconds for r in reports)
     table.add_row("[bold]total[/]", f"[bold]{total:.2f}[/]", "")
-    console.print(table)
+    show(console, table)
 
 
 def _print_evaluation(settings: Settings, reports: Sequence[StepReport]) -> None:
@@ -324,28 +340,25 @@ def _print_evaluation(settings: Settings, reports: Sequence[StepReport]) -> None
             "online_value", descending=True
         )
         columns = ("value", "low", "high", "likes", "superlikes", "going", "ndcg@10")
-        table = Table(
+        table = new_table(
+            ("model", *columns),
             title="Simulated online: one session per holdout user in the simulator "
-            "(value = expected graded relevance per session, 95% interval over users)"
+            "(value = expected graded relevance per session, 95% interval over users)",
+            numeric=columns,
         )
-        table.add_column("model")
-        for column in columns:
-            table.add_column(column, justify="right")
         for row in online.iter_rows(named=True):
             cells = (
                 "-" if row[f"online_{c}"] is None else f"{row[f'online_{c}']:.3f}" for c in columns
             )
             table.add_row(row["model"], *cells)
-        console.print(table)
+        show(console, table)
     metrics = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
-    table = Table(
+    table = new_table(
+        ("model", "version", *metrics),
         title="Logged holdout: what users did after the cutoff with what the old app showed "
-        "(rewards predicting exposure; reported, does not gate)"
+        "(rewards predicting exposure; reported, does not gate)",
+        numeric=("version", *metrics),
     )
-    table.add_column("model")
-    table.add_column("version", justify="right")
-    for metric in metrics:
-        table.add_column(metric, justify="right")
     for row in (
         frame.filter(frame["ndcg@10"].is_not_null())
         .sort("ndcg@10", descending=True)
@@ -354,7 +367,7 @@ def _print_evaluation(settings: Settings, reports: Sequence[StepReport]) -> None
         version = "" if row["version"] is None else str(row["version"])
         cells = ("-" if row[m] is None else f"{row[m]:.4f}" for m in metrics)
         table.add_row(row["model"], version, *cells)
-    console.print(table)
+    show(console, table)
     gate = {k: v for r in reports for k, v in r.checks.items() if k.endswith(":beats_champion")}
     if gate:
         verdict = (
@@ -396,11 +409,17 @@ def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:
     finally:
         engine.dispose()
         client.close()
-    table = Table(title=f"Feed of user {user_id} (run {feed.run_id}, from {feed.source})")
-    table.add_column("rank", justify="right", min_width=4)
-    table.add_column("event", overflow="ellipsis", no_wrap=True, max_width=24)
-    table.add_column("starts (UTC)", no_wrap=True, min_width=16)
-    table.add_column("why", overflow="ellipsis", no_wrap=True, max_width=22)
+    show(console, feed_table(feed))
+
+
+def feed_table(feed: Feed) -> Table:
+    """A user's feed: event names and reasons wrap at any width, never cut short."""
+    table = new_table(
+        ("rank", "event", "starts (UTC)", "why"),
+        title=f"Feed of user {feed.user_id} (run {feed.run_id}, from {feed.source})",
+        numeric={"rank"},
+        unbroken={"starts (UTC)"},
+    )
     for item in feed.items:
         table.add_row(
             str(item.rank),
@@ -408,25 +427,63 @@ def _print_sample_feed(settings: Settings, urls: services.ServiceUrls) -> None:
             item.card.start_utc.strftime("%a %d %b %H:%M"),
             item.reason,
         )
-    console.print(table)
+    return table
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> None:
+# The packages `--reload` watches: the wheel's (pyproject), not `.venv` or the data folder.
+SOURCE_PACKAGES = ("godo", "sources", "features", "models", "store", "pipelines", "serving")
+
+
+def _serve(
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    *,
+    reload: bool = False,
+    workers: int = 1,
+) -> None:
+    """uvicorn on the app factory: an import string, which reload and workers both need
+    (each worker, and each restart, imports and builds the app itself)."""
     import uvicorn
 
+    from godo.dagster_home import REPO_ROOT
+
     host, port = host or settings.api_host, port or settings.api_port
+    how = " with reload" if reload else f" in {workers} worker processes" if workers > 1 else ""
     console.print(
-        f"Serving the API on [bold]http://{host}:{port}[/] "
+        f"Serving the API on [bold]http://{host}:{port}[/]{how} "
         f"(docs at /docs; `godo token USER_ID` for a bearer token). Ctrl+C stops."
     )
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        reload=reload,
+        reload_dirs=[str(REPO_ROOT / package) for package in SOURCE_PACKAGES] if reload else None,
+        workers=workers,
+    )
 
 
 @app.command()
-def serve(host: Host = None, port: Port = None) -> None:
+def serve(
+    host: Host = None,
+    port: Port = None,
+    reload: Annotated[
+        bool, typer.Option("--reload", help="Restart when a source file changes (development).")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes (each its own pools and Redis keeper).")
+    ] = 1,
+) -> None:
     """Serve the API against the configured or embedded servers."""
+    if reload and workers > 1:
+        raise typer.BadParameter(
+            "--reload runs a single process: drop --reload or --workers", param_hint="--workers"
+        )
     settings, _ = connect()
-    _serve(settings, host, port)
+    _serve(settings, host, port, reload=reload, workers=workers)
 
 
 @app.command()
@@ -554,7 +611,14 @@ def token(
 
 JSON_COLUMNS = ("model", "ndcg@10", "precision@10", "recall@10", "map@10", "coverage")
 TABLE_COLUMNS = (*JSON_COLUMNS[:5], "mrr", "coverage", "novelty")
-TABLE_WIDTH = 110
+
+
+class Protocol(StrEnum):
+    """How `godo evaluate` splits the file (`models.evaluation.protocols`)."""
+
+    time = "time"
+    random = "random"
+    leave_one_out = "leave-one-out"
 
 
 @app.command()
@@ -571,7 +635,13 @@ def evaluate(
             dir_okay=False,
         ),
     ] = None,
-    protocol: Annotated[str, typer.Option(help="time | random | leave-one-out")] = "time",
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="time: each user's last share is the test; random: a random share per user; "
+            "leave-one-out: each user's last interaction."
+        ),
+    ] = Protocol.time,
     test_share: Annotated[float, typer.Option(help="Share held out per user.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the random split, tuning and ranker.")] = 0,
     rerank: Annotated[
@@ -596,31 +666,30 @@ def evaluate(
     """
     import json
 
-    from models.baselines import compare
+    from models.baselines import compare, comparison_steps
     from models.evaluation import leave_one_out, load_interactions, random_split, side_by_side
     from models.evaluation import time_split as time_protocol
     from models.evaluation.protocols import load_items
     from models.generic import Items
 
     # In --json mode stdout carries the table alone: notes and progress go to stderr.
-    notes = Console(stderr=True) if as_json else console
+    notes = errors if as_json else console
     frame = load_interactions(
         interactions, user_col=user_col, item_col=item_col, time_col=time_col, weight_col=weight_col
     )
     catalogue = Items.of(load_items(items, item_col=item_col)) if items is not None else None
     splits = {
-        "time": lambda: time_protocol(frame, test_share=test_share),
-        "random": lambda: random_split(frame, test_share=test_share, seed=seed),
-        "leave-one-out": lambda: leave_one_out(frame),
+        Protocol.time: lambda: time_protocol(frame, test_share=test_share),
+        Protocol.random: lambda: random_split(frame, test_share=test_share, seed=seed),
+        Protocol.leave_one_out: lambda: leave_one_out(frame),
     }
-    if protocol not in splits:
-        raise typer.BadParameter(f"protocol must be one of {sorted(splits)}", param_hint="protocol")
     split = splits[protocol]()
     notes.print(
         f"{interactions.name}: {frame.height:,} interactions, protocol {protocol}, "
         f"{split.test['user_id'].n_unique():,} test users"
     )
-    with notes.status("Scoring...") as status:
+    # The bar goes to stderr, and only to a terminal: stdout stays the table (or the JSON).
+    with step_progress(errors, len(comparison_steps(tune=tune))) as started:
         comparison = compare(
             split,
             items=catalogue,
@@ -628,19 +697,17 @@ def evaluate(
             seed=seed,
             label_share=test_share,
             tune=tune,
-            progress=lambda step: status.update(f"Scoring: {step}..."),
+            progress=started,
         )
     table = side_by_side(comparison.results)
     if as_json:
         typer.echo(json.dumps(table.select(JSON_COLUMNS).to_dicts()))
     else:
-        shown = Table()
         columns = [c for c in TABLE_COLUMNS if c in table.columns]
-        for column in columns:
-            shown.add_column(column, justify="left" if column == "model" else "right")
+        shown = new_table(columns, numeric=columns[1:])
         for row in table.select(columns).iter_rows():
             shown.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
-        Console(width=max(console.width, TABLE_WIDTH)).print(shown)  # never truncate a name
+        show(console, shown)
     for model, chosen in comparison.chosen.items():
         described = ", ".join(
             f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
@@ -677,6 +744,8 @@ def services_status() -> None:
     for name, running in services.status(get_settings().data_path).items():
         console.print(f"{name}: {'[green]running[/]' if running else '[red]stopped[/]'}")
 
+
+app.command("run")(run)
 
 if __name__ == "__main__":
     app()

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from godo.console import new_table, show
 from godo.settings import Settings
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def create(
                 model_registered=lambda ref: registry.resolve(ref) is not None,
             )
     console.print(f"Created experiment [bold]{created.name}[/].")
-    console.print(_table([created]))
+    show(console, _table([created]))
 
 
 @experiment_app.command("list")
@@ -167,7 +168,7 @@ def list_() -> None:
     if not found:
         console.print("No experiments.")
         return
-    console.print(_table(found))
+    show(console, _table(found))
 
 
 @experiment_app.command("stop")
@@ -226,9 +227,10 @@ def promote(
 
 def _table(found: list[Experiment]) -> Table:
     now = datetime.now(UTC)
-    table = Table(title="Experiments")
-    for column in ("name", "status", "layer", "traffic", "start (UTC)", "end (UTC)", "arms"):
-        table.add_column(column, no_wrap=column != "arms")
+    times = ("start (UTC)", "end (UTC)")
+    table = new_table(
+        ("name", "status", "layer", "traffic", *times, "arms"), title="Experiments", unbroken=times
+    )
     for experiment in found:
         end = experiment.end if experiment.stopped_at is None else experiment.stopped_at
         table.add_row(

@@ -36,6 +36,12 @@ from models.tuning import tune_als, tune_ease
 
 K_VALUES = (10, 20)
 MODELS = ("random", "popularity", "als", "ease", "item_knn", "pipeline")
+TUNING_STEPS = ("tune als", "tune ease")
+
+
+def comparison_steps(*, tune: bool) -> tuple[str, ...]:
+    """The step names `compare` reports to its `progress` callback, in order (a bar's total)."""
+    return (*TUNING_STEPS, *MODELS) if tune else MODELS
 
 
 def random_recommendations(split: Split, k: int, seed: int = 0) -> pl.DataFrame:
@@ -122,8 +128,8 @@ def compare(
     chosen: dict[str, dict[str, Any]] = {}
     if tune:
         train = UserCodes.of(split.train).encode(split.train)
-        tuned_als = step("tune als", lambda: tune_als(train, seed=seed))
-        tuned_ease = step("tune ease", lambda: tune_ease(train, seed=seed))
+        tuned_als = step(TUNING_STEPS[0], lambda: tune_als(train, seed=seed))
+        tuned_ease = step(TUNING_STEPS[1], lambda: tune_ease(train, seed=seed))
         als_params, ease_params = tuned_als.params, tuned_ease.params
         chosen["als"] = {**asdict(als_params), "validation ndcg@10": tuned_als.validation_ndcg}
         chosen["ease"] = {**asdict(ease_params), "validation ndcg@10": tuned_ease.validation_ndcg}

@@ -35,7 +35,7 @@ from hypothesis import settings as hypothesis_settings
 from pydantic import SecretStr
 
 from godo import services
-from godo.settings import Settings
+from godo.settings import Settings, get_settings
 from godo.tokens import issue_token, role_claims
 from pipelines.tracking import ModelRegistry
 from serving.app import create_app
@@ -62,6 +62,25 @@ def api_settings(
         jwt_secret=SecretStr(API_SECRET),
         _env_file=None,  # type: ignore[call-arg]
     )
+
+
+@pytest.fixture
+def cli_environment(
+    database_url: str,
+    service_urls: services.ServiceUrls,
+    redis_keys: RedisKeys,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[None]:
+    """`godo` commands run in process against this test's database, Redis namespace and a
+    data folder (`tmp_path`) of their own; the cached settings are dropped before and after."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("REDIS_URL", service_urls.redis_url)
+    monkeypatch.setenv("GODO_REDIS_PREFIX", redis_keys.prefix)
+    monkeypatch.setenv("GODO_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import redis
@@ -15,7 +14,6 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from godo.cli import app
-from godo.services import ServiceUrls
 from godo.settings import get_settings
 from pipelines.tracking import ModelRegistry
 from store.experiments import ServingExperiments, list_experiments
@@ -29,25 +27,17 @@ runner = CliRunner()
 @pytest.fixture
 def cli(
     engine: sa.Engine,
-    database_url: str,
-    service_urls: ServiceUrls,
-    redis_keys: RedisKeys,
+    cli_environment: None,
     model_registry: ModelRegistry,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[CliRunner]:
+) -> CliRunner:
     """`godo` pointed at this test's database, Redis namespace and registry."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("REDIS_URL", service_urls.redis_url)
-    monkeypatch.setenv("GODO_REDIS_PREFIX", redis_keys.prefix)
-    monkeypatch.setenv("GODO_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("GODO_MLFLOW_TRACKING_URI", model_registry.tracking_uri)
     monkeypatch.setenv("GODO_MLFLOW_EXPERIMENT", model_registry.experiment)
     monkeypatch.setenv("GODO_MLFLOW_MODEL_NAME", model_registry.model_name)
-    monkeypatch.setenv("COLUMNS", "200")  # Rich tables unwrapped, so lines can be matched
+    monkeypatch.setenv("COLUMNS", "200")  # messages unwrapped, so lines can be matched
     get_settings.cache_clear()
-    yield runner
-    get_settings.cache_clear()
+    return runner
 
 
 def _create(cli: CliRunner, name: str, *args: str) -> tuple[int, str]:

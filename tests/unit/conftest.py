@@ -1,5 +1,5 @@
 """Shared unit-test data: interaction files with a planted structure (for `godo evaluate` and
-the generic pipeline), and impression-outcome frames for the online metrics.
+the generic pipeline), impression-outcome frames for the online metrics, and event cards.
 
 Users belong to one of `GROUPS` taste groups and mostly pick items of their group (Zipf-like
 within it), plus a few global hits. Popularity only knows the hits and the biggest group's
@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
 import pytest
 
 from models.evaluation.online import arms_frame
+from store.cards import EventCard, Price, Venue
 
 # A JWT secret `Settings` accepts outside development (random-looking, 43 characters).
 PRODUCTION_JWT_SECRET = "Vq3nL8xR2mZ7wK4pT9sB6yH1cF5gJ0dA_eU-oN3iQ8r"
@@ -94,3 +96,35 @@ HALF_AND_HALF = arms_frame(
         {"experiment": "exp", "arm": "treat", "weight": 0.5},
     ]
 )
+
+
+# --- event cards, as `store.cards` reads them --------------------------------------------------
+
+CARD_START = datetime(2026, 12, 5, 0, 30, 0, 120, tzinfo=UTC)
+
+
+def event_card(
+    event_id: str,
+    *,
+    venue: Venue | None = None,
+    zone: str = "UTC",
+    name: str = 'Jazz "on" the Roof — ünïcode',
+) -> EventCard:
+    """A live, paid music event starting at `CARD_START` (ending 3 h later if it has a venue)."""
+    return EventCard(
+        event_id=event_id,
+        name=name,
+        category="music",
+        metro="new-york",
+        start_utc=CARD_START,
+        end_utc=None if venue is None else CARD_START.replace(hour=3),
+        timezone=zone,
+        start_local=CARD_START.astimezone(ZoneInfo(zone)),
+        venue=venue,
+        price=Price(is_free=False, price_min_cents=1500, price_max_cents=2500, currency="USD"),
+        status="live",
+        is_active=True,
+        capacity=100,
+        going_count=3,
+        visible_goers=frozenset({5, 6}),
+    )

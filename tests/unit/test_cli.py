@@ -3,21 +3,49 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from godo.cli import JSON_COLUMNS, app, mlflow_ui_command
+from godo import cli
+from godo.cli import JSON_COLUMNS, TABLE_COLUMNS, app, feed_table, mlflow_ui_command
+from godo.console import show
 from godo.settings import get_settings
 from godo.tokens import verify_token
-from models.baselines import MODELS
+from models.baselines import MODELS, comparison_steps
 
 runner = CliRunner()
+BOX_DRAWING = re.compile("[\u2500-\u257f]")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _words(text: str) -> str:
+    """Text with box drawing gone and whitespace collapsed, so a wrapped message matches."""
+    return " ".join(BOX_DRAWING.sub(" ", text).split())
+
+
+def _assert_steps_shown_in_order(stderr: str, steps: tuple[str, ...]) -> None:
+    """Each step's frame follows the one before (after the opening note, which names the
+    protocol), and the last frame counts all but the last step done: the bar's total is right."""
+    shown = ANSI.sub("", stderr)
+    at = shown.index("test users")
+    for step in steps:
+        at = shown.index(step, at + 1)
+    assert f"{len(steps) - 1}/{len(steps)}" in shown[at - 80 :]
+
+
+def _terminal(monkeypatch: pytest.MonkeyPatch, *, stderr: bool = False) -> Console:
+    """A console that takes itself for an 80-column terminal (COLUMNS=80, FORCE_COLOR)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    return Console(stderr=stderr, force_terminal=True, color_system=None)
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +66,12 @@ def test_token_prints_a_jwt_the_api_accepts_for_that_user() -> None:
 def test_token_refuses_a_non_integer_user() -> None:
     result = runner.invoke(app, ["token", "alice"])
     assert result.exit_code != 0
+
+
+def test_version_prints_the_installed_package_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"godo {metadata.version('godo')}\n"
 
 
 def test_services_status_reports_nothing_running_in_a_new_data_dir() -> None:
@@ -68,7 +102,8 @@ def test_mlflow_refuses_a_tracking_server(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_evaluate_scores_baselines_on_an_interaction_file(tmp_path: Path) -> None:
-    """Two taste communities: the learned baselines must beat random on held-out items."""
+    """Two taste communities: the learned baselines must beat random on held-out items.
+    Not a terminal here, so the table is tab-separated text and nothing goes to stderr."""
     rng = np.random.default_rng(1)
     rows = []
     for user in range(60):
@@ -87,13 +122,43 @@ def test_evaluate_scores_baselines_on_an_interaction_file(tmp_path: Path) -> Non
         app, ["evaluate", "--interactions", str(path), "--protocol", "time", "--no-tune"]
     )
     assert result.exit_code == 0, result.output
-    scores = {
-        line.split()[1]: float(line.split()[3])
-        for line in result.output.splitlines()
-        if line.startswith("│") and line.split()[1] in MODELS
-    }
+    assert not BOX_DRAWING.search(result.stdout) and result.stderr == ""
+    lines = result.stdout.splitlines()
+    header = lines.index("\t".join(TABLE_COLUMNS))
+    rows = [line.split("\t") for line in lines[header + 1 : header + 1 + len(MODELS)]]
+    scores = {row[0]: float(row[1]) for row in rows}  # ndcg@10
     assert set(scores) == set(MODELS)
     assert scores["als"] > scores["random"] and scores["ease"] > scores["random"]
+
+
+def test_evaluate_in_an_80_column_terminal_shows_every_header_and_number_whole(
+    planted: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich's own layout cut `ndcg@…` and `0.26…` at 80 columns; every row must carry the
+    model and all seven figures, each with its four decimals, within the width."""
+    monkeypatch.setattr(cli, "console", _terminal(monkeypatch))
+    args = ["evaluate", "--interactions", str(planted.interactions), "--no-tune"]
+    result = runner.invoke(app, [*args, "--protocol", "random"])
+    assert result.exit_code == 0, result.output
+    lines = ANSI.sub("", result.stdout).splitlines()
+    table = [line for line in lines if line.split() and line.split()[0] in MODELS]
+    assert len(table) == len(MODELS)
+    assert all(len(re.findall(r"\b\d+\.\d{4}\b", line)) == 7 for line in table), table
+    header = next(line for line in lines if line.split()[:1] == ["model"])
+    assert header.split() == list(TABLE_COLUMNS)
+    assert max(len(line) for line in lines[lines.index(header) :]) <= 80
+    assert "…" not in result.stdout
+
+
+def test_evaluate_shows_each_step_on_a_terminal_stderr_and_keeps_stdout_json(
+    planted: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "errors", _terminal(monkeypatch, stderr=True))
+    args = ["evaluate", "--interactions", str(planted.interactions), "--no-tune", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert {row["model"] for row in json.loads(result.stdout)} == set(MODELS)
+    _assert_steps_shown_in_order(result.stderr, comparison_steps(tune=False))
 
 
 def _evaluate_json(*args: str) -> tuple[list[dict[str, object]], str]:
@@ -124,12 +189,16 @@ def test_evaluate_json_is_only_the_table_and_the_pipeline_beats_the_floor(
     assert all(0.0 <= float(row["coverage"]) <= 1.0 for row in rows)  # type: ignore[arg-type]
 
 
-def test_evaluate_prints_the_tuned_params_outside_the_json(planted: Any) -> None:
+def test_evaluate_prints_the_tuned_params_outside_the_json(
+    planted: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "errors", _terminal(monkeypatch, stderr=True))
     rows, notes = _evaluate_json(
         "--interactions", str(planted.interactions), "--protocol", "random", "--seed", "3"
     )
     assert {row["model"] for row in rows} == set(MODELS)
     assert "l2" in notes and "factors" in notes  # EASE's and ALS's choices, on stderr
+    _assert_steps_shown_in_order(notes, comparison_steps(tune=True))
 
 
 def test_evaluate_with_items_and_rerank_runs_the_pipeline_on_category_features(
@@ -142,16 +211,18 @@ def test_evaluate_with_items_and_rerank_runs_the_pipeline_on_category_features(
     assert "content" in notes  # an item file with text adds the TF-IDF generator
 
 
-def test_evaluate_rejects_an_unknown_protocol(tmp_path: Path) -> None:
+def test_evaluate_rejects_an_unknown_protocol_with_a_usage_error_naming_the_choices(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "interactions.csv"
     pl.DataFrame({"user": ["a"], "item": ["x"], "timestamp": [1]}).write_csv(path)
     result = runner.invoke(app, ["evaluate", "--interactions", str(path), "--protocol", "nope"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
+    assert "'nope' is not one of 'time', 'random', 'leave-one-out'" in _words(result.stderr)
 
 
-def test_the_demo_prints_the_simulated_online_table_before_the_holdout(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def _print_holdout_table() -> None:
+    """`godo demo`'s evaluation report of a run whose final feed beat the champion."""
     import duckdb
 
     from godo.cli import _print_evaluation
@@ -182,7 +253,14 @@ def test_the_demo_prints_the_simulated_online_table_before_the_holdout(
         con.sql("CREATE TABLE godo.ranking_evaluation AS SELECT * FROM frame")
     report = StepReport("ranking_evaluation", 1.0, {}, {"ranking_evaluation:beats_champion": True})
     _print_evaluation(settings, [report])
+
+
+def test_the_demo_prints_the_simulated_online_table_before_the_holdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _print_holdout_table()
     out = capsys.readouterr().out
+    assert not BOX_DRAWING.search(out)  # not a terminal: tab-separated, a `# title` line each
     assert out.index("Simulated online") < out.index("Logged holdout")
     assert "10.600" in out and "8.600" in out
     assert "the new version is the champion" in out and "+0.300 to +0.500" in out
@@ -277,3 +355,125 @@ def test_run_until_exit_passes_an_interrupt_on_and_returns_the_childs_code() -> 
         timer.cancel()
     assert code == 7
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_the_logged_holdout_table_keeps_version_and_every_metric_whole_at_80_columns(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's widest table: nine columns, `versi…` and `0.26…` under Rich's own layout."""
+    monkeypatch.setattr(cli, "console", _terminal(monkeypatch))
+    _print_holdout_table()
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    below = lines[next(i for i, line in enumerate(lines) if "Logged holdout" in line) :]
+    header = next(line for line in below if line.split()[:1] == ["model"])
+    metrics = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
+    assert header.split() == ["model", "version", *metrics]
+    rows = [line for line in below if line.split()[:1] in (["final_feed"], ["champion"])]
+    assert [row.split()[:2] for row in rows] == [["final_feed", "2"], ["champion", "1"]]
+    assert all(len(re.findall(r"\b0\.\d{4}\b", row)) == len(metrics) for row in rows), rows
+    assert max(len(line) for line in lines) <= 80 and "…" not in out
+
+
+def test_the_feed_table_wraps_long_names_and_reasons_instead_of_cutting_them() -> None:
+    from store.feed import Feed, FeedItem
+    from tests.unit.conftest import event_card
+
+    name = "The Extraordinary Late Night Jazz Improvisation Collective at the Fillmore"
+    reason = "because you liked Music, 3 friends are going and people like you liked this"
+    card = event_card("ev-1", name=name)
+    item = FeedItem(card, rank=1, score=0.9, reason=reason, friends_going=3, distance_km=None)
+    feed = Feed(114, "run-7", "redis", False, [item])
+    for width in (80, 200):
+        console = Console(width=width, force_terminal=True, color_system=None, record=True)
+        show(console, feed_table(feed))
+        lines = console.export_text().splitlines()
+        assert max(len(line) for line in lines) <= width
+        rows = [line.split("│") for line in lines if line.count("│") == 5]
+        assert " ".join(r[2].strip() for r in rows if r[2].strip()) == name
+        assert " ".join(r[4].strip() for r in rows if r[4].strip()) == reason
+        assert [r[3].strip() for r in rows if r[3].strip()] == ["Sat 05 Dec 00:30"]
+
+
+@pytest.fixture
+def uvicorn_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """`uvicorn.run`'s arguments instead of a server; `connect` without starting any."""
+    import uvicorn
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(cli, "connect", lambda: (get_settings(), None))
+    return calls
+
+
+def test_serve_passes_reload_to_uvicorn_on_the_app_factory(
+    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+) -> None:
+    result = runner.invoke(app, ["serve", "--reload", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    ((args, kwargs),) = uvicorn_calls
+    assert args == ("serving.app:create_app",) and kwargs["factory"] is True
+    assert kwargs["reload"] is True and kwargs["workers"] == 1 and kwargs["port"] == 8123
+    watched = {Path(folder).name for folder in kwargs["reload_dirs"]}
+    assert {"serving", "store", "godo"} <= watched and ".venv" not in watched
+
+
+def test_serve_passes_workers_to_uvicorn(
+    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+) -> None:
+    result = runner.invoke(app, ["serve", "--workers", "3"])
+    assert result.exit_code == 0, result.output
+    ((args, kwargs),) = uvicorn_calls
+    assert args == ("serving.app:create_app",) and kwargs["factory"] is True
+    assert kwargs["workers"] == 3 and kwargs["reload"] is False and kwargs["reload_dirs"] is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--reload", "--workers", "2"], "--reload runs a single process"),
+        (["--workers", "0"], "'--workers': Input should be greater than or equal to 1"),
+    ],
+)
+def test_serve_refuses_options_uvicorn_cannot_honour(
+    uvicorn_calls: list[tuple[tuple[Any, ...], dict[str, Any]]], options: list[str], message: str
+) -> None:
+    result = runner.invoke(app, ["serve", *options])
+    assert result.exit_code == 2
+    assert message in _words(result.stderr)
+    assert uvicorn_calls == []
+
+
+def test_run_list_names_every_job_with_its_pipeline_as_plain_text() -> None:
+    from pipelines.definitions import defs
+    from pipelines.jobs import PIPELINE_TAG
+
+    result = runner.invoke(app, ["run", "--list"])
+    assert result.exit_code == 0, result.output
+    assert not BOX_DRAWING.search(result.stdout)
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["# Jobs", "job\tpipeline\tpartitions\tdescription"]
+    listed = {line.split("\t")[0]: line.split("\t") for line in lines[2:]}
+    assert set(listed) == {job.name for job in defs.jobs or ()}
+    for job in defs.jobs or ():
+        assert listed[job.name][1] == job.tags[PIPELINE_TAG]
+    assert listed["ingest_metro"][2] == ", ".join(get_settings().metros)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["move_impresions"], "no job named 'move_impresions'; the jobs are: ingest_metro,"),
+        ([], "name a job; the jobs are: ingest_metro,"),
+        (["ingest_metro"], "'--partition': missing; ingest_metro runs one of: san-francisco,"),
+        (["ingest_metro", "--partition", "paris"], "'paris' is not one; ingest_metro runs"),
+        (["move_impressions", "--partition", "x"], "move_impressions is not partitioned"),
+    ],
+)
+def test_run_refuses_an_unknown_job_or_partition_before_reaching_any_server(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["run", *args])
+    assert result.exit_code == 2
+    assert message in _words(result.stderr)
+    assert not any(tmp_path.iterdir())  # no instance, no embedded server

@@ -4,44 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from serving.feed_body import feed_body, with_impression_ids
 from serving.schemas import EventCardOut, FeedItemOut, FeedOut, PriceOut, VenueOut
-from store.cards import EventCard, Price, Venue
+from store.cards import Venue
 from store.feed import Feed, FeedItem
-
-START = datetime(2026, 12, 5, 0, 30, 0, 120, tzinfo=UTC)
-
-
-def _card(event_id: str, *, venue: Venue | None, zone: str) -> EventCard:
-    return EventCard(
-        event_id=event_id,
-        name='Jazz "on" the Roof — ünïcode',
-        category="music",
-        metro="new-york",
-        start_utc=START,
-        end_utc=None if venue is None else START.replace(hour=3),
-        timezone=zone,
-        start_local=START.astimezone(ZoneInfo(zone)),
-        venue=venue,
-        price=Price(is_free=False, price_min_cents=1500, price_max_cents=2500, currency="USD"),
-        status="live",
-        is_active=True,
-        capacity=100,
-        going_count=3,
-        visible_goers=frozenset({5, 6}),
-    )
+from tests.unit.conftest import event_card
 
 
 def _feed(next_items: bool) -> Feed:
     venue = Venue(name="Harbour Hall", address="1 Pier", latitude=40.7, longitude=-74.0)
     cards = [
-        _card("ev-1", venue=venue, zone="America/New_York"),
-        _card("ev-2", venue=None, zone="UTC"),
+        event_card("ev-1", venue=venue, zone="America/New_York"),
+        event_card("ev-2", venue=None, zone="UTC"),
     ]
     items = [
         FeedItem(card, rank=i + 1, score=1 / 3 + i, reason="als", friends_going=i, distance_km=d)
