@@ -91,9 +91,10 @@ RECORDING_PATH = "/v1/feed"  # the default page, as issue 13 measured it
 MAX_TOKENS = 10_000
 # The servers of the main run, by the name their log is reported under.
 SERVERS = ("floor", "bare and feed", "2 workers", "Redis down")
-# What `store.feed` logs for each read it serves from Postgres because Redis failed: expected
-# with Redis down; elsewhere it means Redis timed out (a busy machine) and the phase is mixed.
-FELL_BACK = "redis unavailable"
+# What `store.feed` logs for each read (of a feed, or of cards) it serves from Postgres because
+# Redis failed: expected with Redis down; elsewhere it means Redis timed out (a busy machine)
+# and the phase mixed both paths.
+FELL_BACK = "redis unavailable, reading"
 # uvicorn's workers accept from one shared socket, and wrk opens all its connections at once:
 # the kernel may hand most of them (even all) to one worker, which stays with them for the
 # whole run, and that measures one worker, not two. A run whose less busy worker used under
