@@ -1,17 +1,32 @@
 """Publishing and reading feeds: the store's fast paths against naive baselines, side by side.
 
     uv run python -m bench.publish [--users 1000] [--per-user 50] [--repeats 3] [--reads 2000]
+    uv run python -m bench.publish --json   # the same run, only the figures as one JSON object
 
 Uses DATABASE_URL / REDIS_URL when set, else the embedded servers under .godo/. Each run gets
 a scratch database and Redis prefix, dropped afterwards. Baselines run in the same process on
 the same data, so the ratios hold on a noisy machine even when the absolute numbers do not.
+
+The ceiling for publishing is COPY itself (issue 15: publish_run >= 0.8x `psql \\copy`): each
+repeat of `publish_run` is followed by `psql \\copy` of the same rows (the same columns
+`publish_run` COPYs, run id included, from a CSV file written beforehand) into the same
+`recommendations` table, under a run of its own that is deleted after each repeat, so both
+write the same rows into the same indexes. The \\copy time is psql's own `\\timing` (from
+sending the command to its end, psql's start and connection left out). psql is the one on
+PATH, else the embedded server's (`pgserver`); without either the comparison is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -24,6 +39,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from bench.targets import Target, ratio, report
 from godo import services
 from godo.settings import get_settings
 from store import migrate
@@ -31,8 +47,14 @@ from store.db import copy_frame, make_engine, sqlalchemy_url
 from store.feed import read_feed
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
-from store.publish import publish_run
+from store.publish import CERTAIN, RECOMMENDATION_COLUMNS, publish_run
 from store.schema import recommendation_runs, recommendations
+
+TARGET_PUBLISH_OVER_COPY = 0.8
+COPY_RUN_ID = "bench-psql-copy"
+# The columns publish_run COPYs into `recommendations`, in its order.
+COPY_COLUMNS = [*RECOMMENDATION_COLUMNS, "run_id"]
+_PSQL_TIME = re.compile(r"^Time: ([0-9.]+) ms", re.MULTILINE)
 
 
 @contextmanager
@@ -138,6 +160,68 @@ def latency(fn: Callable[[], object], n: int) -> tuple[float, float]:
     return statistics.median(samples), samples[int(0.99 * (len(samples) - 1))]
 
 
+def find_psql() -> str | None:
+    """psql on PATH, else the one the embedded server's wheel ships; None when neither."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        return None
+    shipped = Path(spec.origin).parent / "pginstall" / "bin" / "psql"
+    return str(shipped) if shipped.exists() else None
+
+
+def copy_frame_of(recs: pl.DataFrame, run_id: str) -> pl.DataFrame:
+    """The frame publish_run COPYs for `recs` (propensity filled as it fills it)."""
+    if "propensity" not in recs.columns:
+        recs = recs.with_columns(propensity=pl.lit(CERTAIN))
+    return recs.with_columns(run_id=pl.lit(run_id)).select(COPY_COLUMNS)
+
+
+def psql_copy_command(psql: str, url: str, columns: list[str], csv_path: Path) -> list[str]:
+    """psql timing one `\\copy` of a CSV file into `recommendations`; stops at an error."""
+    target = f"recommendations({', '.join(columns)})"
+    quoted = str(csv_path).replace("'", "''")
+    return [
+        *(psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url),
+        *("-c", "\\timing on"),
+        *("-c", f"\\copy {target} FROM '{quoted}' WITH (FORMAT csv, NULL '\\N')"),
+    ]
+
+
+def psql_seconds(output: str) -> float:
+    """The `Time: ... ms` psql's `\\timing` printed, in seconds."""
+    found = _PSQL_TIME.findall(output)
+    if len(found) != 1:
+        raise ValueError(f"expected one psql timing line, got {len(found)}:\n{output}")
+    return float(found[0]) / 1000
+
+
+def timed_psql_copy(engine: sa.Engine, psql: str, csv_path: Path) -> float:
+    """Seconds of one psql \\copy into a run of its own, which is deleted (untimed) after."""
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        conn.execute(
+            recommendation_runs.insert().values(id=COPY_RUN_ID, status="failed", model="copy")
+        )
+    try:
+        done = subprocess.run(
+            psql_copy_command(psql, url, COPY_COLUMNS, csv_path),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"psql \\copy failed ({done.returncode}): {done.stderr}")
+        return psql_seconds(done.stdout)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(
+                recommendation_runs.delete().where(recommendation_runs.c.id == COPY_RUN_ID)
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
@@ -145,13 +229,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--json", action="store_true", help="print only the figures as JSON")
     args = parser.parse_args()
     data_dir = get_settings().data_path
-    with scratch(data_dir) as (engine, client, keys):
+    psql = find_psql()
+    with scratch(data_dir) as (engine, client, keys), tempfile.TemporaryDirectory() as tmp:
         event_ids = seed_catalogue(engine, args.events)
         recs = make_recs(args.users, args.per_user, event_ids)
         fallback = recs.filter(pl.col("user_id") == 1).drop("user_id")
         counter = iter(range(10**6))
+        csv_path = Path(tmp) / "recommendations.csv"
+        copy_frame_of(recs, COPY_RUN_ID).write_csv(csv_path, include_header=False, null_value="\\N")
 
         def fast() -> None:
             publish_run(
@@ -168,7 +256,13 @@ def main() -> None:
         def slow() -> None:
             naive_publish(engine, client, keys, f"naive-{next(counter)}", recs)
 
-        fast_times = timed(fast, args.repeats)
+        # publish_run and \copy alternate, so drift in the machine's load falls on both.
+        fast_times: list[float] = []
+        copy_times: list[float] = []
+        for _ in range(args.repeats):
+            fast_times += timed(fast, 1)
+            if psql is not None:
+                copy_times.append(timed_psql_copy(engine, psql, csv_path))
         slow_times = timed(slow, args.repeats)
         fast()  # leave a real run published for the read benchmark
         user_ids = iter(i % args.users + 1 for i in range(10**9))
@@ -192,6 +286,34 @@ def main() -> None:
 
     rows = recs.height
     fast_best, slow_best = min(fast_times), min(slow_times)
+    copy_best = min(copy_times) if copy_times else float("nan")
+    target = Target(
+        "publish_run / psql \\copy rows/s",
+        ratio(copy_best, fast_best),  # rows/s over rows/s of the same rows: the inverse times
+        ">=",
+        TARGET_PUBLISH_OVER_COPY,
+    )
+    if args.json:
+        figures = {
+            "rows": rows,
+            "repeats": args.repeats,
+            "publish_run_seconds": round(fast_best, 4),
+            "publish_run_rows_per_s": round(rows / fast_best, 1),
+            "naive_seconds": round(slow_best, 4),
+            "naive_rows_per_s": round(rows / slow_best, 1),
+            "psql": psql,
+            "psql_copy_seconds": round(copy_best, 4) if copy_times else None,
+            "psql_copy_rows_per_s": round(rows / copy_best, 1) if copy_times else None,
+            "publish_over_copy": target.figures()["value"],
+            "targets": [target.figures()],
+            "read_ms": {
+                "redis_cached": {"p50": round(cached_p50, 3), "p99": round(cached_p99, 3)},
+                "redis_uncached": {"p50": round(redis_p50, 3), "p99": round(redis_p99, 3)},
+                "postgres": {"p50": round(pg_p50, 3), "p99": round(pg_p99, 3)},
+            },
+        }
+        print(json.dumps(figures, allow_nan=False))
+        return
     print(
         f"publish {args.users:,} users x {args.per_user} = {rows:,} rows (best of {args.repeats})"
     )
@@ -199,6 +321,16 @@ def main() -> None:
         f"  publish_run (COPY + pipelined Redis)     {fast_best:8.3f} s "
         f"{rows / fast_best:12,.0f} rows/s"
     )
+    if copy_times:
+        print(
+            f"  psql \\copy of the same rows (the floor)  {copy_best:8.3f} s "
+            f"{rows / copy_best:12,.0f} rows/s   ({psql}; psql's \\timing, start-up excluded)"
+        )
+    else:
+        print(
+            "  psql \\copy: skipped, no psql client on PATH nor in pgserver "
+            "(apt-get install postgresql-client)"
+        )
     print(
         f"  baseline (row INSERT + one SET per user) {slow_best:8.3f} s "
         f"{rows / slow_best:12,.0f} rows/s"
@@ -217,6 +349,9 @@ def main() -> None:
         f"  from Postgres              p50 {pg_p50:6.2f} ms   p99 {pg_p99:6.2f} ms  "
         "(Redis has no run: the fallback)"
     )
+    print("targets (issue 15):")
+    for text in report([target]):
+        print(text)
 
 
 if __name__ == "__main__":
