@@ -129,8 +129,8 @@ _FEED_CURSOR_EXAMPLE = (
     "eyJyIjoiM2Y5YzFiNTItN2E0ZS00ZDBiLTlhNjEtMmM4ZTVmMGQ3YjEzIiwiayI6MX0.zRPTFSEioc1OYeqR6pO8pw"
 )
 _FRIENDS_EXAMPLE: list[JsonValue] = [
-    {"user_id": 7, "display_name": "Maya R."},
-    {"user_id": 19, "display_name": "Jonas K."},
+    {"user_id": 7, "display_name": "Maya R.", "since": "2025-11-20T18:04:05Z"},
+    {"user_id": 19, "display_name": "Jonas K.", "since": "2026-01-03T09:12:44Z"},
 ]
 
 
@@ -264,7 +264,8 @@ class FeedOut(BaseModel):
 
 
 class FriendOut(BaseModel):
-    """A friend of the caller who is going."""
+    """A mutual friend of the caller: in their friends list, and among the friends going to an
+    event. One schema for both, so the app has one `Friend` type."""
 
     model_config = ConfigDict(
         from_attributes=True, json_schema_extra={"examples": [_FRIENDS_EXAMPLE[0]]}
@@ -272,6 +273,7 @@ class FriendOut(BaseModel):
 
     user_id: int
     display_name: str
+    since: datetime = Field(description="When the caller and this user became friends.")
 
 
 class EventOut(EventCardOut):
