@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from pydantic import SecretStr
 
 from godo import services
@@ -493,6 +494,53 @@ def live_api(api_settings: Settings, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+CHROMIUM = os.environ.get("GODO_CHROMIUM", "/usr/bin/chromium")
+# Headless, as root in a container, and quiet on a closed network (no background fetches,
+# component updates or QUIC probes that a sandboxed machine refuses).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A page of Debian's Chromium (never a browser Playwright downloads), 1280x900.
+
+    A missing browser fails the test rather than skipping it, so a green suite always means
+    the pages were seen in a browser: `python3 dev.py browsers` installs it.
+    """
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: run `python3 dev.py browsers` (Debian's chromium "
+            "package), or point GODO_CHROMIUM at a Chromium executable"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def collect_page_errors(page: Page, errors: list[str]) -> None:
+    """Append every console error (a CSP violation, a failed load) and uncaught exception."""
+    page.on("console", lambda m: errors.append(m.text) if _is_error(m) else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+
+def _is_error(message: ConsoleMessage) -> bool:
+    return message.type == "error"
 
 
 class DedicatedRedis:
