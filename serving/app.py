@@ -28,7 +28,7 @@ from godo.logs import configure_logging
 from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
 from serving.body_limit import install_body_limit
-from serving.docs import install_docs, operation_id
+from serving.docs import api_description, install_docs, operation_id
 from serving.keeper import run_keeper
 from serving.live_caps import LiveCaps
 from serving.observability import install_observability
@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Godo API",
         summary="Ranked event feeds for the Godo app.",
+        description=api_description(),
         version="0.1.0",
         lifespan=lifespan,
         docs_url=None,  # `serving.docs` serves both pages without a CDN

@@ -30,6 +30,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
+from serving.problem_types import PROBLEM_TYPES
+
 SWAGGER_UI_PATH = "/docs"
 REDOC_PATH = "/redoc"
 DOCS_PATHS = (SWAGGER_UI_PATH, REDOC_PATH)
@@ -41,6 +43,26 @@ SWAGGER_CSS = "swagger-ui.css"
 REDOC_JS = "redoc.standalone.js"
 FAVICON = "favicon.png"
 ASSETS = (SWAGGER_JS, SWAGGER_CSS, REDOC_JS, FAVICON)
+
+
+def api_description() -> str:
+    """The OpenAPI document's description: what every operation shares, and what the
+    operations list cannot show (the problem kinds, from their registry; the WebSocket)."""
+    kinds = "\n".join(
+        f"| `{kind.code}` | `{kind.uri}` | {kind.status} | {kind.when} |" for kind in PROBLEM_TYPES
+    )
+    return f"""\
+**Errors** are RFC 9457 problems (`application/problem+json`). Branch on `type` or `code`, never
+on `detail` (written for people, it may change); a kind is never renamed. Also in the
+repository's `docs/problems.md`, with what the app should do about each.
+
+| code | type | status | when |
+| --- | --- | --- | --- |
+{kinds}
+
+**Live updates**: `GET /v1/live` is a WebSocket, which OpenAPI cannot describe: its messages,
+parameters and close codes are in the repository's `docs/asyncapi.yaml` (AsyncAPI 3.0).
+"""
 
 
 def operation_id(route: APIRoute) -> str:

@@ -307,13 +307,24 @@ class EventOut(EventCardOut):
 
 
 class ProblemOut(BaseModel):
-    """RFC 9457 problem details, the body of every error response."""
+    """RFC 9457 problem details, the body of every error response.
 
-    type: str = "about:blank"
-    title: str
+    Branch on `type` (or `code`), never on `detail`: docs/problems.md lists every kind.
+    """
+
+    type: str = Field(
+        default="about:blank",
+        description="The kind of problem, `/problems/<code>`: a relative URI that identifies "
+        "it (compare it, do not fetch it). Stable: a kind is never renamed.",
+    )
+    code: str | None = Field(
+        default=None,
+        description="The kind's name alone (`validation-error`), the last segment of `type`.",
+    )
+    title: str = Field(description="The status phrase, the same for every problem of a kind.")
     status: int
-    detail: str
-    instance: str
+    detail: str = Field(description="What went wrong this time, for people; may change.")
+    instance: str = Field(description="The request path.")
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="Per-field validation errors (422 only)."
     )

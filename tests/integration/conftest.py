@@ -22,6 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import jwt
 import lightgbm
 import numpy as np
 import polars as pl
@@ -37,7 +38,7 @@ from pydantic import SecretStr
 
 from godo import services
 from godo.settings import Settings
-from godo.tokens import issue_token, role_claims
+from godo.tokens import ISSUER, issue_token, role_claims
 from pipelines.tracking import ModelRegistry
 from serving.app import create_app
 from sources.resend.fake import FakeResend
@@ -49,6 +50,8 @@ from store.schema import event_attendance, events, metadata, swipes, users
 from store.schema import impressions as impressions_table
 
 API_SECRET = "integration-test-secret-0123456789abcdefgh"
+# Nothing listens on port 1: connecting fails at once, as with a server that is down.
+CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
 
 
 @pytest.fixture
@@ -119,6 +122,20 @@ def seed_upcoming_events(conn: sa.Connection, event_ids: list[str], now: datetim
             }
         ),
     )
+
+
+def account_token_headers(settings: Settings, account: uuid.UUID) -> dict[str, str]:
+    """What Supabase issues: `sub` is the account's UUID, not a Godo user id."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(account),
+        "aud": "authenticated",
+        "iss": ISSUER,
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+    }
+    token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def admin_token(settings: Settings, user_id: int = 1, *, admin: bool = True) -> str:

@@ -12,10 +12,8 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jwt
 import pytest
 import redis
 import sqlalchemy as sa
@@ -24,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from godo.settings import Settings
-from godo.tokens import ISSUER, issue_token
+from godo.tokens import issue_token
 from serving.app import create_app
 from serving.security import API_CSP, DOCS_CSP, HSTS
 from store.keys import RedisKeys
+from tests.integration.conftest import account_token_headers
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -279,20 +278,6 @@ def test_redis_down_fails_open_with_one_warning(
 ACCOUNT = uuid.UUID("0b5c8a6e-3f0e-4c1e-9a53-2f8f4b7d6e10")
 
 
-def _account_token(settings: Settings, account: uuid.UUID) -> dict[str, str]:
-    """What Supabase issues: `sub` is the account's UUID, not a Godo user id."""
-    now = datetime.now(UTC)
-    claims = {
-        "sub": str(account),
-        "aud": "authenticated",
-        "iss": ISSUER,
-        "iat": now,
-        "exp": now + timedelta(minutes=5),
-    }
-    token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
-    return {"Authorization": f"Bearer {token}"}
-
-
 def test_an_account_uuid_acts_as_the_user_linked_to_it(
     client: TestClient, settings: Settings, engine: sa.Engine
 ) -> None:
@@ -306,7 +291,7 @@ def test_an_account_uuid_acts_as_the_user_linked_to_it(
         )
     # Ben asks Ana (by user id); Ana, signed in with her account UUID, sees the request.
     assert client.post("/v1/friends/41", headers=_auth(settings, 42)).status_code == 201
-    response = client.get("/v1/me/friends", headers=_account_token(settings, ACCOUNT))
+    response = client.get("/v1/me/friends", headers=account_token_headers(settings, ACCOUNT))
     assert response.status_code == 200, response.text
     assert [r["user_id"] for r in response.json()["incoming"]] == [42]
 
@@ -314,7 +299,7 @@ def test_an_account_uuid_acts_as_the_user_linked_to_it(
 def test_an_account_no_user_is_linked_to_is_a_401_saying_so(
     client: TestClient, settings: Settings
 ) -> None:
-    response = client.get("/v1/me/friends", headers=_account_token(settings, uuid.uuid4()))
+    response = client.get("/v1/me/friends", headers=account_token_headers(settings, uuid.uuid4()))
     assert response.status_code == 401
     assert response.headers["content-type"].startswith(PROBLEM)
     assert "no Godo user is linked" in response.json()["detail"]

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from godo.settings import Settings
 from serving.app import create_app
+from serving.problem_types import BY_CODE
 from serving.problems import PROBLEM_MEDIA_TYPE
 from serving.routers import calendar, health
 from serving.schemas import (
@@ -196,6 +197,13 @@ def test_operation_ids_are_unique_camel_case_and_lead_with_the_method() -> None:
         assert operation_id.startswith(method), operation_id
 
 
+def test_the_description_lists_every_problem_kind_and_points_to_the_live_protocol() -> None:
+    description = OPENAPI["info"]["description"]
+    for kind in BY_CODE.values():
+        assert f"| `{kind.code}` | `{kind.uri}` | {kind.status} |" in description
+    assert "docs/asyncapi.yaml" in description and "docs/problems.md" in description
+
+
 def test_one_friend_schema_for_the_friends_list_and_the_friends_going() -> None:
     schemas = OPENAPI["components"]["schemas"]
     # Two models of one name would both be renamed to `module__path__Name`.
@@ -273,6 +281,10 @@ def test_error_responses_are_problems_with_examples(
             assert problem.title == HTTPStatus(int(status)).phrase
             assert problem.instance.startswith("/v1/")
             assert (problem.errors is not None) == (status == "422")
+            # A registered kind of this status (docs/problems.md), never about:blank.
+            assert problem.code in BY_CODE, example
+            assert problem.type == BY_CODE[problem.code].uri
+            assert BY_CODE[problem.code].status == int(status)
 
 
 @pytest.mark.parametrize(("method", "path", "operation"), _params(pending_fail=False))
