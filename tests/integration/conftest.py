@@ -1,6 +1,6 @@
 """Fixtures shared by the API tests: settings pointing at this test's stores, a Redis server
-of a test's own for fault injection, the admin pages' world, and a small seeded world (with a
-client of the real app) for the bad-input tests."""
+of a test's own for fault injection, the admin pages' world, a small seeded world (with a
+client of the real app) for the bad-input tests, and a Chromium page for the browser tests."""
 
 from __future__ import annotations
 
