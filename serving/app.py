@@ -29,6 +29,7 @@ from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
 from serving.body_limit import install_body_limit
 from serving.deps import FeedServices
+from serving.docs import api_description, install_docs, operation_id
 from serving.keeper import run_keeper
 from serving.live_caps import LiveCaps
 from serving.observability import install_observability
@@ -151,14 +152,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Godo API",
         summary="Ranked event feeds for the Godo app.",
+        description=api_description(),
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        docs_url=None,  # `serving.docs` serves both pages without a CDN
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        generate_unique_id_function=operation_id,  # `getFeed`, not `get_feed_v1_feed_get`
     )
     app.state.settings = settings
     install_problem_handlers(app)
+    docs_paths = install_docs(app)
     app.include_router(health.router)
     app.include_router(feed.router, prefix="/v1")
     app.include_router(swipes.router, prefix="/v1")
@@ -184,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # refusals too), the request id outermost (so every response has one).
     install_body_limit(app, settings)
     install_rate_limits(app, settings, verifier=app.state.token_verifier)
-    install_security(app, settings)
+    install_security(app, settings, docs_paths=docs_paths)
     install_observability(app)
     install_request_ids(app)
     install_trusted_proxies(app, settings.trusted_proxy_hops)

@@ -30,6 +30,14 @@ from godo.tokens import (
     verify_claims,
 )
 from serving.attribution import ImpressionCheck
+from serving.problem_types import (
+    ACCOUNT_NOT_LINKED,
+    SIGNING_KEYS_UNAVAILABLE,
+    TOKEN_INVALID,
+    TOKEN_MISSING,
+    ProblemType,
+)
+from serving.problems import ProblemError
 from store.accounts import AccountDirectory
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
@@ -162,9 +170,9 @@ async def authenticate(state: State, token: str | None) -> int:
     """
     if token is None:
         # RFC 6750 §3.1: a request without credentials gets a bare challenge, no error code.
-        raise HTTPException(
-            status_code=401,
-            detail="Missing bearer token: send 'Authorization: Bearer <token>'.",
+        raise ProblemError(
+            TOKEN_MISSING,
+            "Missing bearer token: send 'Authorization: Bearer <token>'.",
             headers={"WWW-Authenticate": "Bearer"},
         )
     verifier: TokenVerifier = state.token_verifier
@@ -177,11 +185,7 @@ async def authenticate(state: State, token: str | None) -> int:
     except SigningKeysUnavailableError as error:
         # The token may be fine: a 401 would make apps drop the session over our outage.
         log.warning("cannot verify a bearer token: %s", error)
-        raise HTTPException(
-            status_code=503,
-            detail="Token signing keys are temporarily unavailable; retry shortly.",
-            headers={"Retry-After": str(SIGNING_KEYS_RETRY_AFTER_SECONDS)},
-        ) from error
+        raise _signing_keys_unavailable() from error
     if isinstance(subject, int):
         return subject
     accounts: AccountDirectory = state.accounts
@@ -189,15 +193,24 @@ async def authenticate(state: State, token: str | None) -> int:
     if user_id is None:
         user_id = await run_in_threadpool(accounts.user_id, state.engine, subject)
     if user_id is None:
-        raise _invalid_token("no Godo user is linked to the token's account")
+        raise _invalid_token("no Godo user is linked to the token's account", ACCOUNT_NOT_LINKED)
     return user_id
 
 
-def _invalid_token(reason: str) -> HTTPException:
-    return HTTPException(
-        status_code=401,
-        detail=f"Invalid bearer token: {reason}.",
+def _invalid_token(reason: str, kind: ProblemType = TOKEN_INVALID) -> ProblemError:
+    return ProblemError(
+        kind,
+        f"Invalid bearer token: {reason}.",
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+def _signing_keys_unavailable() -> ProblemError:
+    """The token may be fine: a 401 would make apps drop the session over our outage."""
+    return ProblemError(
+        SIGNING_KEYS_UNAVAILABLE,
+        "Token signing keys are temporarily unavailable; retry shortly.",
+        headers={"Retry-After": str(SIGNING_KEYS_RETRY_AFTER_SECONDS)},
     )
 
 
@@ -245,11 +258,7 @@ async def verify_admin_token(settings: Settings, token: str) -> dict[str, Any]:
         raise _invalid_token(error.reason) from error
     except SigningKeysUnavailableError as error:
         log.warning("cannot verify an admin token: %s", error)
-        raise HTTPException(
-            status_code=503,
-            detail="Token signing keys are temporarily unavailable; retry shortly.",
-            headers={"Retry-After": str(SIGNING_KEYS_RETRY_AFTER_SECONDS)},
-        ) from error
+        raise _signing_keys_unavailable() from error
     if not has_role(claims, settings.admin_role_claim, settings.admin_role):
         raise HTTPException(
             status_code=403,
@@ -272,9 +281,9 @@ async def _admin_claims(
     """
     token = credentials.credentials if credentials else request.cookies.get(ADMIN_COOKIE)
     if not token:
-        raise HTTPException(
-            status_code=401,
-            detail="Missing bearer token: send 'Authorization: Bearer <token>' with the admin "
+        raise ProblemError(
+            TOKEN_MISSING,
+            "Missing bearer token: send 'Authorization: Bearer <token>' with the admin "
             "role, or sign in at /admin/login.",
             headers={"WWW-Authenticate": "Bearer"},
         )

@@ -1,7 +1,9 @@
 """Every error the API returns is an RFC 9457 problem (`application/problem+json`).
 
-One shape for every failure lets the app show `detail` and branch on `status` without knowing
-which layer failed. Handlers cover:
+One shape for every failure lets the app show `detail` and branch on `type` (or `code`: the
+registry of kinds is `serving.problem_types`, documented in docs/problems.md) without knowing
+which layer failed. A plain `HTTPException` gets its status's usual kind; `ProblemError`
+names a more specific one. Handlers cover:
 
 - `HTTPException` (ours and Starlette's 404/405): status, detail and headers kept, so a 401
   still carries `WWW-Authenticate`;
@@ -22,16 +24,25 @@ from typing import Any
 
 import redis
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.problem_types import (
+    DEFAULT_BY_STATUS,
+    INTERNAL_ERROR,
+    SIGNING_KEYS_UNAVAILABLE,
+    STORE_UNAVAILABLE,
+    TOKEN_INVALID,
+    TOKEN_MISSING,
+    VALIDATION_ERROR,
+    ProblemType,
+)
 from serving.schemas import ProblemOut
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-STORE_UNAVAILABLE_TYPE = "/problems/store-unavailable"
 RETRY_AFTER_SECONDS = 5
 log = logging.getLogger(__name__)
 
@@ -49,25 +60,32 @@ class ProblemResponse(JSONResponse):
     media_type = PROBLEM_MEDIA_TYPE
 
 
+class ProblemError(HTTPException):
+    """An `HTTPException` of a specific kind: answered with that kind's `type` and `code`.
+
+    Raise it where a status's usual kind (`DEFAULT_BY_STATUS`) would say too little for the
+    app to act on, e.g. an expired invitation rather than any 410.
+    """
+
+    def __init__(
+        self, kind: ProblemType, detail: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(kind.status, detail, dict(headers) if headers else None)
+        self.kind = kind
+
+
 def problem(
     request: Request,
     status: int,
     detail: str,
     *,
-    type_: str = "about:blank",
+    kind: ProblemType | None = None,
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> ProblemResponse:
-    """Build a problem response; `title` is the status phrase, as RFC 9457 asks for about:blank."""
-    body = ProblemOut(
-        type=type_,
-        title=_phrase(status),
-        status=status,
-        detail=detail,
-        instance=request.url.path,
-        **extensions,
-    )
-    return ProblemResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+    """Build a problem response of `kind` (default: the status's usual kind)."""
+    body = _body(status, detail, instance=request.url.path, kind=kind, **extensions)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def problem_example(
@@ -75,12 +93,24 @@ def problem_example(
     detail: str,
     *,
     instance: str,
-    type_: str = "about:blank",
+    kind: ProblemType | None = None,
     **extensions: Any,
 ) -> dict[str, Any]:
     """The body `problem()` would send, for documentation: same fields, same `title`."""
+    return _body(status, detail, instance=instance, kind=kind, **extensions)
+
+
+def _body(
+    status: int, detail: str, *, instance: str, kind: ProblemType | None, **extensions: Any
+) -> dict[str, Any]:
+    """The problem document: `type` and `code` from `kind`, `title` the status phrase (one
+    title per kind, since each kind has one status). A status with no kind is about:blank."""
+    kind = kind or DEFAULT_BY_STATUS.get(status)
+    if kind is not None and kind.status != status:
+        raise ValueError(f"problem kind {kind.code!r} is sent with {kind.status}, not {status}")
     body = ProblemOut(
-        type=type_,
+        type=kind.uri if kind else "about:blank",
+        code=kind.code if kind else None,
         title=_phrase(status),
         status=status,
         detail=detail,
@@ -107,18 +137,22 @@ _PROBLEM_HEADERS: dict[int, dict[str, dict[str, Any]]] = {
     503: {"Retry-After": _RETRY_AFTER},
 }
 
-# Per status: example name (also its summary) -> its body's `detail`, and `type` or any
-# extension when not the default. Routers give their own through `problem_responses(examples=)`.
+# Per status: example name (also its summary) -> its body's `detail`, and `kind` (a
+# `ProblemType`) or any extension when not the default. Routers give their own through
+# `problem_responses(examples=)`.
 _DEFAULT_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     400: {"Malformed body": {"detail": "There was an error parsing the body"}},
     401: {
         "Missing bearer token": {
-            "detail": "Missing bearer token: send 'Authorization: Bearer <token>'."
+            "kind": TOKEN_MISSING,
+            "detail": "Missing bearer token: send 'Authorization: Bearer <token>'.",
         },
-        "Invalid bearer token": {"detail": "Invalid bearer token: token has expired."},
+        "Invalid bearer token": {
+            "kind": TOKEN_INVALID,
+            "detail": "Invalid bearer token: token has expired.",
+        },
     },
     404: {"Not found": {"detail": "User 42 does not exist."}},
-    410: {"Gone": {"detail": "The resource is no longer available."}},
     413: {
         "Body too large": {
             "detail": "body: the request body is larger than the 1048576 bytes this API accepts."
@@ -145,11 +179,12 @@ _DEFAULT_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     },
     503: {
         "Store unavailable": {
-            "type": STORE_UNAVAILABLE_TYPE,
+            "kind": STORE_UNAVAILABLE,
             "detail": "A data store is temporarily unreachable; retry shortly.",
         },
         "Signing keys unavailable": {
-            "detail": "Token signing keys are temporarily unavailable; retry shortly."
+            "kind": SIGNING_KEYS_UNAVAILABLE,
+            "detail": "Token signing keys are temporarily unavailable; retry shortly.",
         },
     },
 }
@@ -164,8 +199,9 @@ def problem_responses(
 
     Each status gets named examples of its body, as `problem()` would build it for a request
     to `instance` (the path with example parameters filled in); `examples[status]` replaces
-    the defaults of that status with `{name: {"detail": ..., other fields...}}`. 401, 429 and
-    503 also document the header they carry.
+    the defaults of that status with `{name: {"detail": ..., "kind": ..., other fields...}}`
+    (`kind` defaults to the status's usual one). 401, 429 and 503 also document the header
+    they carry.
     """
     schema = ProblemOut.model_json_schema()
     overrides = examples or {}
@@ -195,8 +231,8 @@ def problem_responses(
 def _example_body(status: int, instance: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     extra = dict(fields)
     detail = str(extra.pop("detail", _phrase(status)))
-    type_ = str(extra.pop("type", "about:blank"))
-    return problem_example(status, detail, instance=instance, type_=type_, **extra)
+    kind: ProblemType | None = extra.pop("kind", None)
+    return problem_example(status, detail, instance=instance, kind=kind, **extra)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -254,7 +290,8 @@ async def _http_exception(request: Request, exc: StarletteHTTPException) -> Resp
     headers = exc.headers
     if exc.status_code == 405:
         headers = {**(headers or {}), **_allow(request)}
-    return problem(request, exc.status_code, detail, headers=headers)
+    kind = exc.kind if isinstance(exc, ProblemError) else None
+    return problem(request, exc.status_code, detail, kind=kind, headers=headers)
 
 
 def _allow(request: Request) -> dict[str, str]:
@@ -287,7 +324,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Pr
         for error in exc.errors()
     ]
     detail = "; ".join(f"{error['field']}: {error['msg']}" for error in errors)
-    return problem(request, 422, detail or "Request validation failed", errors=errors)
+    return problem(
+        request, 422, detail or "Request validation failed", kind=VALIDATION_ERROR, errors=errors
+    )
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> ProblemResponse:
@@ -296,14 +335,14 @@ async def _store_unavailable(request: Request, exc: Exception) -> ProblemRespons
         request,
         503,
         "A data store is temporarily unreachable; retry shortly.",
-        type_=STORE_UNAVAILABLE_TYPE,
+        kind=STORE_UNAVAILABLE,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 
 async def _unhandled(request: Request, exc: Exception) -> ProblemResponse:
     log.error("unhandled error during %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(request, 500, "An unexpected error occurred.")
+    return problem(request, 500, "An unexpected error occurred.", kind=INTERNAL_ERROR)
 
 
 def _field(loc: Any) -> str:

@@ -129,8 +129,8 @@ _FEED_CURSOR_EXAMPLE = (
     "eyJyIjoiM2Y5YzFiNTItN2E0ZS00ZDBiLTlhNjEtMmM4ZTVmMGQ3YjEzIiwiayI6MX0.zRPTFSEioc1OYeqR6pO8pw"
 )
 _FRIENDS_EXAMPLE: list[JsonValue] = [
-    {"user_id": 7, "display_name": "Maya R."},
-    {"user_id": 19, "display_name": "Jonas K."},
+    {"user_id": 7, "display_name": "Maya R.", "since": "2025-11-20T18:04:05Z"},
+    {"user_id": 19, "display_name": "Jonas K.", "since": "2026-01-03T09:12:44Z"},
 ]
 
 
@@ -264,7 +264,8 @@ class FeedOut(BaseModel):
 
 
 class FriendOut(BaseModel):
-    """A friend of the caller who is going."""
+    """A mutual friend of the caller: in their friends list, and among the friends going to an
+    event. One schema for both, so the app has one `Friend` type."""
 
     model_config = ConfigDict(
         from_attributes=True, json_schema_extra={"examples": [_FRIENDS_EXAMPLE[0]]}
@@ -272,6 +273,7 @@ class FriendOut(BaseModel):
 
     user_id: int
     display_name: str
+    since: datetime = Field(description="When the caller and this user became friends.")
 
 
 class EventOut(EventCardOut):
@@ -305,13 +307,24 @@ class EventOut(EventCardOut):
 
 
 class ProblemOut(BaseModel):
-    """RFC 9457 problem details, the body of every error response."""
+    """RFC 9457 problem details, the body of every error response.
 
-    type: str = "about:blank"
-    title: str
+    Branch on `type` (or `code`), never on `detail`: docs/problems.md lists every kind.
+    """
+
+    type: str = Field(
+        default="about:blank",
+        description="The kind of problem, `/problems/<code>`: a relative URI that identifies "
+        "it (compare it, do not fetch it). Stable: a kind is never renamed.",
+    )
+    code: str | None = Field(
+        default=None,
+        description="The kind's name alone (`validation-error`), the last segment of `type`.",
+    )
+    title: str = Field(description="The status phrase, the same for every problem of a kind.")
     status: int
-    detail: str
-    instance: str
+    detail: str = Field(description="What went wrong this time, for people; may change.")
+    instance: str = Field(description="The request path.")
     errors: list[dict[str, Any]] | None = Field(
         default=None, description="Per-field validation errors (422 only)."
     )

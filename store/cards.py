@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from features.geo import haversine_km
 from store.db import read_frame
+from store.friends import Friend
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ WHERE mine.user_id = ANY(:user_ids)
 
 _FRIENDS_GOING = sa.text(
     """
-SELECT u.id AS user_id, u.display_name
+SELECT u.id AS user_id, u.display_name, mine.created_at AS since
 FROM event_attendance AS ea
 JOIN users AS u ON u.id = ea.user_id
 JOIN friendships AS mine ON mine.user_id = :viewer_id AND mine.friend_id = ea.user_id
@@ -197,12 +198,6 @@ class EventCard:
         return round(float(km), 3)
 
 
-@dataclass(frozen=True)
-class FriendGoing:
-    user_id: int
-    display_name: str
-
-
 def load_live_cards(conn: sa.Connection, event_ids: Iterable[str]) -> dict[str, EventCard]:
     """Cards of `event_ids` by id, in one query however many ids (unknown ids are absent)."""
     ids = list(set(event_ids))
@@ -228,10 +223,11 @@ def load_mutual_friends_of(
     return {user_id: frozenset(friends) for user_id, friends in found.items()}
 
 
-def load_friends_going(conn: sa.Connection, event_id: str, *, viewer_id: int) -> list[FriendGoing]:
-    """The viewer's friends going to `event_id` who let friends see it (never private RSVPs)."""
+def load_friends_going(conn: sa.Connection, event_id: str, *, viewer_id: int) -> list[Friend]:
+    """The viewer's friends going to `event_id` who let friends see it (never private RSVPs),
+    as the friends list shows them (`since` included)."""
     rows = conn.execute(_FRIENDS_GOING, {"event_id": event_id, "viewer_id": viewer_id})
-    return [FriendGoing(int(r.user_id), str(r.display_name)) for r in rows]
+    return [Friend(int(r.user_id), str(r.display_name), r.since) for r in rows]
 
 
 def _card(row: sa.RowMapping) -> EventCard:

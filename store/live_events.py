@@ -7,6 +7,12 @@ What is sent (each event is `{id, type, data}` on the WebSocket, `serving.router
 - `friend_rsvp_removed` `{user_id, event_id}`: an answer the receiver could see is no longer
   visible to them (deleted, or switched to private). It says nothing about why.
 - `feed_refreshed` `{run_id}`: a new recommendation run was published; sent to everyone.
+- `device_moved` `{platform}`: one of the receiver's devices registered its push token for
+  another account (`publish_device_moved`).
+
+`EVENT_TYPES` lists them, and `_fan_out` refuses any other; with the connection's own
+`hello` and `resync` they are `MESSAGE_TYPES`, every type `docs/asyncapi.yaml` documents
+(`tests/unit/test_asyncapi.py` keeps the two equal).
 
 Visibility (decided by `rsvp_event` and `publish_rsvp_change`, pure rules over the calendar's
 own `VISIBLE_TO`): recipients are the actor's mutual friends at the time of the write, never
@@ -69,6 +75,8 @@ FEED_REFRESHED = "feed_refreshed"
 DEVICE_MOVED = "device_moved"
 HELLO = "hello"
 RESYNC = "resync"
+EVENT_TYPES = frozenset({FRIEND_RSVP, FRIEND_RSVP_REMOVED, FEED_REFRESHED, DEVICE_MOVED})
+MESSAGE_TYPES = EVENT_TYPES | {HELLO, RESYNC}
 
 # Enough for a phone that was offline for a while; beyond that it is told to `resync`.
 USER_STREAM_MAX_EVENTS = 500
@@ -258,7 +266,10 @@ def _fan_out(
     """XADD to each recipient's stream (or the broadcast stream) then PUBLISH, in one MULTI.
 
     The PUBLISH comes after the XADDs, so a process woken by it always finds the entries.
+    A type outside `EVENT_TYPES` is a ValueError: clients only get documented messages.
     """
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"{event_type!r} is not a live event type (EVENT_TYPES)")
     fields = {"type": event_type, "data": json.dumps(data, separators=(",", ":"))}
     streams = (
         [(keys.live_broadcast_stream(), BROADCAST_MAX_EVENTS)]

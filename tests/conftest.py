@@ -1,5 +1,6 @@
 """Shared fixtures: real PostgreSQL and Redis for integration tests; running notebook cells
-and dev.py the way a developer does.
+and dev.py the way a developer does; the live messages' documented schemas
+(`docs/asyncapi.yaml`) for unit and integration tests alike.
 
 `DATABASE_URL` / `REDIS_URL` point the tests at running servers (CI does this); otherwise the
 embedded servers from `godo.services` start under a temporary folder. Each test session gets
@@ -13,13 +14,16 @@ import importlib.util
 import os
 import uuid
 from collections.abc import Iterator, Mapping
+from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import jsonschema
 import pytest
 import redis
 import sqlalchemy as sa
+import yaml
 from sqlalchemy.engine import make_url
 
 from godo import services
@@ -58,6 +62,51 @@ def execute_in_notebook_dir(notebook: nbformat.NotebookNode, env: Mapping[str, s
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},  # the kernel's cwd
     )
     client.execute(env=dict(env))
+
+
+ASYNCAPI = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.yaml"
+
+
+@cache
+def asyncapi_document() -> dict[str, Any]:
+    """`docs/asyncapi.yaml`, parsed."""
+    document: dict[str, Any] = yaml.safe_load(ASYNCAPI.read_text())
+    return document
+
+
+def resolve_ref(node: Any) -> Any:
+    """`node`, or what its local `$ref` (`#/components/messages/hello`) points at, followed
+    until it is not a reference."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = asyncapi_document()
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def live_message_schemas() -> dict[str, dict[str, Any]]:
+    """Each message type the server sends on `/v1/live` -> its documented payload schema,
+    with the document's `components` beside it so its `$ref`s resolve."""
+    document = asyncapi_document()
+    schemas = {}
+    for reference in document["operations"]["sendLiveEvents"]["messages"]:
+        payload = resolve_ref(reference)["payload"]
+        schemas[payload["properties"]["type"]["const"]] = {
+            **payload,
+            "components": document["components"],
+        }
+    return schemas
+
+
+def assert_documented_live_message(message: dict[str, Any]) -> None:
+    """Fail unless `message` is a documented type and valid against its schema."""
+    schemas = live_message_schemas()
+    assert message.get("type") in schemas, f"undocumented live message: {message}"
+    schema = schemas[message["type"]]
+    jsonschema.Draft7Validator(
+        schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    ).validate(message)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -38,6 +38,8 @@ from serving.deps import (
     verify_admin_token,
 )
 from serving.html import render
+from serving.problem_types import TOKEN_MISSING
+from serving.problems import ProblemError
 from store.admin import (
     MAX_WINDOW_DAYS,
     SRM_ALPHA,
@@ -172,9 +174,9 @@ async def login(request: Request, settings: SettingsDep) -> RedirectResponse:
     form = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4)
     token = (form.get("token") or [""])[0].strip()
     if not token:
-        raise HTTPException(
-            status_code=401,
-            detail="Missing token: paste an access token with the admin role.",
+        raise ProblemError(
+            TOKEN_MISSING,
+            "Missing token: paste an access token with the admin role.",
             headers={"WWW-Authenticate": "Bearer"},
         )
     claims = await verify_admin_token(settings, token)

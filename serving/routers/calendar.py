@@ -18,7 +18,8 @@ from pydantic.json_schema import JsonDict
 
 from serving.deps import CurrentUserId, EngineDep, ImpressionCheckDep, KeysDep, RedisDep
 from serving.observability import record_cache
-from serving.problems import STORE_UNAVAILABLE_TYPE, problem_responses
+from serving.problem_types import STORE_UNAVAILABLE
+from serving.problems import problem_responses
 from serving.schemas import (
     IMPRESSION_ID_EXAMPLE,
     QueryTime,
@@ -661,7 +662,7 @@ def delete_calendar_token(user_id: CurrentUserId, engine: EngineDep) -> Response
                 },
                 503: {
                     "Store unavailable": {
-                        "type": STORE_UNAVAILABLE_TYPE,
+                        "kind": STORE_UNAVAILABLE,
                         "detail": "A data store is temporarily unreachable; retry shortly.",
                     }
                 },

@@ -270,7 +270,7 @@ def delete_device(
         examples={404: _UNKNOWN_USER},
     ),
 )
-def put_preferences(
+def put_notification_preferences(
     body: PreferencesIn, user_id: CurrentUserId, engine: EngineDep
 ) -> PreferencesOut:
     """Replaces the push preferences; notifications deferred by quiet hours go out afterwards."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from serving import cursors
 from serving.deps import CurrentUserId, FeedServicesDep, OriginDep
 from serving.feed_body import feed_body, with_impression_ids
 from serving.observability import record_feed_source, record_impressions
-from serving.problems import problem_responses
+from serving.problem_types import FEED_CURSOR_EXPIRED
+from serving.problems import ProblemError, problem_responses
 from serving.schemas import FeedOut, StoredText
 from store.feed import Feed, RunGone, read_feed_async
 from store.impressions import NOT_RECORDED, record_impressions_async
@@ -55,9 +56,10 @@ _CACHE_CONTROL_HEADER = {
             examples={
                 410: {
                     "Cursor's run dropped": {
+                        "kind": FEED_CURSOR_EXPIRED,
                         "detail": "The run this cursor pages through "
                         "(3f9c1b52-7a4e-4d0b-9a61-2c8e5f0d7b13) has been replaced and dropped, "
-                        "or was never published; request the feed again without a cursor."
+                        "or was never published; request the feed again without a cursor.",
                     }
                 },
                 422: {
@@ -137,9 +139,9 @@ async def get_feed(
             cache=services.cache,
         )
     except RunGone as gone:
-        raise HTTPException(
-            status_code=410,
-            detail=f"The run this cursor pages through ({gone}) has been replaced and dropped, "
+        raise ProblemError(
+            FEED_CURSOR_EXPIRED,
+            f"The run this cursor pages through ({gone}) has been replaced and dropped, "
             "or was never published; request the feed again without a cursor.",
         ) from None
     record_feed_source(request, "cold_start" if feed.cold_start else feed.source)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.problems import problem_responses
-from serving.schemas import MAX_BIGINT
+from serving.schemas import MAX_BIGINT, FriendOut
 from store.calendar import UnknownUserError, invalidate_calendar
 from store.friends import (
     FriendLists,
@@ -34,14 +34,6 @@ router = APIRouter(tags=["friends"])
 
 # Bounded to Postgres' BIGINT, so an absurd id is a 422 rather than a database error.
 OtherUserIdPath = Annotated[int, Path(ge=1, le=MAX_BIGINT, description="The other user.")]
-
-
-class FriendOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    user_id: int
-    display_name: str
-    since: datetime = Field(description="When the caller and this user became friends.")
 
 
 class FriendRequestOut(BaseModel):
@@ -155,7 +147,7 @@ def post_friend(
     summary="Accept a user's friend request",
     responses=problem_responses(401, 404, 422, 429, 503, instance="/v1/friends/42/accept"),
 )
-def post_accept(
+def post_friend_accept(
     user_id: OtherUserIdPath,
     caller_id: CurrentUserId,
     engine: EngineDep,

@@ -137,7 +137,7 @@ class HealthOut(BaseModel):
         },
     },
 )
-def health(
+def get_health(
     engine: EngineDep,
     redis_client: RedisDep,
     keys: KeysDep,

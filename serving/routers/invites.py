@@ -28,7 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from godo.settings import Settings
 from serving.deps import CurrentUserId, EngineDep, SettingsDep
 from serving.observability import record_notification
-from serving.problems import problem_responses
+from serving.problem_types import (
+    ALREADY_INVITED,
+    EMAIL_UNAVAILABLE,
+    INVITE_EXPIRED,
+    INVITE_LIMIT_REACHED,
+    STORE_UNAVAILABLE,
+)
+from serving.problems import ProblemError, problem_responses
 from serving.schemas import StoredText
 from sources.resend.client import EmailSender, ResendClient, ResendError
 from sources.resend.messages import invitation
@@ -69,8 +76,8 @@ def _client(base_url: str, api_key: str) -> ResendClient:
 
 async def _email_sender(settings: SettingsDep) -> EmailSender:
     if settings.resend_api_key is None:
-        raise HTTPException(
-            503,
+        raise ProblemError(
+            EMAIL_UNAVAILABLE,
             "Email is not configured on this server (RESEND_API_KEY is unset).",
             headers={"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)},
         )
@@ -145,8 +152,9 @@ _POST_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     404: {"Unknown caller": {"detail": "User 42 does not exist."}},
     409: {
         "Already invited": {
+            "kind": ALREADY_INVITED,
             "detail": "You already invited rui@example.com; that invitation is valid until "
-            "2026-12-14T10:00:00+00:00."
+            "2026-12-14T10:00:00+00:00.",
         }
     },
     422: {
@@ -164,16 +172,31 @@ _POST_EXAMPLES: dict[int, dict[str, dict[str, Any]]] = {
     },
     429: {
         "Daily invite limit": {
-            "detail": "You can send at most 20 invitations in 24 hours; retry in 3600 s."
+            "kind": INVITE_LIMIT_REACHED,
+            "detail": "You can send at most 20 invitations in 24 hours; retry in 3600 s.",
         },
         "Recipient limit": {
-            "detail": "This address has received 3 invitations in 24 hours; retry in 3600 s."
+            "kind": INVITE_LIMIT_REACHED,
+            "detail": "This address has received 3 invitations in 24 hours; retry in 3600 s.",
+        },
+        "Rate limited": {
+            "detail": "Rate limit exceeded for this user (100 requests per minute, bursts of "
+            "200); retry in 1 s."
         },
     },
     503: {
         "Provider unavailable": {
-            "detail": "The invitation could not be sent right now; retry shortly."
-        }
+            "kind": EMAIL_UNAVAILABLE,
+            "detail": "The invitation could not be sent right now; retry shortly.",
+        },
+        "Email not configured": {
+            "kind": EMAIL_UNAVAILABLE,
+            "detail": "Email is not configured on this server (RESEND_API_KEY is unset).",
+        },
+        "Store unavailable": {
+            "kind": STORE_UNAVAILABLE,
+            "detail": "A data store is temporarily unreachable; retry shortly.",
+        },
     },
 }
 
@@ -208,8 +231,8 @@ def post_invite(
     except UnknownInviterError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
     except AlreadyInvitedError as error:
-        raise HTTPException(
-            409,
+        raise ProblemError(
+            ALREADY_INVITED,
             f"You already invited {body.email}; that invitation is valid until "
             f"{error.expires_at.isoformat()}.",
         ) from error
@@ -219,8 +242,8 @@ def post_invite(
             if error.scope == "inviter"
             else f"This address has received {error.limit} invitations in 24 hours"
         )
-        raise HTTPException(
-            429,
+        raise ProblemError(
+            INVITE_LIMIT_REACHED,
             f"{detail}; retry in {error.retry_after_seconds} s.",
             headers={"Retry-After": str(error.retry_after_seconds)},
         ) from error
@@ -240,8 +263,8 @@ def post_invite(
         log.warning("invite %s could not be sent: %s", invite.id, error)
         record_send(engine, invite.id, status="failed", detail=str(error)[:500])
         record_notification(request, channel="email", kind="invite", outcome="failed")
-        raise HTTPException(
-            503,
+        raise ProblemError(
+            EMAIL_UNAVAILABLE,
             "The invitation could not be sent right now; retry shortly.",
             headers={"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)},
         ) from error
@@ -266,7 +289,7 @@ def post_invite(
         instance=f"/v1/invites/{_EXAMPLE_TOKEN}",
         examples={
             404: {"Unknown link": {"detail": "This invitation link is not valid."}},
-            410: {"Expired": {"detail": "This invitation has expired."}},
+            410: {"Expired": {"kind": INVITE_EXPIRED, "detail": "This invitation has expired."}},
         },
     ),
 )
@@ -279,7 +302,7 @@ def get_invite(
     try:
         invite_id = verify_invite_token(settings, token)
     except LinkExpiredError as error:
-        raise HTTPException(410, "This invitation has expired.") from error
+        raise ProblemError(INVITE_EXPIRED, "This invitation has expired.") from error
     except LinkInvalidError as error:
         raise HTTPException(404, "This invitation link is not valid.") from error
     invite = find_invite(engine, invite_id)

@@ -16,8 +16,12 @@ Protocol:
 - Server messages are JSON text frames `{id, type, data}`: first `hello` (`data.user_id`, and
   `id` is the position to resume from if nothing else arrives), then `resync` if events after
   `last_event_id` were lost (the client should reload what it shows), then `friend_rsvp`,
-  `friend_rsvp_removed` and `feed_refreshed` (see `store.live_events`). Client messages are
-  read (to notice a disconnect) and ignored.
+  `friend_rsvp_removed`, `feed_refreshed` and `device_moved` (see `store.live_events`).
+  Client messages are read (to notice a disconnect) and ignored.
+
+`docs/asyncapi.yaml` documents all of it for client developers (AsyncAPI 3.0): each message's
+schema, the query parameters and the close codes below, kept equal to this code by
+`tests/unit/test_asyncapi.py`.
 
 The rate limiter and other middleware are HTTP-only, so they never see this route. Tokens in a
 query string can end up in proxy access logs; prefer the header where the client allows it.

@@ -1,6 +1,6 @@
 """Fixtures shared by the API tests: settings pointing at this test's stores, a Redis server
-of a test's own for fault injection, the admin pages' world, and a small seeded world (with a
-client of the real app) for the bad-input tests."""
+of a test's own for fault injection, the admin pages' world, a small seeded world (with a
+client of the real app) for the bad-input tests, and a Chromium page for the browser tests."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import jwt
 import lightgbm
 import numpy as np
 import polars as pl
@@ -32,11 +33,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from pydantic import SecretStr
 
 from godo import services
 from godo.settings import Settings, get_settings
-from godo.tokens import issue_token, role_claims
+from godo.tokens import ISSUER, issue_token, role_claims
 from pipelines.tracking import ModelRegistry
 from serving.app import create_app
 from sources.resend.fake import FakeResend
@@ -48,6 +50,8 @@ from store.schema import event_attendance, events, metadata, swipes, users
 from store.schema import impressions as impressions_table
 
 API_SECRET = "integration-test-secret-0123456789abcdefgh"
+# Nothing listens on port 1: connecting fails at once, as with a server that is down.
+CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
 
 
 @pytest.fixture
@@ -137,6 +141,20 @@ def seed_upcoming_events(conn: sa.Connection, event_ids: list[str], now: datetim
             }
         ),
     )
+
+
+def account_token_headers(settings: Settings, account: uuid.UUID) -> dict[str, str]:
+    """What Supabase issues: `sub` is the account's UUID, not a Godo user id."""
+    now = datetime.now(UTC)
+    claims = {
+        "sub": str(account),
+        "aud": "authenticated",
+        "iss": ISSUER,
+        "iat": now,
+        "exp": now + timedelta(minutes=5),
+    }
+    token = jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+    return {"Authorization": f"Bearer {token}"}
 
 
 def admin_token(settings: Settings, user_id: int = 1, *, admin: bool = True) -> str:
@@ -512,6 +530,53 @@ def live_api(api_settings: Settings, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+CHROMIUM = os.environ.get("GODO_CHROMIUM", "/usr/bin/chromium")
+# Headless, as root in a container, and quiet on a closed network (no background fetches,
+# component updates or QUIC probes that a sandboxed machine refuses).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def page() -> Iterator[Page]:
+    """A page of Debian's Chromium (never a browser Playwright downloads), 1280x900.
+
+    A missing browser fails the test rather than skipping it, so a green suite always means
+    the pages were seen in a browser: `python3 dev.py browsers` installs it.
+    """
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: run `python3 dev.py browsers` (Debian's chromium "
+            "package), or point GODO_CHROMIUM at a Chromium executable"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def collect_page_errors(page: Page, errors: list[str]) -> None:
+    """Append every console error (a CSP violation, a failed load) and uncaught exception."""
+    page.on("console", lambda m: errors.append(m.text) if _is_error(m) else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+
+def _is_error(message: ConsoleMessage) -> bool:
+    return message.type == "error"
 
 
 class DedicatedRedis:

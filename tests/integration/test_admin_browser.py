@@ -17,9 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import Page
 
 from godo.settings import Settings
 from serving.html import interval, number, percent
@@ -27,41 +26,12 @@ from tests.integration.conftest import (
     ADMIN_EXPERIMENT,
     AdminWorld,
     admin_token,
+    collect_page_errors,
     postgres_arm_numbers,
     postgres_daily_points,
 )
 
-CHROMIUM = os.environ.get("GODO_CHROMIUM", "/usr/bin/chromium")
-# Headless, as root in a container, and quiet on a closed network (no background fetches,
-# component updates or QUIC probes that a sandboxed machine refuses).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-@pytest.fixture
-def page(tmp_path: Path) -> Page:  # type: ignore[misc]
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: run `python3 dev.py browsers` (Debian's chromium "
-            "package), or point GODO_CHROMIUM at a Chromium executable"
-        )
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        yield context.new_page()
-        context.close()
-        browser.close()
 
 
 def test_the_experiment_page_in_chromium(
@@ -76,8 +46,7 @@ def test_the_experiment_page_in_chromium(
     assert unauthorised is not None and unauthorised.status == 401
     # From here on nothing may fail: a CSP violation or a failed load is a console error.
     errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if _is_error(m) else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    collect_page_errors(page, errors)
 
     page.goto(f"{live_api}/admin/login")
     page.fill("#token", admin_token(api_settings))
@@ -127,7 +96,3 @@ def test_the_experiment_page_in_chromium(
     page.screenshot(path=str(tmp_path / "admin-user-feed.png"), full_page=True)
 
     assert errors == []
-
-
-def _is_error(message: ConsoleMessage) -> bool:
-    return message.type == "error"

@@ -25,6 +25,7 @@ HALL = (40.7411, -73.9897)  # a venue in Manhattan
 NEARBY = (40.7527, -73.9772)  # about 1.5 km away
 # A January start, so New York is on standard time (-05:00) whatever today's date is.
 START = datetime(datetime.now(UTC).year + 1, 1, 15, 0, 30, tzinfo=UTC)
+FRIENDS_SINCE = datetime(2025, 11, 20, 18, 4, 5, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -91,6 +92,16 @@ def seeded(engine: sa.Engine) -> None:
                 {"user_id": [a for a, _ in friendships], "friend_id": [b for _, b in friendships]}
             ),
         )
+        # Each user's rows are dated by the user, so `since` shows whose row was read.
+        conn.execute(
+            sa.text("UPDATE friendships SET created_at = :since + user_id * interval '1 day'"),
+            {"since": FRIENDS_SINCE},
+        )
+
+
+def _since(viewer_id: int) -> str:
+    """`since` of every friend `viewer_id` sees, as the API writes it (see `seeded`)."""
+    return (FRIENDS_SINCE + timedelta(days=viewer_id)).isoformat().replace("+00:00", "Z")
 
 
 def _rsvp(engine: sa.Engine, user_id: int, status: str, visibility: str) -> None:
@@ -158,14 +169,15 @@ def test_friends_going_lists_friends_who_share_never_private(
     _rsvp(engine, 1, "interested", "public")
 
     ana = _get(client, api_settings, 1).json()
-    assert ana["friends_going"] == [{"user_id": 2, "display_name": "Bruno"}]
+    # The same `FriendOut` as the friends list: `since` is when Ana befriended Bruno.
+    assert ana["friends_going"] == [{"user_id": 2, "display_name": "Bruno", "since": _since(1)}]
     assert ana["going_count"] == 3  # 2, 4 and 5; 3's private RSVP is nobody else's business
 
     # Bruno is Carla's friend too, and still never sees her private RSVP.
     bruno = _get(client, api_settings, 2).json()
     assert bruno["friends_going"] == [] and bruno["going_count"] == 3
     carla = _get(client, api_settings, 3).json()
-    assert carla["friends_going"] == [{"user_id": 2, "display_name": "Bruno"}]
+    assert carla["friends_going"] == [{"user_id": 2, "display_name": "Bruno", "since": _since(3)}]
 
 
 def test_cancelled_or_full_event_still_opens_saying_so(

@@ -37,6 +37,7 @@ from store.live_events import (
     publish_rsvp_change,
 )
 from store.publish import publish_run
+from tests.conftest import assert_documented_live_message
 
 VIEWER, FRIEND, STRANGER, OTHER_FRIEND = 1, 2, 3, 4
 EVENTS = ["ev-1", "ev-2", "ev-3"]
@@ -128,6 +129,7 @@ def _receive(ws: WebSocketTestSession, timeout: float = RECEIVE_TIMEOUT_SECONDS)
         pytest.fail(f"no live message within {timeout} s")
     ws._raise_on_close(message)
     decoded: dict[str, Any] = json.loads(message["text"])
+    assert_documented_live_message(decoded)  # every message, as docs/asyncapi.yaml has it
     return decoded
 
 

@@ -30,6 +30,7 @@ from serving.app import create_app
 from sources.expo.fake import FakeExpo
 from store import notifications as store
 from store.keys import RedisKeys
+from store.live_events import Cursor
 from store.schema import (
     devices,
     event_attendance,
@@ -39,6 +40,7 @@ from store.schema import (
     swipes,
     users,
 )
+from tests.conftest import assert_documented_live_message
 
 ANA, BEN, CAT = 1, 2, 3
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -153,9 +155,14 @@ def test_register_is_idempotent_and_moves_a_token(
     assert store.user_tokens(seeded, ANA) == []
     assert store.user_tokens(seeded, BEN) == [TOKEN_A]
     # The previous owner is told, on their own live stream only.
-    ((_, fields),) = redis_client.xrange(redis_keys.live_user_stream(ANA))
+    ((entry_id, fields),) = redis_client.xrange(redis_keys.live_user_stream(ANA))
     assert fields[b"type"] == b"device_moved"
     assert json.loads(fields[b"data"]) == {"platform": "ios"}
+    # As `/v1/live` would send it: as docs/asyncapi.yaml documents it.
+    position = Cursor(user=entry_id.decode()).encode()
+    assert_documented_live_message(
+        {"id": position, "type": "device_moved", "data": json.loads(fields[b"data"])}
+    )
     assert redis_client.xlen(redis_keys.live_user_stream(BEN)) == 0
 
 

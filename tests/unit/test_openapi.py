@@ -7,6 +7,7 @@ actually answer is covered by the integration tests.
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel
 
 from godo.settings import Settings
 from serving.app import create_app
+from serving.problem_types import BY_CODE
 from serving.problems import PROBLEM_MEDIA_TYPE
 from serving.routers import calendar, health
 from serving.schemas import (
@@ -68,6 +70,35 @@ EXPECTED_STATUSES: dict[tuple[str, str], set[int]] = {
 # Operations whose documentation is not complete yet: those two checks are expected to fail for
 # them; every other check applies. Remove an entry (and add it to `EXPECTED_STATUSES`) once done.
 PENDING_DOCUMENTATION: frozenset[tuple[str, str]] = frozenset()
+
+# Every operation's id, as client generators name their methods (`serving.docs.operation_id`).
+# A change here renames a method in every generated client: make it on purpose, and say so.
+OPERATION_IDS: dict[tuple[str, str], str] = {
+    HEALTH: "getHealth",
+    ("get", "/v1/feed"): "getFeed",
+    ("post", "/v1/swipes"): "postSwipes",
+    ("get", "/v1/events/{event_id}"): "getEvent",
+    ("put", "/v1/events/{event_id}/attendance"): "putAttendance",
+    ("delete", "/v1/events/{event_id}/attendance"): "deleteAttendance",
+    ("get", "/v1/me/calendar"): "getMyCalendar",
+    ("get", "/v1/users/{user_id}/calendar"): "getUserCalendar",
+    ("post", "/v1/me/calendar-token"): "postCalendarToken",
+    ("delete", "/v1/me/calendar-token"): "deleteCalendarToken",
+    ICS: "getCalendarIcs",
+    ("get", "/v1/me/friends"): "getMyFriends",
+    ("post", "/v1/friends/{user_id}"): "postFriend",
+    ("post", "/v1/friends/{user_id}/accept"): "postFriendAccept",
+    ("delete", "/v1/friends/{user_id}"): "deleteFriend",
+    ("post", "/v1/me/devices"): "postDevice",
+    ("delete", "/v1/me/devices/{token}"): "deleteDevice",
+    ("put", "/v1/me/notification-preferences"): "putNotificationPreferences",
+    ("post", "/v1/invites"): "postInvite",
+    INVITE: "getInvite",
+    UNSUBSCRIBE_GET: "getUnsubscribe",
+    UNSUBSCRIBE_POST: "postUnsubscribe",
+}
+# camelCase, led by the HTTP method: `getFeed`, `putNotificationPreferences`.
+OPERATION_ID = re.compile(r"(get|post|put|patch|delete)(?:[A-Z][a-z0-9]*)+")
 
 # Models with `examples` in their JSON schema; each example must be a valid instance.
 EXAMPLE_MODELS: list[type[BaseModel]] = [
@@ -150,6 +181,40 @@ def test_every_operation_is_listed() -> None:
     assert documented == set(EXPECTED_STATUSES) | PENDING_DOCUMENTATION
 
 
+def test_operation_ids_are_the_listed_ones() -> None:
+    assert {(method, path): op["operationId"] for method, path, op in OPERATIONS} == OPERATION_IDS
+
+
+def test_operation_ids_are_unique_camel_case_and_lead_with_the_method() -> None:
+    ids = [
+        operation["operationId"]
+        for item in OPENAPI["paths"].values()
+        for operation in item.values()
+    ]
+    assert len(ids) == len(set(ids))
+    for (method, _), operation_id in OPERATION_IDS.items():
+        assert OPERATION_ID.fullmatch(operation_id), operation_id
+        assert operation_id.startswith(method), operation_id
+
+
+def test_the_description_lists_every_problem_kind_and_points_to_the_live_protocol() -> None:
+    description = OPENAPI["info"]["description"]
+    for kind in BY_CODE.values():
+        assert f"| `{kind.code}` | `{kind.uri}` | {kind.status} |" in description
+    assert "docs/asyncapi.yaml" in description and "docs/problems.md" in description
+
+
+def test_one_friend_schema_for_the_friends_list_and_the_friends_going() -> None:
+    schemas = OPENAPI["components"]["schemas"]
+    # Two models of one name would both be renamed to `module__path__Name`.
+    assert not [name for name in schemas if "__" in name]
+    assert [name for name in schemas if "FriendOut" in name] == ["FriendOut"]
+    friend = {"$ref": "#/components/schemas/FriendOut"}
+    assert schemas["FriendsOut"]["properties"]["friends"]["items"] == friend
+    assert schemas["EventOut"]["properties"]["friends_going"]["items"] == friend
+    assert set(schemas["FriendOut"]["required"]) == {"user_id", "display_name", "since"}
+
+
 @pytest.mark.parametrize(("method", "path", "operation"), _params(pending_fail=False))
 def test_summary_description_and_tag(method: str, path: str, operation: dict[str, Any]) -> None:
     assert operation.get("summary")
@@ -216,6 +281,10 @@ def test_error_responses_are_problems_with_examples(
             assert problem.title == HTTPStatus(int(status)).phrase
             assert problem.instance.startswith("/v1/")
             assert (problem.errors is not None) == (status == "422")
+            # A registered kind of this status (docs/problems.md), never about:blank.
+            assert problem.code in BY_CODE, example
+            assert problem.type == BY_CODE[problem.code].uri
+            assert BY_CODE[problem.code].status == int(status)
 
 
 @pytest.mark.parametrize(("method", "path", "operation"), _params(pending_fail=False))
