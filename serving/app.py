@@ -28,7 +28,6 @@ from godo.logs import configure_logging
 from godo.settings import Settings, get_settings
 from godo.tokens import TokenVerifier
 from serving.body_limit import install_body_limit
-from serving.deps import FeedServices
 from serving.docs import api_description, install_docs, operation_id
 from serving.keeper import run_keeper
 from serving.live_caps import LiveCaps
@@ -123,15 +122,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # The hot path's Redis commands (rate limits, feed reads, impressions) go through one
     # batcher, so concurrent requests share pipelines (`store.redis_batch`).
     app.state.redis_batcher = RedisBatcher(async_redis)
-    app.state.feed_services = FeedServices(
-        engine=engine,
-        redis=app.state.redis_batcher,
-        keys=app.state.keys,
-        settings=settings,
-        cache=app.state.live_cache,
-        impression_key=app.state.impression_key,
-        cursor_key=app.state.cursor_key,
-    )
     app.state.redis_breaker = breaker
     keeper = asyncio.create_task(run_keeper(app.state), name="godo-keeper")
     try:

@@ -219,7 +219,7 @@ CurrentUserId = Annotated[int, Depends(_current_user_id)]
 
 @dataclass(frozen=True)
 class FeedServices:
-    """What a feed read needs, gathered once per process (`serving.app`'s lifespan).
+    """What a feed read needs, from `app.state` (opened once per process by the lifespan).
 
     One dependency instead of eight: the feed is the hot path, and FastAPI resolves each
     dependency of each request anew. Redis is the app's `RedisBatcher`, so the read and the
@@ -236,8 +236,18 @@ class FeedServices:
 
 
 async def _feed_services(request: Request) -> FeedServices:
-    services: FeedServices = _state(request, "feed_services")
-    return services
+    """Gathered from `app.state` per request (a few attribute reads), so whatever the state
+    holds now is used: a test or the keeper may swap a pool after startup."""
+    state = request.app.state
+    return FeedServices(
+        engine=state.engine,
+        redis=state.redis_batcher,
+        keys=state.keys,
+        settings=state.settings,
+        cache=state.live_cache,
+        impression_key=state.impression_key,
+        cursor_key=state.cursor_key,
+    )
 
 
 FeedServicesDep = Annotated[FeedServices, Depends(_feed_services)]
