@@ -20,6 +20,12 @@ browsers: ## Install the Chromium the browser tests drive (Debian's package, apt
 check: ## ruff (lint + format check) and mypy
 	$(PY) dev.py check
 
+image: ## Build the pipelines' and the API's images with podman (Debian stand-ins for the bases)
+	$(PY) dev.py image
+
+compose-smoke: ## docker-compose.yml end to end with podman: up, healthy, pipeline, a feed, down
+	$(PY) dev.py compose-smoke
+
 fmt: ## Format and autofix with ruff
 	uv run ruff format . && uv run ruff check --fix .
 
@@ -46,4 +52,4 @@ clean: ## Delete everything generated under .godo/ (stops the embedded servers f
 	-uv run godo services stop
 	rm -rf .godo
 
-.PHONY: help demo demo-once test browsers check fmt serve dagster mlflow services-stop bench chaos clean
+.PHONY: help demo demo-once test browsers check image compose-smoke fmt serve dagster mlflow services-stop bench chaos clean

@@ -5,6 +5,8 @@
     python3 dev.py test      install everything, run the whole test suite
     python3 dev.py check     install everything, run ruff and mypy
     python3 dev.py browsers  install the browser the browser tests drive (Debian's Chromium)
+    python3 dev.py image     build the images with podman (deploy/images.py)
+    python3 dev.py compose-smoke  the compose stack end to end with podman (deploy/smoke.py)
 
 Installs uv (pinned) into .godo/tools when it is not on PATH, then `uv sync --frozen` from the
 committed uv.lock, then runs the command inside that environment. Extra arguments pass through
@@ -36,6 +38,8 @@ COMMANDS: dict[str, list[list[str]]] = {
     "demo": [["godo", "demo"]],
     "test": [["pytest"]],
     "check": [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]],
+    "image": [["python", "-m", "deploy.images"]],
+    "compose-smoke": [["python", "-m", "deploy.smoke"]],
 }
 
 
