@@ -95,14 +95,17 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 
 FROM runtime-base AS api
-COPY --from=api-builder /opt/venv /opt/venv
-COPY --from=source /app /app
+# Metadata first, the large COPYs last: with podman's vfs storage (deploy/podman.py) every
+# instruction commits a full copy of the image so far, so after the venv each would cost a
+# copy of it. COPY ignores USER: the files stay root's, read-only to the app user.
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/app/docker/entrypoint.sh", "healthcheck"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/app/docker/entrypoint.sh"]
 CMD ["api"]
+COPY --from=api-builder /opt/venv /opt/venv
+COPY --from=source /app /app
 
 FROM runtime-base AS runtime
 # libgomp1: OpenMP for the lightgbm and implicit wheels, which do not vendor it.
@@ -110,9 +113,8 @@ RUN apt-get update \
     && apt-get install --yes --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 ENV DAGSTER_HOME=/opt/dagster
-COPY --from=builder /opt/venv /opt/venv
-COPY --from=source /app /app
 COPY dagster.yaml /opt/dagster/dagster.yaml
+# As in `api`: metadata before the large COPYs.
 USER 10001:10001
 # 8000 the API, 3000 the Dagster webserver, 5000 MLflow (whichever role runs).
 EXPOSE 8000 3000 5000
@@ -121,3 +123,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/app/docker/entrypoint.sh", "healthcheck"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/app/docker/entrypoint.sh"]
 CMD ["api"]
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=source /app /app

@@ -190,7 +190,7 @@ class Stack:
 
     def pipeline(self, argv: list[str]) -> None:
         """A one-off container of the pipelines' service, output streamed, removed after."""
-        self.compose_run(["run", "--rm", "--no-deps", PIPELINE_SERVICE, *argv], capture=False)
+        self.compose_run(["run", "--rm", "--no-deps", "-T", PIPELINE_SERVICE, *argv], capture=False)
 
     def logs(self, tail: int = 40) -> None:
         for name, container in self.containers.items():

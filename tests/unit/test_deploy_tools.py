@@ -91,10 +91,15 @@ def test_builds_mount_the_ca_bundle_and_name_it_for_pip_and_uv(tmp_path: Path) -
 
 
 def test_machine_settings_are_written_unless_podman_is_configured(tmp_path: Path) -> None:
-    env = machine_env({"PATH": "/usr/bin"}, state_dir=tmp_path)
+    env = machine_env({"GODO_PODMAN_STORAGE_DRIVER": "vfs"}, state_dir=tmp_path)
     conf = Path(env["CONTAINERS_CONF"]).read_text()
     assert "default_ulimits = []" in conf and 'runtime = "runc"' in conf
-    assert 'driver = "vfs"' in Path(env["CONTAINERS_STORAGE_CONF"]).read_text()
+    storage = Path(env["CONTAINERS_STORAGE_CONF"]).read_text()
+    assert 'driver = "vfs"' in storage and 'graphroot = "/var/lib/containers/storage"' in storage
+    env = machine_env({"GODO_PODMAN_STORAGE_DRIVER": "overlay"}, state_dir=tmp_path)
+    storage = Path(env["CONTAINERS_STORAGE_CONF"]).read_text()
+    # A graph root holds one driver's layers.
+    assert 'driver = "overlay"' in storage and "/var/lib/containers/storage-overlay" in storage
     mine = {"CONTAINERS_CONF": "/etc/mine.conf", "CONTAINERS_STORAGE_CONF": "/etc/s.conf"}
     assert machine_env(mine, state_dir=tmp_path / "unused") == mine
     assert not (tmp_path / "unused").exists()
