@@ -28,7 +28,7 @@ COPY models /app/models
 COPY store /app/store
 COPY pipelines /app/pipelines
 COPY serving /app/serving
-COPY workspace.yaml alembic.ini /app/
+COPY workspace.yaml alembic.ini dagster.yaml /app/
 COPY --chmod=0755 docker/entrypoint.sh /app/docker/entrypoint.sh
 
 FROM ${BASE_IMAGE} AS uv

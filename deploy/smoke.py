@@ -71,7 +71,7 @@ class Report:
 
     def time(self, phase: str, started: float) -> None:
         self.seconds[phase] = time.perf_counter() - started
-        log(f"{phase}: {self.seconds[phase]:.1f} s")
+        log(f"{phase}: {self.seconds[phase]:.2f} s")
 
 
 def log(message: str) -> None:
@@ -119,7 +119,9 @@ class Stack:
     def create(self) -> None:
         """Resolve the merged files, then create volumes and containers without starting any."""
         self.services = yaml.safe_load(self.compose_run(["config"]))["services"]
-        self.compose_run(["up", "--no-start", "--no-build"])
+        # --no-deps: no podman `--requires` links, which would make `podman start` of the api
+        # fail once the one-off `migrate` it depends on has exited. This script orders starts.
+        self.compose_run(["up", "--no-start", "--no-build", "--no-deps"])
         listing = self.podman.run(
             [
                 "ps",
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print("\ncompose smoke: passed")
     for phase, seconds in report.seconds.items():
-        print(f"  {phase:<48} {seconds:8.1f} s")
+        print(f"  {phase:<48} {seconds:8.2f} s")
     for name, fact in report.facts.items():
         print(f"  {name:<48} {fact}")
     return 0

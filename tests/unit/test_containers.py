@@ -332,8 +332,10 @@ def dockerfile_problems(text: str) -> list[str]:
 
     source = built.get("source")
     copies = source.values("COPY") if source else []
-    if not any("workspace.yaml" in copy_sources(c) for c in copies):
-        problems.append("workspace.yaml is not in the app directory")
+    for config in ("workspace.yaml", "alembic.ini", "dagster.yaml"):
+        # dagster.yaml too: `godo demo` copies it from the app directory into its DAGSTER_HOME.
+        if not any(config in copy_sources(c) for c in copies):
+            problems.append(f"{config} is not in the app directory")
     if not any(re.search(r"--chmod=0?755 docker/entrypoint\.sh", c) for c in copies):
         problems.append("docker/entrypoint.sh is not copied as an executable")
     return problems
@@ -1177,6 +1179,7 @@ def test_compose_checks_catch_a_broken_file(path: list[str], value: object, expe
         ("&& rm -rf /var/lib/apt/lists/*", "", "apt lists are left in stage runtime-base"),
         ('CMD ["api"]', 'CMD ["dagster-daemon"]', "default command"),
         ("COPY dagster.yaml /opt/dagster/dagster.yaml", "", "DAGSTER_HOME"),
+        ("alembic.ini dagster.yaml /app/", "alembic.ini /app/", "dagster.yaml is not in the app"),
         ("COPY --from=api-builder /opt/venv /opt/venv", "", "api: copies no /opt/venv"),
         (
             "COPY --from=builder /opt/venv /opt/venv",
