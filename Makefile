@@ -22,6 +22,12 @@ browsers: ## Install the Chromium the browser tests drive (Debian's package, apt
 check: ## ruff (lint + format check) and mypy
 	$(PY) dev.py check
 
+image: ## Build the pipelines' and the API's images with podman (Debian stand-ins for the bases)
+	$(PY) dev.py image
+
+compose-smoke: ## docker-compose.yml end to end with podman: up, healthy, pipeline, a feed, down
+	$(PY) dev.py compose-smoke
+
 fmt: ## Format and autofix with ruff
 	$(PY) dev.py fmt
 
@@ -49,4 +55,4 @@ chaos: ## Faults (Redis killed/paused, Postgres restarted, publishes killed) und
 clean: ## Delete everything generated under .godo/ (stops the embedded servers first)
 	$(PY) dev.py clean
 
-.PHONY: help demo demo-once test browsers check fmt serve dagster mlflow notebooks services-stop bench chaos clean
+.PHONY: help demo demo-once test browsers check image compose-smoke fmt serve dagster mlflow notebooks services-stop bench chaos clean

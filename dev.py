@@ -15,6 +15,8 @@
     python3 dev.py clean          stop them and delete .godo/
     python3 dev.py run -- CMD...  any command inside the environment
     python3 dev.py browsers       install the browser the browser tests drive (Debian's Chromium)
+    python3 dev.py image          build the images with podman (deploy/images.py)
+    python3 dev.py compose-smoke  the compose stack end to end with podman (deploy/smoke.py)
 
 Installs uv (pinned) into .godo/tools when it is not on PATH, then `uv sync --frozen` from the
 committed uv.lock, then runs the command inside that environment. Extra arguments pass through
@@ -67,6 +69,8 @@ COMMANDS: dict[str, list[list[str]]] = {
     "bench": [["python", "-m", "bench.publish"], ["python", "-m", "bench.quality"]],
     "chaos": [["python", "-m", "bench.chaos"]],
     "services-stop": [["godo", "services", "stop"]],
+    "image": [["python", "-m", "deploy.images"]],
+    "compose-smoke": [["python", "-m", "deploy.smoke"]],
 }
 
 

@@ -10,6 +10,9 @@
 # argv is visible to every process (`ps`) and printed by a dry run, so each program reads its
 # URL from the environment itself (Settings, dagster.yaml, alembic's env.py, mlflow's
 # MLFLOW_BACKEND_STORE_URI).
+#
+# Servers listen on GODO_BIND_HOST (default 0.0.0.0: a container's own network, published by
+# the orchestrator); with host networking (deploy/compose.host.yml) it is 127.0.0.1.
 set -eu
 
 # The directory above this script: /app in the image, the checkout when run from one.
@@ -66,14 +69,14 @@ case "${role}" in
         # Proxy headers only from FORWARDED_ALLOW_IPS (default: none but loopback), so a client
         # cannot spoof its address past the rate limiter by sending X-Forwarded-For itself.
         run uvicorn serving.app:create_app --factory \
-            --host 0.0.0.0 --port "${GODO_API_PORT:-8000}" \
+            --host "${GODO_BIND_HOST:-0.0.0.0}" --port "${GODO_API_PORT:-8000}" \
             --proxy-headers --forwarded-allow-ips "${FORWARDED_ALLOW_IPS:-127.0.0.1}" \
             "$@"
         ;;
     dagster-webserver)
         require DAGSTER_HOME DAGSTER_POSTGRES_URL
         run dagster-webserver -w "${APP_DIR}/workspace.yaml" \
-            -h 0.0.0.0 -p "${DAGSTER_WEBSERVER_PORT:-3000}" "$@"
+            -h "${GODO_BIND_HOST:-0.0.0.0}" -p "${DAGSTER_WEBSERVER_PORT:-3000}" "$@"
         ;;
     dagster-daemon)
         require DAGSTER_HOME DAGSTER_POSTGRES_URL
@@ -104,7 +107,7 @@ case "${role}" in
         require MLFLOW_BACKEND_STORE_URI
         # Artifacts go through this server (--serve-artifacts), so clients need no access to
         # the artifact volume, only the tracking URI.
-        run mlflow server --host 0.0.0.0 --port "${MLFLOW_PORT:-5000}" \
+        run mlflow server --host "${GODO_BIND_HOST:-0.0.0.0}" --port "${MLFLOW_PORT:-5000}" \
             --serve-artifacts --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-/mlartifacts}" \
             "$@"
         ;;

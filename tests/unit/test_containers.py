@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import http.server
 import io
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,79 +206,185 @@ ROLE_ENV = {
 # --- structural checks -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One build stage: its name, what it starts FROM, and its instructions after FROM."""
+
+    name: str
+    base: str
+    instructions: list[dict[str, Any]]
+
+    def values(self, instruction: str) -> list[str]:
+        return values(self.instructions, instruction)
+
+
+def named_stages(parser: DockerfileParser) -> dict[str, Stage]:
+    """Stages by name (an unnamed stage is called by its index, as `--from=N` would)."""
+    result: dict[str, Stage] = {}
+    for n, stage in enumerate(stages(parser)):
+        words = stage[0]["value"].split()
+        name = words[2] if len(words) == 3 and words[1].lower() == "as" else str(n)
+        result[name] = Stage(name, words[0], stage[1:])
+    return result
+
+
+def global_args(parser: DockerfileParser) -> dict[str, str | None]:
+    """ARGs declared before the first FROM (the only ones a FROM line can use)."""
+    result: dict[str, str | None] = {}
+    for instruction in parser.structure:
+        if instruction["instruction"] == "FROM":
+            break
+        if instruction["instruction"] == "ARG":
+            name, sep, default = instruction["value"].partition("=")
+            result[name.strip()] = default.strip() if sep else None
+    return result
+
+
+BASE_ARG = "BASE_IMAGE"
+BASE_REFERENCES = {f"${{{BASE_ARG}}}", f"${BASE_ARG}"}
+# The two images: the API's (`--target api`) and the default target, every other role's.
+FINAL_STAGES = ("api", "runtime")
+
+
+def root_of(stage: Stage, all_stages: Mapping[str, Stage]) -> str:
+    """The image a stage ultimately starts from, following FROMs of earlier stages."""
+    while stage.base in all_stages:
+        stage = all_stages[stage.base]
+    return stage.base
+
+
+def builder_of(stage: Stage) -> str | None:
+    """The stage a final stage copies its virtualenv from."""
+    for value in stage.values("COPY"):
+        match = re.match(r"--from=(\S+) /opt/venv /opt/venv$", value)
+        if match:
+            return match.group(1)
+    return None
+
+
 def dockerfile_problems(text: str) -> list[str]:
     problems: list[str] = []
     parser = dockerfile(text)
-    built = stages(parser)
+    built = named_stages(parser)
     if len(built) < 2:
         return ["not multi-stage: the runtime image would carry the build tools"]
-    bases = [values(stage, "FROM")[0].split()[0] for stage in built]
-    for base in bases:
-        if not PYTHON_BASE.match(base):
-            problems.append(f"base {base!r} is not a slim Python 3.11 pinned to a patch release")
-    if len(set(bases)) != 1:
-        # The venv's python symlinks point into the builder's base image.
-        problems.append(f"builder and runtime use different bases: {bases}")
-    builder, runtime = built[0], built[-1]
+    if list(built)[-1] != FINAL_STAGES[-1]:
+        problems.append(f"the default target (the last stage) is not {FINAL_STAGES[-1]!r}")
 
-    syncs = [v for v in values(builder, "RUN") if "uv sync" in v]
+    # The base is a build argument with a pinned upstream default, used by every stage that
+    # does not start from another stage or from scratch.
+    arguments = global_args(parser)
+    default = arguments.get(BASE_ARG)
+    if BASE_ARG not in arguments:
+        problems.append(f"no `ARG {BASE_ARG}=...` before the first FROM")
+    elif not default or not PYTHON_BASE.match(default):
+        problems.append(
+            f"{BASE_ARG} default {default!r} is not a slim Python 3.11 pinned to a patch release"
+        )
+    for stage in built.values():
+        root = root_of(stage, built)
+        if root != "scratch" and root not in BASE_REFERENCES:
+            # The venv's python symlinks point into the base: builders and runtimes share it.
+            problems.append(f"stage {stage.name} starts from {root!r}, not ${{{BASE_ARG}}}")
+
+    syncs = [(s.name, v) for s in built.values() for v in s.values("RUN") if "uv sync" in v]
     if not syncs:
-        problems.append("the builder never runs `uv sync`")
-    for command in syncs:
-        for flag in ("--frozen", "--no-dev"):
-            if flag not in command.split():
-                problems.append(f"`uv sync` without {flag}: {command!r}")
-    uv_pins = re.findall(r"\buv==(\S+)", " ".join(values(builder, "RUN")))
+        problems.append("no stage runs `uv sync`")
+    for name, command in syncs:
+        words = command.split()
+        if "--frozen" not in words:
+            problems.append(f"`uv sync` without --frozen in {name}: {command!r}")
+        if not {"--no-dev", "--no-default-groups"} & set(words) or "dev" in _groups(words):
+            problems.append(f"`uv sync` installs the dev group in {name}: {command!r}")
+    uv_pins = re.findall(
+        r"\buv==(\S+)", " ".join(v for s in built.values() for v in s.values("RUN"))
+    )
     dev_py_pin = re.search(r'^UV_VERSION = "([^"]+)"', DEV_PY.read_text(), re.MULTILINE)
     if not uv_pins or (dev_py_pin and set(uv_pins) != {dev_py_pin.group(1)}):
         problems.append(f"uv is not pinned to dev.py's version: {uv_pins}")
 
-    runtime_runs = " ".join(values(runtime, "RUN"))
-    for tool in ("uv ", "pip install", "build-essential", "gcc"):
-        if tool in runtime_runs:
-            problems.append(f"the runtime stage installs build tooling ({tool.strip()!r})")
-    for run in values(runtime, "RUN"):
-        if "apt-get install" in run and "rm -rf /var/lib/apt/lists" not in run:
-            problems.append("apt lists are left in the runtime image")
-    for value in values(runtime, "COPY"):
-        if value.startswith("--from=") and copy_sources(value) != ["/opt/venv"]:
-            problems.append(
-                f"the runtime stage copies more than the venv from the builder: {value}"
-            )
+    for stage in built.values():
+        for run in stage.values("RUN"):
+            if "apt-get install" in run and "rm -rf /var/lib/apt/lists" not in run:
+                problems.append(f"apt lists are left in stage {stage.name}")
 
-    users = values(runtime, "USER")
+    for name in FINAL_STAGES:
+        if name not in built:
+            problems.append(f"no {name!r} stage")
+            continue
+        problems.extend(f"{name}: {p}" for p in final_stage_problems(built[name]))
+
+    api_builder = built.get(builder_of(built["api"]) or "") if "api" in built else None
+    if api_builder is not None:
+        for command in api_builder.values("RUN"):
+            if "uv sync" in command and _groups(command.split()):
+                problems.append(f"the API's venv installs groups {_groups(command.split())}")
+    runtime = built.get("runtime")
+    if runtime is not None:
+        full = built.get(builder_of(runtime) or "")
+        for command in full.values("RUN") if full else []:
+            if "uv sync" in command and "pipelines" not in _groups(command.split()):
+                problems.append(f"the runtime image's venv lacks the pipelines group: {command!r}")
+        if "DAGSTER_HOME=/opt/dagster" not in " ".join(runtime.values("ENV")):
+            problems.append("DAGSTER_HOME is not /opt/dagster")
+        if "dagster.yaml /opt/dagster/dagster.yaml" not in runtime.values("COPY"):
+            problems.append("dagster.yaml is not copied into DAGSTER_HOME")
+
+    source = built.get("source")
+    copies = source.values("COPY") if source else []
+    for config in ("workspace.yaml", "alembic.ini", "dagster.yaml"):
+        # dagster.yaml too: `godo demo` copies it from the app directory into its DAGSTER_HOME.
+        if not any(config in copy_sources(c) for c in copies):
+            problems.append(f"{config} is not in the app directory")
+    if not any(re.search(r"--chmod=0?755 docker/entrypoint\.sh", c) for c in copies):
+        problems.append("docker/entrypoint.sh is not copied as an executable")
+    return problems
+
+
+def _groups(words: list[str]) -> set[str]:
+    """Dependency groups a `uv sync` command line adds (`--group NAME`)."""
+    return {words[n + 1] for n, word in enumerate(words[:-1]) if word == "--group"}
+
+
+def final_stage_problems(stage: Stage) -> list[str]:
+    """What an image people run must hold to: no build tools, a non-root user, the entrypoint,
+    a healthcheck, the API as the default role, only the venv from its builder."""
+    problems: list[str] = []
+    runs = " ".join(stage.values("RUN"))
+    for tool in ("uv ", "pip install", "build-essential", "gcc"):
+        if tool in runs:
+            problems.append(f"installs build tooling ({tool.strip()!r})")
+    if builder_of(stage) is None:
+        problems.append("copies no /opt/venv from a builder")
+    for value in stage.values("COPY"):
+        origin = re.match(r"--from=(\S+)", value)
+        if origin and origin.group(1) != "source" and copy_sources(value) != ["/opt/venv"]:
+            problems.append(f"copies more than the venv from a builder: {value}")
+
+    users = stage.values("USER")
     if not users:
-        problems.append("the runtime stage runs as root (no USER)")
+        problems.append("runs as root (no USER)")
     else:
         user = users[-1].split(":")[0]
         if user in ("root", "0", ""):
-            problems.append(f"the runtime stage runs as {users[-1]!r}")
-        last_user = max(n for n, i in enumerate(runtime) if i["instruction"] == "USER")
-        if "RUN" in [i["instruction"] for i in runtime[last_user + 1 :]]:
+            problems.append(f"runs as {users[-1]!r}")
+        last_user = max(n for n, i in enumerate(stage.instructions) if i["instruction"] == "USER")
+        if "RUN" in [i["instruction"] for i in stage.instructions[last_user + 1 :]]:
             problems.append("a RUN after USER would run as the app user at build time")
 
-    healthchecks = values(runtime, "HEALTHCHECK")
+    healthchecks = stage.values("HEALTHCHECK")
     if not healthchecks or healthchecks[-1].strip().upper() == "NONE":
-        problems.append("no HEALTHCHECK in the runtime stage")
+        problems.append("no HEALTHCHECK")
     elif f'"{IMAGE_ENTRYPOINT}", "healthcheck"' not in healthchecks[-1]:
         problems.append(f"the HEALTHCHECK does not use the entrypoint's check: {healthchecks[-1]}")
 
-    entrypoints = values(runtime, "ENTRYPOINT")
+    entrypoints = stage.values("ENTRYPOINT")
     if not entrypoints or IMAGE_ENTRYPOINT not in entrypoints[-1]:
         problems.append(f"ENTRYPOINT is not {IMAGE_ENTRYPOINT}")
-    if values(runtime, "CMD")[-1:] != ['["api"]']:
+    if stage.values("CMD")[-1:] != ['["api"]']:
         problems.append("the default command is not the api role")
-
-    env = " ".join(values(runtime, "ENV"))
-    if "DAGSTER_HOME=/opt/dagster" not in env:
-        problems.append("DAGSTER_HOME is not /opt/dagster")
-    copies = values(runtime, "COPY")
-    if "dagster.yaml /opt/dagster/dagster.yaml" not in copies:
-        problems.append("dagster.yaml is not copied into DAGSTER_HOME")
-    if not any("workspace.yaml" in copy_sources(c) for c in copies):
-        problems.append("workspace.yaml is not in the app directory")
-    if not any(re.search(r"--chmod=0?755 docker/entrypoint\.sh", c) for c in copies):
-        problems.append("docker/entrypoint.sh is not copied as an executable")
+    if not any(v.startswith("--from=source ") for v in stage.values("COPY")):
+        problems.append("does not copy the application source")
     return problems
 
 
@@ -411,14 +519,15 @@ def test_dockerignore_keeps_local_state_out_of_the_context(path: str) -> None:
 def test_volume_mount_points_are_created_for_the_app_user() -> None:
     """A named volume takes its owner from the image's directory; one the image does not create
     (and chown) would be root's, and the non-root processes could not write to it."""
-    runtime = stages(dockerfile())[-1]
-    setup = " ".join(v for v in values(runtime, "RUN") if "useradd" in v)
+    built = named_stages(dockerfile())
+    setup = " ".join(v for v in built["runtime-base"].values("RUN") if "useradd" in v)
     chowned = re.search(r"chown -R godo:godo ([^&]+)", setup)
-    assert chowned, "the runtime stage does not chown the data directories"
+    assert chowned, "the runtime stages do not chown the data directories"
     writable = chowned.group(1).split()
-    assert re.search(r"useradd [^&]*--uid 10001", setup) and values(runtime, "USER") == [
-        "10001:10001"
-    ]
+    assert re.search(r"useradd [^&]*--uid 10001", setup)
+    for name in FINAL_STAGES:
+        assert built[name].base == "runtime-base", f"{name} does not start from runtime-base"
+        assert built[name].values("USER") == ["10001:10001"], name
     for name in GODO_SERVICES:
         for volume in compose_doc()["services"][name].get("volumes") or []:
             target = str(volume).split(":")[1]
@@ -499,6 +608,19 @@ def test_ports_and_proxy_trust_come_from_the_environment() -> None:
     env = {**ROLE_ENV, "DAGSTER_WEBSERVER_PORT": "3300", "MLFLOW_PORT": "5500"}
     assert dry_run(["dagster-webserver"], env)[-1] == "3300"
     assert dry_run(["mlflow"], env)[5] == "5500"
+
+
+def test_servers_bind_where_godo_bind_host_says() -> None:
+    """0.0.0.0 in a container's own network; loopback when it shares the host's."""
+    for env, host in (
+        (ROLE_ENV, "0.0.0.0"),
+        ({**ROLE_ENV, "GODO_BIND_HOST": "127.0.0.1"}, "127.0.0.1"),
+    ):
+        assert dry_run(["api"], env)[dry_run(["api"], env).index("--host") + 1] == host
+        webserver = dry_run(["dagster-webserver"], env)
+        assert webserver[webserver.index("-h") + 1] == host
+        mlflow = dry_run(["mlflow"], env)
+        assert mlflow[mlflow.index("--host") + 1] == host
 
 
 def test_no_url_or_secret_reaches_a_command_line() -> None:
@@ -653,15 +775,22 @@ def test_each_service_command_starts_its_role(name: str) -> None:
         )
 
 
-def test_godo_services_run_the_one_image_and_probe_their_own_port() -> None:
+def test_godo_services_run_their_image_and_probe_their_own_port() -> None:
+    """The API runs the Dockerfile's `api` target, every other Godo service the default one."""
     services = compose_doc()["services"]
-    images = {interpolate(services[n]["image"], {}) for n in GODO_SERVICES}
-    assert len(images) == 1
-    expose = set(values(stages(dockerfile())[-1], "EXPOSE")[0].split())
-    assert expose == {str(p) for p in PUBLISHED_PORTS.values()}
+    built = named_stages(dockerfile())
+    pipeline_images = {interpolate(services[n]["image"], {}) for n in GODO_SERVICES - {"api"}}
+    assert len(pipeline_images) == 1
+    assert interpolate(services["api"]["image"], {}) not in pipeline_images
+    assert services["api"]["build"] == {"context": ".", "target": "api"}
+    for name in GODO_SERVICES - {"api"}:
+        assert services[name]["build"] == {"context": "."}, name  # the default target
+    assert set(built["runtime"].values("EXPOSE")[0].split()) == {
+        str(p) for p in PUBLISHED_PORTS.values()
+    }
+    assert built["api"].values("EXPOSE") == [str(PUBLISHED_PORTS["api"])]
     for name, port in PUBLISHED_PORTS.items():
         service = services[name]
-        assert service["build"]["context"] == "."
         assert service["healthcheck"]["test"][:3] == ["CMD", IMAGE_ENTRYPOINT, "healthcheck"]
         assert f"127.0.0.1:{port}/" in service["healthcheck"]["test"][3]
     assert services["dagster-webserver"]["healthcheck"]["test"][3].endswith("/server_info")
@@ -731,6 +860,224 @@ def test_pipelines_reach_dagster_storage_and_mlflow_the_way_that_works() -> None
     assert "mlflow:5000" in mlflow_env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
 
 
+# --- the API's own image ----------------------------------------------------------------------
+
+UV_LOCK = ROOT / "uv.lock"
+# What the API image must not carry: the point of giving it an image of its own.
+PIPELINE_ONLY = {"dagster", "dagster-webserver", "mlflow", "lightgbm", "duckdb", "scikit-learn"}
+FIRST_PARTY = ("godo", "sources", "features", "models", "store", "pipelines", "serving")
+# The project's modules the API loads to start (the import graph as Python resolves it).
+API_MODULES = """
+import json, sys
+from serving.app import create_app
+create_app()
+first_party = set(sys.argv[1:])
+print(json.dumps(sorted(
+    m.__file__ for name, m in list(sys.modules.items())
+    if name.split(".")[0] in first_party and getattr(m, "__file__", None)
+)))
+"""
+
+
+def imported_names(path: Path) -> set[str]:
+    """Top-level names a module imports anywhere in it, lazy imports in functions included."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def project_closure(groups: tuple[str, ...] = ()) -> set[str]:
+    """Every distribution uv.lock installs for the project's dependencies (plus `groups`),
+    whatever the platform: what `uv sync --no-default-groups [--group G]` can put in a venv."""
+    import tomllib
+
+    packages = {p["name"]: p for p in tomllib.loads(UV_LOCK.read_text())["package"]}
+    project = packages["godo"]
+    wanted = list(project["dependencies"])
+    for group in groups:
+        wanted += project["dev-dependencies"][group]
+    seen: set[str] = set()
+    while wanted:
+        dependency = wanted.pop()
+        package = packages[dependency["name"]]
+        for extra in dependency.get("extra", []):
+            wanted += package.get("optional-dependencies", {}).get(extra, [])
+        if dependency["name"] not in seen:
+            seen.add(dependency["name"])
+            wanted += package.get("dependencies", [])
+    return {normalized(name) for name in seen}
+
+
+def test_the_api_imports_only_the_projects_own_dependencies() -> None:
+    """The API image installs `[project].dependencies` alone: every library the API's own
+    modules import, at the top or lazily in a function, must come from them, not from the
+    pipelines or embedded groups (their own imports are theirs: the lock closes over them)."""
+    import importlib.metadata
+
+    result = subprocess.run(
+        [sys.executable, "-c", API_MODULES, *FIRST_PARTY],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+    )
+    assert result.returncode == 0, result.stderr
+    modules = [Path(f) for f in json.loads(result.stdout)]
+    assert any(m.match("serving/routers/feed.py") for m in modules), "the probe is broken"
+    owners = importlib.metadata.packages_distributions()
+    allowed = project_closure()
+    outside: dict[str, str] = {}
+    for module in modules:
+        for name in imported_names(module) - set(FIRST_PARTY) - sys.stdlib_module_names:
+            distributions = {normalized(d) for d in owners.get(name, [name])}
+            if not distributions & allowed:
+                outside[name] = str(module.relative_to(ROOT))
+    assert not outside, f"the API imports libraries the API image lacks: {outside}"
+    assert not PIPELINE_ONLY & allowed, f"the API image would carry {PIPELINE_ONLY & allowed}"
+    assert PIPELINE_ONLY <= project_closure(("pipelines",))
+
+
+def test_base_images_can_be_replaced_through_the_environment() -> None:
+    """A machine without registry access runs the same file on local builds."""
+    services = compose_doc()["services"]
+    variables = {
+        "postgres": "GODO_POSTGRES_IMAGE",
+        "redis": "GODO_REDIS_IMAGE",
+        "api": "GODO_API_IMAGE",
+        **dict.fromkeys(GODO_SERVICES - {"api"}, "GODO_IMAGE"),
+    }
+    for name, variable in variables.items():
+        image = services[name]["image"]
+        assert interpolate(image, {variable: "localhost/x:1"}) == "localhost/x:1", name
+        assert interpolate(image, {}) != "localhost/x:1"
+
+
+# --- deploy/compose.host.yml: the same stack on the host's network -----------------------------
+
+HOST_OVERRIDE = ROOT / "deploy" / "compose.host.yml"
+
+
+class _Reset:
+    pass
+
+
+@dataclass(frozen=True)
+class _Override:
+    value: Any
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML plus compose's `!reset` and `!override` tags."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: _Reset())
+_ComposeLoader.add_constructor(
+    "!override",
+    lambda loader, node: _Override(
+        loader.construct_sequence(node, deep=True)
+        if isinstance(node, yaml.SequenceNode)
+        else loader.construct_object(node, deep=True)
+    ),
+)
+
+
+def merge(base: Any, override: Any) -> Any:
+    """podman-compose's merge of a second file: mappings merge, lists append, `!override`
+    replaces and `!reset` removes."""
+    if not isinstance(override, dict) or not isinstance(base, dict):
+        if isinstance(base, list) and isinstance(override, list):
+            return [*base, *override]
+        return override.value if isinstance(override, _Override) else override
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, _Reset):
+            merged.pop(key, None)
+        elif key in ("command", "entrypoint") or key not in merged:
+            merged[key] = value.value if isinstance(value, _Override) else value
+        else:
+            merged[key] = merge(merged[key], value)
+    return merged
+
+
+def host_services() -> dict[str, Doc]:
+    override = yaml.load(HOST_OVERRIDE.read_text(), Loader=_ComposeLoader)  # noqa: S506
+    merged: dict[str, Doc] = merge(compose_doc(), override)["services"]
+    return merged
+
+
+def test_the_host_override_moves_every_service_onto_free_loopback_ports() -> None:
+    from deploy.smoke import PORTS
+
+    services = host_services()
+    assert set(services) == ALL_SERVICES
+    urls: list[str] = []
+    for name, service in services.items():
+        assert service.get("network_mode") == "host", name
+        assert not service.get("ports"), f"{name} publishes ports on the host network"
+        env = service_env(service, REQUIRED_SECRETS)
+        for key, value in env.items():
+            assert not secret_problems(key, (service.get("environment") or {})[key]), key
+            if "://" in value:
+                urls.append(value)
+        healthcheck = service.get("healthcheck") or {}
+        if not healthcheck.get("disable"):
+            test = healthcheck["test"]
+            assert test[0] in ("CMD", "CMD-SHELL") and test.count(test[0]) == 1, (
+                f"{name}: the healthcheck test was appended to, not replaced: {test}"
+            )
+    # No URL names a service (no bridge network resolves them) or the machine's own servers.
+    for url in urls:
+        if url.startswith("mlflow-artifacts:"):
+            continue  # resolved through the tracking server's URL
+        match = re.search(r"://(?:[^@/]*@)?([^:/]+):(\d+)", url)
+        assert match, url
+        host, port = match.group(1), int(match.group(2))
+        assert host == "127.0.0.1" and port in PORTS.values(), url
+    assert {5432, 6379, 8000, 3000, 5000}.isdisjoint(PORTS.values())
+
+    def env(name: str) -> dict[str, str]:
+        return service_env(services[name], REQUIRED_SECRETS)
+
+    assert env("postgres")["PGPORT"] == str(PORTS["postgres"])
+    assert "listen_addresses=127.0.0.1" in services["postgres"]["command"]
+    redis_command = " ".join(services["redis"]["command"])
+    assert f"--port {PORTS['redis']}" in redis_command and "--bind 127.0.0.1" in redis_command
+    assert f"-p {PORTS['redis']} " in services["redis"]["healthcheck"]["test"][1]
+    port_variables = {
+        "api": "GODO_API_PORT",
+        "mlflow": "MLFLOW_PORT",
+        "dagster-webserver": "DAGSTER_WEBSERVER_PORT",
+    }
+    for name, variable in port_variables.items():
+        assert env(name)[variable] == str(PORTS[name]), name
+        assert env(name)["GODO_BIND_HOST"] == "127.0.0.1", name
+        assert f"http://127.0.0.1:{PORTS[name]}/" in services[name]["healthcheck"]["test"][3]
+
+
+@pytest.mark.parametrize("name", sorted(GODO_SERVICES))
+def test_each_host_network_service_starts_its_role_on_its_port(name: str) -> None:
+    from deploy.smoke import PORTS
+
+    service = host_services()[name]
+    env = {**service_env(service, REQUIRED_SECRETS), "DAGSTER_HOME": "/opt/dagster"}
+    argv = dry_run(list(service["command"]), env)
+    if name in PORTS:
+        flag = "--port" if "--port" in argv else "-p"
+        assert argv[argv.index(flag) + 1] == str(PORTS[name])
+        assert "0.0.0.0" not in argv
+
+
 # --- the checks notice what they are for -------------------------------------------------------
 
 
@@ -797,15 +1144,48 @@ def test_compose_checks_catch_a_broken_file(path: list[str], value: object, expe
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
-        ("FROM python:3.11.14-slim-bookworm AS runtime", "FROM python:3.11-slim", "patch release"),
-        ("uv sync --frozen --no-dev\n", "uv sync --no-dev\n", "without --frozen"),
+        (
+            "ARG BASE_IMAGE=python:3.11.14-slim-bookworm",
+            "ARG BASE_IMAGE=python:3.11-slim",
+            "patch release",
+        ),
+        ("ARG BASE_IMAGE=python:3.11.14-slim-bookworm\n", "", "no `ARG BASE_IMAGE"),
+        (
+            "FROM ${BASE_IMAGE} AS runtime-base",
+            "FROM python:3.11.14-slim-bookworm AS runtime-base",
+            "stage api starts from 'python:3.11.14-slim-bookworm', not ${BASE_IMAGE}",
+        ),
+        ("FROM ${BASE_IMAGE} AS uv", "FROM debian:bookworm AS uv", "stage builder starts from"),
+        ("uv sync --frozen --no-default-groups\n", "uv sync --no-default-groups\n", "--frozen"),
+        (
+            "uv sync --frozen --no-default-groups --no-install-project",
+            "uv sync --frozen --no-install-project",
+            "installs the dev group in api-builder",
+        ),
+        (
+            "uv sync --frozen --no-default-groups\n",
+            "uv sync --frozen --no-default-groups --group pipelines\n",
+            "the API's venv installs groups {'pipelines'}",
+        ),
+        (
+            "uv sync --frozen --no-default-groups --group pipelines --group embedded\n",
+            "uv sync --frozen --no-default-groups --group embedded\n",
+            "lacks the pipelines group",
+        ),
         ("uv==0.13.9", "uv", "not pinned"),
         ("USER 10001:10001", "USER root", "runs as 'root'"),
         ("USER 10001:10001", "", "no USER"),
         ('    CMD ["/app/docker/entrypoint.sh", "healthcheck"]\n', "    NONE\n", "HEALTHCHECK"),
-        ("&& rm -rf /var/lib/apt/lists/*", "", "apt lists"),
+        ("&& rm -rf /var/lib/apt/lists/*", "", "apt lists are left in stage runtime-base"),
         ('CMD ["api"]', 'CMD ["dagster-daemon"]', "default command"),
         ("COPY dagster.yaml /opt/dagster/dagster.yaml", "", "DAGSTER_HOME"),
+        ("alembic.ini dagster.yaml /app/", "alembic.ini /app/", "dagster.yaml is not in the app"),
+        ("COPY --from=api-builder /opt/venv /opt/venv", "", "api: copies no /opt/venv"),
+        (
+            "COPY --from=builder /opt/venv /opt/venv",
+            "COPY --from=builder / /",
+            "runtime: copies more than the venv",
+        ),
     ],
 )
 def test_dockerfile_checks_catch_a_broken_file(old: str, new: str, expected: str) -> None:
@@ -817,7 +1197,8 @@ def test_dockerfile_checks_catch_a_broken_file(old: str, new: str, expected: str
 
 def test_single_stage_dockerfile_is_refused() -> None:
     text = DOCKERFILE.read_text()
-    runtime_only = text[text.index("FROM python:3.11.14-slim-bookworm AS runtime") :]
+    runtime_only = "ARG BASE_IMAGE=python:3.11.14-slim-bookworm\nFROM ${BASE_IMAGE} AS runtime\n"
+    runtime_only += text[text.index("FROM runtime-base AS runtime") :].split("\n", 1)[1]
     assert dockerfile_problems(runtime_only) == [
         "not multi-stage: the runtime image would carry the build tools"
     ]
