@@ -88,14 +88,6 @@ async def _redis(request: Request) -> redis.Redis:
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
 
 
-async def _async_redis(request: Request) -> redis.asyncio.Redis:
-    client: redis.asyncio.Redis = _state(request, "async_redis")
-    return client
-
-
-AsyncRedisDep = Annotated[redis.asyncio.Redis, Depends(_async_redis)]
-
-
 async def _live_cache(request: Request) -> LiveCache:
     cache: LiveCache = _state(request, "live_cache")
     return cache
@@ -110,14 +102,6 @@ async def _impression_key(request: Request) -> bytes:
 
 
 ImpressionKeyDep = Annotated[bytes, Depends(_impression_key)]
-
-
-async def _cursor_key(request: Request) -> bytes:
-    key: bytes = _state(request, "cursor_key")
-    return key
-
-
-CursorKeyDep = Annotated[bytes, Depends(_cursor_key)]
 
 
 async def _impression_check(
@@ -135,14 +119,6 @@ async def _keys(request: Request) -> RedisKeys:
 
 
 KeysDep = Annotated[RedisKeys, Depends(_keys)]
-
-
-async def _token_verifier(request: Request) -> TokenVerifier:
-    verifier: TokenVerifier = _state(request, "token_verifier")
-    return verifier
-
-
-TokenVerifierDep = Annotated[TokenVerifier, Depends(_token_verifier)]
 
 
 async def _current_user_id(
