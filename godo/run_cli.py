@@ -48,17 +48,17 @@ def run(
     _check_partition(job_def, partition)
 
     from godo.cli import connect
-    from godo.demo import _failure_message, _only_gated, dagster_instance
+    from godo.demo import _failure_message, _only_gated, bind_resources, dagster_instance
     from pipelines.definitions import build_resources
 
     settings, urls = connect()
+    # Rebound, not passed to `execute_in_process`: `defs` bound its resources to every asset
+    # when it was imported, and an asset's own resources win over the run's.
+    bound = bind_resources(defs, build_resources(settings))
     started = time.perf_counter()
     with dagster_instance(settings, urls.database_url) as instance:
-        result = job_def.execute_in_process(
-            instance=instance,
-            partition_key=partition,
-            resources=build_resources(settings),
-            raise_on_error=False,
+        result = bound.resolve_job_def(job_def.name).execute_in_process(
+            instance=instance, partition_key=partition, raise_on_error=False
         )
     seconds = time.perf_counter() - started
     tags = ", ".join(f"{k}={v}" for k, v in sorted(job_def.run_tags.items()))

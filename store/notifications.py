@@ -317,9 +317,13 @@ def record_outcome(
         )
 
 
-def release(engine: sa.Engine, dedupe_keys: Sequence[str], reason: str) -> int:
-    """Give claimed-but-unsent keys back (`pending`, due now): Expo never got them, so a
-    later run may send them. Only rows still marked as being sent are touched."""
+def release(engine: sa.Engine, dedupe_keys: Sequence[str], reason: str, *, now: datetime) -> int:
+    """Give claimed-but-unsent keys back (`pending`, due at the run's `now`): Expo never got
+    them, so a later run may send them. Only rows still marked as being sent are touched.
+
+    Due at the run's clock, not the database's: a run pinned to a past `now` (a backfill)
+    would otherwise release rows that no later run at that clock can claim.
+    """
     if not dedupe_keys:
         return 0
     log = notification_log.c
@@ -331,7 +335,7 @@ def release(engine: sa.Engine, dedupe_keys: Sequence[str], reason: str) -> int:
                 log.status == "failed",
                 log.detail == SENDING,
             )
-            .values(status="pending", detail=reason, next_attempt_at=sa.func.now())
+            .values(status="pending", detail=reason, next_attempt_at=now)
         )
     return result.rowcount
 

@@ -158,7 +158,7 @@ def _deliver(
             tickets = expo.send([c.message for c in chunk])
         except ExpoError as error:
             unsent = [c.entry.dedupe_key for c in to_send[start:]]
-            outcome.released = store.release(engine, unsent, f"expo unavailable: {error}")
+            outcome.released = store.release(engine, unsent, f"expo unavailable: {error}", now=now)
             outcome.error = str(error)
             break
         for candidate, ticket in zip(chunk, tickets, strict=True):

@@ -481,3 +481,15 @@ def test_notifications_claimed_before_an_outage_are_released_not_lost(
     assert recovered["sent"] == 2
     assert sorted(m.to for m in fake.sent) == sorted([TOKEN_A, TOKEN_B])
     assert [r.status for r in _log(seeded)] == ["sent", "sent"]
+
+
+def test_a_release_is_due_at_the_runs_clock_so_a_backfill_can_claim_it_again(
+    seeded: sa.Engine,
+) -> None:
+    """Released rows used to be due at the database's clock: a run pinned to an earlier `now`
+    (a backfill, a test) could never claim them back."""
+    then = NOW - timedelta(days=3)
+    entry = store.LogEntry(dedupe_key="backfill:1", kind="event_reminder", user_id=ANA)
+    assert store.claim(seeded, [entry], now=then) == {"backfill:1"}
+    assert store.release(seeded, ["backfill:1"], "expo unavailable: test", now=then) == 1
+    assert store.claim(seeded, [entry], now=then + timedelta(minutes=5)) == {"backfill:1"}

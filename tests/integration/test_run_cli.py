@@ -19,6 +19,11 @@ from typer.testing import CliRunner
 from godo.cli import app
 from godo.dagster_home import ENV_VAR
 from godo.settings import get_settings
+
+# Imported here, before any test's environment: `defs` is built with the settings of that
+# moment, as it is in a process that imported it earlier. `godo run` must still run on the
+# settings of the moment it is invoked (its resources rebound), not those.
+from pipelines import definitions  # noqa: F401
 from pipelines.jobs import PIPELINE_TAG
 from store.db import sqlalchemy_url
 from store.feed import read_feed
@@ -98,7 +103,7 @@ def test_run_moves_impressions_and_the_run_is_the_named_job_with_its_tags(
     assert result.exit_code == 0, result.output
     assert "move_impressions succeeded" in result.stdout
     assert f"{PIPELINE_TAG}=impressions" in result.stdout
-    assert "impression_log\t3" in result.stdout  # the outcome table, plain in a pipe
+    assert "impression_log\t3" in result.stdout, result.stdout  # the table, plain in a pipe
     with engine.connect() as conn:
         moved = conn.execute(
             sa.text("SELECT event_id FROM impressions WHERE user_id = :u ORDER BY rank"),
