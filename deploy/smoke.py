@@ -44,7 +44,7 @@ from deploy.podman import ROOT, Podman, PodmanError, run_command
 
 PROJECT = "godo-smoke"
 COMPOSE_FILES = [ROOT / "docker-compose.yml", ROOT / "deploy" / "compose.host.yml"]
-# The host ports deploy/compose.host.yml gives the services (tests/unit/test_containers.py
+# The host ports deploy/compose.host.yml gives the services (tests/repo/test_containers.py
 # keeps the two in step).
 PORTS = {
     "postgres": 55432,

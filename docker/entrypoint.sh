@@ -4,7 +4,7 @@
 # shuts it down cleanly instead of killing a shell.
 #
 # GODO_ENTRYPOINT_DRY_RUN=1 prints the command (one argument per line) instead of running it,
-# so the dispatch can be checked without a container (tests/unit/test_containers.py).
+# so the dispatch can be checked without a container (tests/repo/test_containers.py).
 #
 # Only variable *names* appear on the command lines built here: URLs carry passwords, and
 # argv is visible to every process (`ps`) and printed by a dry run, so each program reads its

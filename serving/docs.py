@@ -16,7 +16,7 @@ Operation ids are what client generators name their methods after, so they are s
 stable: the camelCase of the handler's name (`get_feed` -> `getFeed`, `post_swipes` ->
 `postSwipes`), method first, instead of FastAPI's default (`get_feed_v1_feed_get`), which
 changes with the path. Renaming a handler renames its operation:
-`tests/unit/test_openapi.py` lists every one, so that is always a deliberate change.
+`tests/unit/serving/test_openapi.py` lists every one, so that is always a deliberate change.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ card and reused by every request that shows it; a request only adds what depends
 (rank, score, reason, friends going, distance) and orjson writes the bytes.
 
 The body has exactly the shape of `serving.schemas.FeedOut`, which the route still declares
-for the OpenAPI schema: `tests/unit/test_feed_body.py` holds the two together field by field
+for the OpenAPI schema: `tests/unit/serving/test_feed_body.py` holds the two together field by field
 and value by value, and the schemathesis run checks real responses against the schema.
 
 Impression ids are spliced in last. `feed_body` writes a fixed placeholder where each item's

@@ -10,7 +10,7 @@ Each kind has one status. A status's usual kind (`DEFAULT_BY_STATUS`) needs no m
 the error is raised: a plain `HTTPException(404, ...)` is `not-found`. A more specific kind is
 raised as `serving.problems.ProblemError(KIND, detail)`. A status with no kind here would be
 answered as `about:blank`, the RFC's "nothing more than the status"; every status the API
-documents has one (tests/unit/test_openapi.py).
+documents has one (tests/unit/serving/test_openapi.py).
 
 Once shipped, a code is never renamed or reused for another meaning: add a kind instead.
 """

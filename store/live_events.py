@@ -12,7 +12,7 @@ What is sent (each event is `{id, type, data}` on the WebSocket, `serving.router
 
 `EVENT_TYPES` lists them, and `_fan_out` refuses any other; with the connection's own
 `hello` and `resync` they are `MESSAGE_TYPES`, every type `docs/asyncapi.yaml` documents
-(`tests/unit/test_asyncapi.py` keeps the two equal).
+(`tests/unit/serving/test_asyncapi.py` keeps the two equal).
 
 Visibility (decided by `rsvp_event` and `publish_rsvp_change`, pure rules over the calendar's
 own `VISIBLE_TO`): recipients are the actor's mutual friends at the time of the write, never

@@ -21,7 +21,7 @@ Protocol:
 
 `docs/asyncapi.yaml` documents all of it for client developers (AsyncAPI 3.0): each message's
 schema, the query parameters and the close codes below, kept equal to this code by
-`tests/unit/test_asyncapi.py`.
+`tests/unit/serving/test_asyncapi.py`.
 
 The rate limiter and other middleware are HTTP-only, so they never see this route. Tokens in a
 query string can end up in proxy access logs; prefer the header where the client allows it.

@@ -69,6 +69,30 @@ def api_settings(
 
 
 @pytest.fixture
+def settings(api_settings: Settings) -> Settings:
+    """The settings `client` serves with: `api_settings` unless a module overrides this."""
+    return api_settings
+
+
+@pytest.fixture
+def app_data(engine: sa.Engine) -> None:
+    """What the stores hold when `client`'s app starts: an emptied database here; a module
+    overrides this to seed its world first (e.g. `def app_data(seeded): ...`)."""
+
+
+@pytest.fixture
+def client(settings: Settings, app_data: None) -> Iterator[TestClient]:
+    """The real app over this test's database and Redis namespace, lifespan running."""
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def auth_headers(settings: Settings, user_id: int) -> dict[str, str]:
+    """A bearer token for `user_id`, signed as the app configured with `settings` expects."""
+    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+
+
+@pytest.fixture
 def cli_environment(
     database_url: str,
     service_urls: services.ServiceUrls,

@@ -7,7 +7,6 @@ delta-method arithmetic in `postgres_arm_numbers`), not against the code that co
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -30,12 +29,6 @@ from tests.integration.conftest import (
 
 PROBLEM = "application/problem+json"
 RATES = ("like_rate", "superlike_rate", "going_rate")
-
-
-@pytest.fixture
-def client(api_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings)) as test_client:
-        yield test_client
 
 
 def _bearer(token: str) -> dict[str, str]:

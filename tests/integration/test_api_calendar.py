@@ -8,7 +8,6 @@ what matters most here: private entries and notes must reach the owner and nobod
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,12 +21,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from godo.settings import Settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from store.app_data import upsert_catalogue
 from store.db import copy_frame
 from store.keys import RedisKeys
 from store.schema import users
+from tests.integration.conftest import auth_headers
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -93,25 +92,15 @@ def seeded(engine: sa.Engine) -> sa.Engine:
 
 
 @pytest.fixture
-def settings(api_settings: Settings) -> Settings:
-    return api_settings
-
-
-@pytest.fixture
-def client(settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+def app_data(seeded: sa.Engine) -> None:
+    """`client` starts on the `seeded` world."""
 
 
 def _put(
     client: TestClient, settings: Settings, event_id: str, user_id: int = OWNER, **body: Any
 ) -> Any:
     response = client.put(
-        f"/v1/events/{event_id}/attendance", json=body, headers=_auth(settings, user_id)
+        f"/v1/events/{event_id}/attendance", json=body, headers=auth_headers(settings, user_id)
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -180,7 +169,9 @@ def test_put_accepts_went(client: TestClient, settings: Settings) -> None:
 
 def test_put_unknown_event_is_404(client: TestClient, settings: Settings) -> None:
     response = client.put(
-        "/v1/events/nope/attendance", json={"status": "going"}, headers=_auth(settings, OWNER)
+        "/v1/events/nope/attendance",
+        json={"status": "going"},
+        headers=auth_headers(settings, OWNER),
     )
     assert "nope" in _assert_problem(response, 404)["detail"]
 
@@ -198,7 +189,9 @@ def test_put_unknown_event_is_404(client: TestClient, settings: Settings) -> Non
 def test_put_bad_values_are_422_naming_the_field(
     client: TestClient, settings: Settings, body: dict[str, Any], field: str
 ) -> None:
-    response = client.put("/v1/events/ev-1/attendance", json=body, headers=_auth(settings, OWNER))
+    response = client.put(
+        "/v1/events/ev-1/attendance", json=body, headers=auth_headers(settings, OWNER)
+    )
     assert _fields(_assert_problem(response, 422)) == [field]
 
 
@@ -210,10 +203,12 @@ def test_attendance_needs_a_bearer_token(client: TestClient) -> None:
 def test_delete_is_idempotent(client: TestClient, settings: Settings, seeded: sa.Engine) -> None:
     _put(client, settings, "ev-1", status="going")
     for _ in range(2):
-        response = client.delete("/v1/events/ev-1/attendance", headers=_auth(settings, OWNER))
+        response = client.delete(
+            "/v1/events/ev-1/attendance", headers=auth_headers(settings, OWNER)
+        )
         assert response.status_code == 204, response.text
         assert response.content == b""
-    unknown = client.delete("/v1/events/nope/attendance", headers=_auth(settings, OWNER))
+    unknown = client.delete("/v1/events/nope/attendance", headers=auth_headers(settings, OWNER))
     assert unknown.status_code == 204
     with seeded.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM event_attendance")).scalar() == 0
@@ -226,7 +221,7 @@ def test_delete_is_idempotent(client: TestClient, settings: Settings, seeded: sa
 def test_my_calendar_lists_everything_in_start_order(
     client: TestClient, settings: Settings
 ) -> None:
-    response = client.get("/v1/me/calendar", headers=_auth(settings, OWNER))
+    response = client.get("/v1/me/calendar", headers=auth_headers(settings, OWNER))
     assert response.status_code == 200, response.text
     body = response.json()
     # ev-old started ten days ago: before the default window (a day back).
@@ -256,7 +251,7 @@ def test_my_calendar_lists_everything_in_start_order(
 
 @pytest.mark.usefixtures("owner_calendar")
 def test_calendar_filters_by_status_and_window(client: TestClient, settings: Settings) -> None:
-    headers = _auth(settings, OWNER)
+    headers = auth_headers(settings, OWNER)
     repeated = client.get(
         "/v1/me/calendar", params=[("status", "going"), ("status", "went")], headers=headers
     )
@@ -290,7 +285,7 @@ def test_calendar_filters_by_status_and_window(client: TestClient, settings: Set
 def test_bad_calendar_queries_are_422_naming_the_parameter(
     client: TestClient, settings: Settings, params: dict[str, str], field: str
 ) -> None:
-    response = client.get("/v1/me/calendar", params=params, headers=_auth(settings, OWNER))
+    response = client.get("/v1/me/calendar", params=params, headers=auth_headers(settings, OWNER))
     body = _assert_problem(response, 422)
     assert _fields(body) == [field]
     assert field in body["detail"]
@@ -299,7 +294,7 @@ def test_bad_calendar_queries_are_422_naming_the_parameter(
 def test_keyset_paging_returns_every_entry_once(client: TestClient, settings: Settings) -> None:
     for event_id in EVENTS:
         _put(client, settings, event_id, status="going")
-    headers = _auth(settings, OWNER)
+    headers = auth_headers(settings, OWNER)
     params: dict[str, str] = {"from": (NOW - timedelta(days=30)).isoformat(), "limit": "2"}
     seen: list[str] = []
     pages = 0
@@ -332,7 +327,7 @@ def test_keyset_paging_returns_every_entry_once(client: TestClient, settings: Se
 def test_users_see_what_the_owner_allows(
     client: TestClient, settings: Settings, viewer: int, expected: list[str]
 ) -> None:
-    response = client.get(f"/v1/users/{OWNER}/calendar", headers=_auth(settings, viewer))
+    response = client.get(f"/v1/users/{OWNER}/calendar", headers=auth_headers(settings, viewer))
     assert response.status_code == 200, response.text
     body = response.json()
     assert _ids(body) == expected
@@ -353,19 +348,21 @@ def test_private_entries_and_notes_never_leak_through_filters_or_cache(
     for _ in range(2):
         for viewer in (FRIEND, STRANGER):
             response = client.get(
-                f"/v1/users/{OWNER}/calendar?status=going", headers=_auth(settings, viewer)
+                f"/v1/users/{OWNER}/calendar?status=going", headers=auth_headers(settings, viewer)
             )
             assert _ids(response.json()) == ["ev-1"]
             assert "n3" not in response.text and "n1" not in response.text
     # The owner's own view (cached under another tier) still has everything.
-    mine = client.get(f"/v1/users/{OWNER}/calendar?status=going", headers=_auth(settings, OWNER))
+    mine = client.get(
+        f"/v1/users/{OWNER}/calendar?status=going", headers=auth_headers(settings, OWNER)
+    )
     assert _ids(mine.json()) == ["ev-1", "ev-3"]
 
 
 def test_unknown_user_calendar_is_404(client: TestClient, settings: Settings) -> None:
-    response = client.get("/v1/users/999/calendar", headers=_auth(settings, OWNER))
+    response = client.get("/v1/users/999/calendar", headers=auth_headers(settings, OWNER))
     _assert_problem(response, 404)
-    bad = client.get("/v1/users/zero/calendar", headers=_auth(settings, OWNER))
+    bad = client.get("/v1/users/zero/calendar", headers=auth_headers(settings, OWNER))
     assert _fields(_assert_problem(bad, 422)) == ["path.user_id"]
 
 
@@ -389,7 +386,7 @@ def _cache_count(client: TestClient, result: str) -> float:
 def test_second_identical_request_is_a_cache_hit(
     client: TestClient, settings: Settings, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
-    headers = _auth(settings, OWNER)
+    headers = auth_headers(settings, OWNER)
     first = client.get("/v1/me/calendar?limit=3", headers=headers)
     assert (_cache_count(client, "hit"), _cache_count(client, "miss")) == (0, 1)
     second = client.get("/v1/me/calendar?limit=3", headers=headers)
@@ -406,7 +403,7 @@ def test_second_identical_request_is_a_cache_hit(
 def test_attendance_changes_show_at_once(
     client: TestClient, settings: Settings, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
-    headers = _auth(settings, OWNER)
+    headers = auth_headers(settings, OWNER)
     before = client.get("/v1/me/calendar", headers=headers).json()
     version = int(redis_client.get(redis_keys.calendar_version(OWNER)) or 0)
     _put(client, settings, "ev-6", status="going", notes="new")
@@ -414,11 +411,15 @@ def test_attendance_changes_show_at_once(
     assert _ids(after) == [*_ids(before), "ev-6"]
     assert int(redis_client.get(redis_keys.calendar_version(OWNER)) or 0) == version + 1
     # Other viewers' cached pages of this owner are dropped too.
-    friend = client.get(f"/v1/users/{OWNER}/calendar", headers=_auth(settings, FRIEND)).json()
+    friend = client.get(
+        f"/v1/users/{OWNER}/calendar", headers=auth_headers(settings, FRIEND)
+    ).json()
     assert "ev-6" in _ids(friend)
     client.delete("/v1/events/ev-6/attendance", headers=headers)
     assert "ev-6" not in _ids(client.get("/v1/me/calendar", headers=headers).json())
-    friend = client.get(f"/v1/users/{OWNER}/calendar", headers=_auth(settings, FRIEND)).json()
+    friend = client.get(
+        f"/v1/users/{OWNER}/calendar", headers=auth_headers(settings, FRIEND)
+    ).json()
     assert "ev-6" not in _ids(friend)
 
 
@@ -426,12 +427,12 @@ def test_attendance_changes_show_at_once(
 def test_redis_down_still_serves_calendars(settings: Settings) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     with TestClient(create_app(down)) as client:
-        headers = _auth(settings, OWNER)
+        headers = auth_headers(settings, OWNER)
         changed = client.put(
             "/v1/events/ev-6/attendance", json={"status": "going"}, headers=headers
         )
         mine = client.get("/v1/me/calendar", headers=headers)
-        theirs = client.get(f"/v1/users/{OWNER}/calendar", headers=_auth(settings, STRANGER))
+        theirs = client.get(f"/v1/users/{OWNER}/calendar", headers=auth_headers(settings, STRANGER))
     assert changed.status_code == 200, changed.text
     assert mine.status_code == 200, mine.text
     assert _ids(mine.json()) == ["ev-1", "ev-2", "ev-3", "ev-4", "ev-5", "ev-6"]
@@ -442,7 +443,7 @@ def test_redis_down_still_serves_calendars(settings: Settings) -> None:
 
 
 def _new_token(client: TestClient, settings: Settings, user_id: int = OWNER) -> dict[str, Any]:
-    response = client.post("/v1/me/calendar-token", headers=_auth(settings, user_id))
+    response = client.post("/v1/me/calendar-token", headers=auth_headers(settings, user_id))
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -601,12 +602,12 @@ def test_rotated_and_revoked_tokens_stop_working(client: TestClient, settings: S
     _assert_problem(client.get(old["path"]), 404)
     assert client.get(new["path"]).status_code == 200
 
-    revoked = client.delete("/v1/me/calendar-token", headers=_auth(settings, OWNER))
+    revoked = client.delete("/v1/me/calendar-token", headers=auth_headers(settings, OWNER))
     assert revoked.status_code == 204
     gone = _assert_problem(client.get(new["path"]), 404)
     never = _assert_problem(client.get("/v1/me/calendar.ics?token=made-up"), 404)
     assert gone["detail"] == never["detail"]  # nothing tells a revoked token from a guess
-    again = client.delete("/v1/me/calendar-token", headers=_auth(settings, OWNER))
+    again = client.delete("/v1/me/calendar-token", headers=auth_headers(settings, OWNER))
     assert again.status_code == 204
 
 
@@ -626,5 +627,5 @@ def test_feed_needs_a_token(client: TestClient, settings: Settings) -> None:
 def test_numbers_are_not_dates(client: TestClient, settings: Settings) -> None:
     """`from=0.5` is not an ISO date-time, whatever pydantic would make of it."""
     for path in ("/v1/me/calendar", f"/v1/users/{OWNER}/calendar"):
-        response = client.get(path, params={"from": "0.5"}, headers=_auth(settings, OWNER))
+        response = client.get(path, params={"from": "0.5"}, headers=auth_headers(settings, OWNER))
         assert response.status_code == 422 and "from" in response.text

@@ -5,7 +5,6 @@ request to another host refused."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,12 +25,6 @@ SCRIPTS = {SWAGGER_JS: "SwaggerUIBundle", REDOC_JS: "Redoc"}
 # no option to turn it off; the docs CSP refuses it (the browser logs that) and ReDoc drops
 # the image when it fails to load. Nothing else may be refused.
 REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
-
-
-@pytest.fixture
-def client(api_settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings)) as test_client:
-        yield test_client
 
 
 def _references(html: str) -> list[str]:

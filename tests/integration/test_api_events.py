@@ -6,7 +6,6 @@ seeds a venue, an event, a few users, friendships (one row per direction) and RS
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +16,6 @@ from fastapi.testclient import TestClient
 
 from godo.settings import Settings
 from godo.tokens import issue_token
-from serving.app import create_app
 from store.db import copy_frame
 
 PROBLEM = "application/problem+json"
@@ -113,12 +111,6 @@ def _rsvp(engine: sa.Engine, user_id: int, status: str, visibility: str) -> None
             ),
             {"u": user_id, "s": status, "v": visibility},
         )
-
-
-@pytest.fixture
-def client(api_settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings)) as test_client:
-        yield test_client
 
 
 def _get(

@@ -9,7 +9,6 @@ lifespan (so the app opens its own pools, as in production). Outages are real to
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,6 +28,7 @@ from store.db import copy_frame
 from store.feed import mark_seen
 from store.keys import RedisKeys
 from store.publish import publish_run
+from tests.integration.conftest import auth_headers
 
 RUN_ID = "run-api-test-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -108,22 +108,6 @@ def published(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKey
     return RUN_ID
 
 
-@pytest.fixture
-def settings(api_settings: Settings) -> Settings:
-    return api_settings
-
-
-@pytest.fixture
-def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    """The app over this test's (emptied) database and Redis namespace, lifespan running."""
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
-
-
 def _without_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in item.items() if k != "impression_id"} for item in items]
 
@@ -144,7 +128,7 @@ def _assert_problem(response: Any, status: int) -> dict[str, Any]:
 def test_feed_is_the_published_ranked_list(
     client: TestClient, settings: Settings, published: str
 ) -> None:
-    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    response = client.get("/v1/feed", headers=auth_headers(settings, 1))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["user_id"] == 1
@@ -166,7 +150,7 @@ def test_feed_is_the_published_ranked_list(
 
 
 def test_limit_cuts_the_list(client: TestClient, settings: Settings, published: str) -> None:
-    response = client.get("/v1/feed", params={"limit": 1}, headers=_auth(settings, 1))
+    response = client.get("/v1/feed", params={"limit": 1}, headers=auth_headers(settings, 1))
     assert response.status_code == 200, response.text
     assert [item["event_id"] for item in response.json()["items"]] == USER_LISTS[1][:1]
 
@@ -174,7 +158,7 @@ def test_limit_cuts_the_list(client: TestClient, settings: Settings, published: 
 def test_unknown_user_gets_the_fallback(
     client: TestClient, settings: Settings, published: str
 ) -> None:
-    response = client.get("/v1/feed", headers=_auth(settings, 987_654))
+    response = client.get("/v1/feed", headers=auth_headers(settings, 987_654))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["cold_start"] is True
@@ -196,7 +180,7 @@ def test_swiped_event_leaves_the_feed(
         event_ids=["ev-3"],
         ttl_seconds=600,
     )
-    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    response = client.get("/v1/feed", headers=auth_headers(settings, 1))
     assert response.status_code == 200, response.text
     assert [item["event_id"] for item in response.json()["items"]] == ["ev-1", "ev-4"]
 
@@ -208,9 +192,9 @@ def test_without_the_redis_pointer_postgres_serves_the_same_feed(
     redis_client: redis.Redis,
     redis_keys: RedisKeys,
 ) -> None:
-    from_redis = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    from_redis = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     redis_client.delete(redis_keys.current_run())
-    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    response = client.get("/v1/feed", headers=auth_headers(settings, 1))
     assert response.status_code == 200, response.text
     from_postgres = response.json()
     assert from_redis["source"] == "redis"
@@ -225,7 +209,7 @@ def test_redis_down_still_serves_the_feed_from_postgres(
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     with TestClient(create_app(down)) as client:
-        response = client.get("/v1/feed", headers=_auth(settings, 2))
+        response = client.get("/v1/feed", headers=auth_headers(settings, 2))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["source"] == "postgres"
@@ -235,7 +219,7 @@ def test_redis_down_still_serves_the_feed_from_postgres(
 def test_before_any_run_the_feed_is_empty_not_an_error(
     client: TestClient, settings: Settings
 ) -> None:
-    response = client.get("/v1/feed", headers=_auth(settings, 1))
+    response = client.get("/v1/feed", headers=auth_headers(settings, 1))
     assert response.status_code == 200, response.text
     assert response.json() == {
         "user_id": 1,
@@ -250,7 +234,7 @@ def test_before_any_run_the_feed_is_empty_not_an_error(
 def test_both_stores_down_is_a_503_problem(settings: Settings) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS, "database_url": CLOSED_POSTGRES})
     with TestClient(create_app(down)) as client:
-        response = client.get("/v1/feed", headers=_auth(settings, 1))
+        response = client.get("/v1/feed", headers=auth_headers(settings, 1))
     body = _assert_problem(response, 503)
     assert response.headers["retry-after"].isdigit()
     assert "127.0.0.1" not in response.text and "psycopg" not in response.text
@@ -306,7 +290,7 @@ def test_invalid_token_is_a_401_problem_saying_why(
 def test_bad_limit_is_a_422_problem_naming_the_field(
     client: TestClient, settings: Settings, limit: str
 ) -> None:
-    response = client.get("/v1/feed", params={"limit": limit}, headers=_auth(settings, 1))
+    response = client.get("/v1/feed", params={"limit": limit}, headers=auth_headers(settings, 1))
     body = _assert_problem(response, 422)
     assert body["detail"].startswith("query.limit: ")
     assert [error["field"] for error in body["errors"]] == ["query.limit"]
@@ -352,12 +336,12 @@ def _ids(body: dict[str, object]) -> list[str]:
 def test_pages_walk_the_list_once_and_end(
     client: TestClient, settings: Settings, published: str
 ) -> None:
-    first = client.get("/v1/feed", params={"limit": 2}, headers=_auth(settings, 1)).json()
+    first = client.get("/v1/feed", params={"limit": 2}, headers=auth_headers(settings, 1)).json()
     assert _ids(first) == USER_LISTS[1][:2] and first["next_cursor"]
     second = client.get(
         "/v1/feed",
         params={"limit": 2, "cursor": first["next_cursor"]},
-        headers=_auth(settings, 1),
+        headers=auth_headers(settings, 1),
     ).json()
     assert _ids(second) == USER_LISTS[1][2:] and second["next_cursor"] is None
 
@@ -370,7 +354,7 @@ def test_a_cursor_stays_on_its_run_while_a_new_run_is_published(
     redis_client: redis.Redis,
     redis_keys: RedisKeys,
 ) -> None:
-    first = client.get("/v1/feed", params={"limit": 1}, headers=_auth(settings, 1)).json()
+    first = client.get("/v1/feed", params={"limit": 1}, headers=auth_headers(settings, 1)).json()
     publish_run(
         engine=engine,
         redis_client=redis_client,
@@ -382,16 +366,16 @@ def test_a_cursor_stays_on_its_run_while_a_new_run_is_published(
         ttl_seconds=600,
     )
     rest = client.get(
-        "/v1/feed", params={"cursor": first["next_cursor"]}, headers=_auth(settings, 1)
+        "/v1/feed", params={"cursor": first["next_cursor"]}, headers=auth_headers(settings, 1)
     ).json()
     assert rest["run_id"] == published and _ids(rest) == USER_LISTS[1][1:]
-    fresh = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    fresh = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert fresh["run_id"] == "run-api-test-2" and _ids(fresh) == ["ev-5", "ev-2"]
 
     # The same holds on the Postgres path, once Redis's copy of the old run has expired.
     redis_client.delete(*redis_client.keys(redis_keys.run_pattern(published)))
     again = client.get(
-        "/v1/feed", params={"cursor": first["next_cursor"]}, headers=_auth(settings, 1)
+        "/v1/feed", params={"cursor": first["next_cursor"]}, headers=auth_headers(settings, 1)
     ).json()
     assert again["source"] == "postgres" and _ids(again) == USER_LISTS[1][1:]
 
@@ -400,7 +384,7 @@ def test_swipes_between_pages_do_not_shift_the_next_page(
     client: TestClient, settings: Settings, published: str, engine: sa.Engine
 ) -> None:
     """On the Postgres path too: swipes after the run was published leave the feed."""
-    first = client.get("/v1/feed", params={"limit": 1}, headers=_auth(settings, 1)).json()
+    first = client.get("/v1/feed", params={"limit": 1}, headers=auth_headers(settings, 1)).json()
     with engine.begin() as conn:
         copy_frame(conn, "users", pl.DataFrame({"id": [1], "display_name": ["A."], "metro": ["x"]}))
         copy_frame(
@@ -418,9 +402,9 @@ def test_swipes_between_pages_do_not_shift_the_next_page(
     settings_pg = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     with TestClient(create_app(settings_pg)) as pg_client:
         rest = pg_client.get(
-            "/v1/feed", params={"cursor": first["next_cursor"]}, headers=_auth(settings, 1)
+            "/v1/feed", params={"cursor": first["next_cursor"]}, headers=auth_headers(settings, 1)
         ).json()
-        whole = pg_client.get("/v1/feed", headers=_auth(settings, 1)).json()
+        whole = pg_client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert _ids(rest) == USER_LISTS[1][1:]
     assert USER_LISTS[1][0] not in _ids(whole)
 
@@ -429,7 +413,7 @@ def test_a_cursor_for_a_dropped_run_is_410(
     client: TestClient, settings: Settings, published: str
 ) -> None:
     gone = cursors.encode(cursors.Cursor(run_id="run-long-gone", after_rank=1), settings.cursor_key)
-    response = client.get("/v1/feed", params={"cursor": gone}, headers=_auth(settings, 1))
+    response = client.get("/v1/feed", params={"cursor": gone}, headers=auth_headers(settings, 1))
     assert response.status_code == 410
     assert response.headers["content-type"].startswith(PROBLEM)
 
@@ -439,7 +423,7 @@ def test_a_made_up_cursor_is_a_422_naming_it(
 ) -> None:
     key = settings.cursor_key
     for bad in ("not-base64!", cursors.encode(cursors.Cursor("r", 1), key)[:-3], "e30"):
-        response = client.get("/v1/feed", params={"cursor": bad}, headers=_auth(settings, 1))
+        response = client.get("/v1/feed", params={"cursor": bad}, headers=auth_headers(settings, 1))
         assert response.status_code == 422, bad
         assert "cursor" in response.text
 
@@ -451,15 +435,15 @@ def test_etag_revalidates_and_changes_with_the_list(
     redis_client: redis.Redis,
     redis_keys: RedisKeys,
 ) -> None:
-    first = client.get("/v1/feed", headers=_auth(settings, 1))
+    first = client.get("/v1/feed", headers=auth_headers(settings, 1))
     etag = first.headers["etag"]
     assert first.headers["cache-control"].startswith("private")
-    same = client.get("/v1/feed", headers={**_auth(settings, 1), "If-None-Match": etag})
+    same = client.get("/v1/feed", headers={**auth_headers(settings, 1), "If-None-Match": etag})
     assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == etag
     redis_client.sadd(redis_keys.seen(published, 1), USER_LISTS[1][0])
-    changed = client.get("/v1/feed", headers={**_auth(settings, 1), "If-None-Match": etag})
+    changed = client.get("/v1/feed", headers={**auth_headers(settings, 1), "If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
-    other = client.get("/v1/feed", headers={**_auth(settings, 2), "If-None-Match": etag})
+    other = client.get("/v1/feed", headers={**auth_headers(settings, 2), "If-None-Match": etag})
     assert other.status_code == 200  # another user's list never matches
 
 
@@ -513,7 +497,7 @@ def _read(settings: Settings, path: str, user_id: int, **params: Any) -> dict[st
     if path == "postgres":
         settings = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     with TestClient(create_app(settings)) as client:
-        response = client.get("/v1/feed", params=params, headers=_auth(settings, user_id))
+        response = client.get("/v1/feed", params=params, headers=auth_headers(settings, user_id))
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     assert body["source"] == path
@@ -575,7 +559,7 @@ def test_distance_is_null_without_a_position(
     _execute(
         engine, "UPDATE venues SET latitude = :lat, longitude = :lon", lat=HALL[0], lon=HALL[1]
     )
-    body = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    body = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert {item["distance_km"] for item in body["items"]} == {None}
 
 
@@ -587,7 +571,7 @@ def test_distance_is_null_without_a_position(
 def test_half_a_position_is_a_422_naming_the_missing_one(
     client: TestClient, settings: Settings, published: str, params: dict[str, str], missing: str
 ) -> None:
-    response = client.get("/v1/feed", params=params, headers=_auth(settings, 1))
+    response = client.get("/v1/feed", params=params, headers=auth_headers(settings, 1))
     body = _assert_problem(response, 422)
     assert [error["field"] for error in body["errors"]] == [f"query.{missing}"]
     assert body["detail"].startswith(f"query.{missing}: ")
@@ -597,7 +581,9 @@ def test_half_a_position_is_a_422_naming_the_missing_one(
 def test_a_position_off_the_globe_is_a_422(
     client: TestClient, settings: Settings, published: str, lat: str, lon: str
 ) -> None:
-    response = client.get("/v1/feed", params={"lat": lat, "lon": lon}, headers=_auth(settings, 1))
+    response = client.get(
+        "/v1/feed", params={"lat": lat, "lon": lon}, headers=auth_headers(settings, 1)
+    )
     _assert_problem(response, 422)
 
 
@@ -671,6 +657,6 @@ def test_friends_going_counts_only_friends_who_share_their_rsvp(
 
 def test_405_lists_every_method_of_the_path(client: TestClient, settings: Settings) -> None:
     """Two handlers serve one resource (PUT and DELETE): `Allow` must name both."""
-    response = client.post("/v1/events/ev-1/attendance", headers=_auth(settings, 1))
+    response = client.post("/v1/events/ev-1/attendance", headers=auth_headers(settings, 1))
     assert response.status_code == 405
     assert {m.strip() for m in response.headers["allow"].split(",")} == {"PUT", "DELETE"}

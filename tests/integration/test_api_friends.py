@@ -9,7 +9,7 @@ stop doing so at once (which only holds if the cached calendar pages are dropped
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from godo.settings import Settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from store import friends as friends_store
 from store.keys import RedisKeys
 from store.schema import events, friendships, users
+from tests.integration.conftest import auth_headers
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -63,18 +63,8 @@ def seeded(engine: sa.Engine) -> sa.Engine:
 
 
 @pytest.fixture
-def settings(api_settings: Settings) -> Settings:
-    return api_settings
-
-
-@pytest.fixture
-def client(settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+def app_data(seeded: sa.Engine) -> None:
+    """`client` starts on the `seeded` world."""
 
 
 def _assert_problem(response: Any, status: int) -> dict[str, Any]:
@@ -91,19 +81,19 @@ def _fields(body: dict[str, Any]) -> list[str]:
 
 
 def _ask(client: TestClient, settings: Settings, caller: int, other: int) -> Any:
-    return client.post(f"/v1/friends/{other}", headers=_auth(settings, caller))
+    return client.post(f"/v1/friends/{other}", headers=auth_headers(settings, caller))
 
 
 def _accept(client: TestClient, settings: Settings, caller: int, other: int) -> Any:
-    return client.post(f"/v1/friends/{other}/accept", headers=_auth(settings, caller))
+    return client.post(f"/v1/friends/{other}/accept", headers=auth_headers(settings, caller))
 
 
 def _remove(client: TestClient, settings: Settings, caller: int, other: int) -> Any:
-    return client.delete(f"/v1/friends/{other}", headers=_auth(settings, caller))
+    return client.delete(f"/v1/friends/{other}", headers=auth_headers(settings, caller))
 
 
 def _lists(client: TestClient, settings: Settings, caller: int) -> dict[str, Any]:
-    response = client.get("/v1/me/friends", headers=_auth(settings, caller))
+    response = client.get("/v1/me/friends", headers=auth_headers(settings, caller))
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -276,7 +266,7 @@ def test_a_caller_without_a_user_row_cannot_ask(client: TestClient, settings: Se
 def test_yourself_and_bad_ids_are_422_naming_user_id(
     client: TestClient, settings: Settings, seeded: sa.Engine, method: str, path: str
 ) -> None:
-    response = client.request(method, path, headers=_auth(settings, ANA))
+    response = client.request(method, path, headers=auth_headers(settings, ANA))
     body = _assert_problem(response, 422)
     assert _fields(body) == ["path.user_id"]
     assert "path.user_id" in body["detail"]
@@ -302,7 +292,7 @@ def test_friends_need_a_bearer_token(client: TestClient, method: str, path: str)
 
 
 def _calendar_ids(client: TestClient, settings: Settings, viewer: int, owner: int) -> list[str]:
-    response = client.get(f"/v1/users/{owner}/calendar", headers=_auth(settings, viewer))
+    response = client.get(f"/v1/users/{owner}/calendar", headers=auth_headers(settings, viewer))
     assert response.status_code == 200, response.text
     return [item["event_id"] for item in response.json()["items"]]
 
@@ -314,7 +304,7 @@ def test_only_an_accepted_friendship_opens_friends_only_entries(
         response = client.put(
             f"/v1/events/{event_id}/attendance",
             json={"status": "going", "visibility": visibility},
-            headers=_auth(settings, BEN),
+            headers=auth_headers(settings, BEN),
         )
         assert response.status_code == 200, response.text
     # Read twice each time, so the second read comes from the cache.

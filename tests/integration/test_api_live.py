@@ -38,6 +38,7 @@ from store.live_events import (
 )
 from store.publish import publish_run
 from tests.conftest import assert_documented_live_message
+from tests.integration.conftest import auth_headers
 
 VIEWER, FRIEND, STRANGER, OTHER_FRIEND = 1, 2, 3, 4
 EVENTS = ["ev-1", "ev-2", "ev-3"]
@@ -103,16 +104,12 @@ def apps(api_settings: Settings, world: None) -> Iterator[tuple[TestClient, Test
         yield a, b
 
 
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
-
-
 def _connect(
     client: TestClient, settings: Settings, user_id: int, **params: str
 ) -> WebSocketTestSession:
     query = "&".join(f"{name}={value}" for name, value in params.items())
     return client.websocket_connect(
-        f"/v1/live?{query}" if query else "/v1/live", headers=_auth(settings, user_id)
+        f"/v1/live?{query}" if query else "/v1/live", headers=auth_headers(settings, user_id)
     )
 
 
@@ -142,13 +139,15 @@ def _hello(ws: WebSocketTestSession, user_id: int) -> dict[str, Any]:
 
 def _rsvp(client: TestClient, settings: Settings, user_id: int, event_id: str, **body: str) -> None:
     response = client.put(
-        f"/v1/events/{event_id}/attendance", json=body, headers=_auth(settings, user_id)
+        f"/v1/events/{event_id}/attendance", json=body, headers=auth_headers(settings, user_id)
     )
     assert response.status_code == 200, response.text
 
 
 def _unrsvp(client: TestClient, settings: Settings, user_id: int, event_id: str) -> None:
-    response = client.delete(f"/v1/events/{event_id}/attendance", headers=_auth(settings, user_id))
+    response = client.delete(
+        f"/v1/events/{event_id}/attendance", headers=auth_headers(settings, user_id)
+    )
     assert response.status_code == 204, response.text
 
 
@@ -411,7 +410,7 @@ def test_connections_past_the_per_user_cap_are_closed_with_1008(
             _hello(again, VIEWER)
 
 
-def test_connections_past_the_per_address_cap_are_closed_before_auth(
+def test_connections_past_the_per_address_cap_are_closed_beforeauth_headers(
     api_settings: Settings, world: None
 ) -> None:
     capped = api_settings.model_copy(update={"live_max_per_address": 2})

@@ -11,7 +11,6 @@ second call is a no-op, so these tests keep working after that move).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,11 +44,6 @@ RUN_ID = "run-health-test-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
 DURATION = "godo_http_request_duration_seconds"
-
-
-@pytest.fixture
-def settings(api_settings: Settings) -> Settings:
-    return api_settings
 
 
 @pytest.fixture
@@ -98,13 +92,6 @@ def published(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKey
         ttl_seconds=600,
     )
     return RUN_ID
-
-
-@pytest.fixture
-def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    """An observed app over this test's (emptied) database and Redis namespace."""
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
 
 
 def _samples(client: TestClient, name: str) -> list[Sample]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,11 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from godo.settings import Settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from serving.security import API_CSP, DOCS_CSP, HSTS
 from store.keys import RedisKeys
-from tests.integration.conftest import account_token_headers
+from tests.integration.conftest import account_token_headers, auth_headers
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -45,16 +43,6 @@ def settings(api_settings: Settings) -> Settings:
             "rate_limit_burst": BURST,
         }
     )
-
-
-@pytest.fixture
-def client(settings: Settings, engine: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
 
 
 def _assert_security_headers(response: Any, csp: str = API_CSP) -> None:
@@ -92,7 +80,7 @@ def _assert_rate_limited(response: Any, scope_words: str) -> int:
 def test_every_response_carries_the_security_headers(
     client: TestClient, settings: Settings, path: str, authenticated: bool, status: int
 ) -> None:
-    headers = _auth(settings, 1) if authenticated else {}
+    headers = auth_headers(settings, 1) if authenticated else {}
     response = client.get(path, headers=headers)
     assert response.status_code == status, response.text
     _assert_security_headers(response)
@@ -153,12 +141,12 @@ def test_preflight_from_another_origin_is_refused(client: TestClient) -> None:
 def test_simple_request_exposes_retry_after_to_the_app_origin(
     client: TestClient, settings: Settings
 ) -> None:
-    headers = {**_auth(settings, 1), "Origin": APP_ORIGIN}
+    headers = {**auth_headers(settings, 1), "Origin": APP_ORIGIN}
     response = client.get("/v1/feed", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["access-control-allow-origin"] == APP_ORIGIN
     assert "retry-after" in response.headers["access-control-expose-headers"].lower()
-    other = client.get("/v1/feed", headers={**_auth(settings, 2), "Origin": OTHER_ORIGIN})
+    other = client.get("/v1/feed", headers={**auth_headers(settings, 2), "Origin": OTHER_ORIGIN})
     assert "access-control-allow-origin" not in other.headers
 
 
@@ -184,7 +172,7 @@ def test_small_responses_are_not(client: TestClient) -> None:
 def test_user_over_the_burst_gets_a_429_problem(
     client: TestClient, settings: Settings, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
-    headers = {**_auth(settings, 1), "Origin": APP_ORIGIN}
+    headers = {**auth_headers(settings, 1), "Origin": APP_ORIGIN}
     for _ in range(BURST):
         response = client.get("/v1/feed", headers=headers)
         assert response.status_code == 200, response.text
@@ -203,29 +191,29 @@ def test_limits_hold_after_redis_forgets_the_script(
 ) -> None:
     """The limiter sends only the script's digest; a Redis that lost its scripts (a restart,
     `SCRIPT FLUSH`) gets the text again instead of failing open."""
-    client.get("/v1/feed", headers=_auth(settings, 1))
+    client.get("/v1/feed", headers=auth_headers(settings, 1))
     redis_client.script_flush()
     for _ in range(BURST - 1):
-        assert client.get("/v1/feed", headers=_auth(settings, 1)).status_code == 200
-    _assert_rate_limited(client.get("/v1/feed", headers=_auth(settings, 1)), "this user")
+        assert client.get("/v1/feed", headers=auth_headers(settings, 1)).status_code == 200
+    _assert_rate_limited(client.get("/v1/feed", headers=auth_headers(settings, 1)), "this user")
 
 
 def test_another_user_has_a_bucket_of_their_own(client: TestClient, settings: Settings) -> None:
     for _ in range(BURST):
-        client.get("/v1/feed", headers=_auth(settings, 1))
-    _assert_rate_limited(client.get("/v1/feed", headers=_auth(settings, 1)), "this user")
-    response = client.get("/v1/feed", headers=_auth(settings, 2))
+        client.get("/v1/feed", headers=auth_headers(settings, 1))
+    _assert_rate_limited(client.get("/v1/feed", headers=auth_headers(settings, 1)), "this user")
+    response = client.get("/v1/feed", headers=auth_headers(settings, 2))
     assert response.status_code == 200, response.text
 
 
 def test_bucket_refills_at_the_configured_rate(client: TestClient, settings: Settings) -> None:
     for _ in range(BURST):
-        client.get("/v1/feed", headers=_auth(settings, 1))
+        client.get("/v1/feed", headers=auth_headers(settings, 1))
     retry_after = _assert_rate_limited(
-        client.get("/v1/feed", headers=_auth(settings, 1)), "this user"
+        client.get("/v1/feed", headers=auth_headers(settings, 1)), "this user"
     )
     time.sleep(retry_after + 0.1)
-    assert client.get("/v1/feed", headers=_auth(settings, 1)).status_code == 200
+    assert client.get("/v1/feed", headers=auth_headers(settings, 1)).status_code == 200
 
 
 def test_unauthenticated_requests_are_limited_per_ip(
@@ -238,7 +226,7 @@ def test_unauthenticated_requests_are_limited_per_ip(
     invalid = {"Authorization": "Bearer not.a.token"}
     _assert_rate_limited(client.get("/v1/feed", headers=invalid), "this client IP")
     # a valid user is not held back by their IP's anonymous traffic
-    assert client.get("/v1/feed", headers=_auth(settings, 1)).status_code == 200
+    assert client.get("/v1/feed", headers=auth_headers(settings, 1)).status_code == 200
 
 
 def test_health_and_metrics_are_never_rate_limited(client: TestClient) -> None:
@@ -253,7 +241,7 @@ def test_health_and_metrics_are_never_rate_limited(client: TestClient) -> None:
 def test_refusals_are_counted_in_the_metrics(settings: Settings, engine: sa.Engine) -> None:
     with TestClient(create_app(settings)) as client:
         for _ in range(BURST + 1):
-            client.get("/v1/feed", headers=_auth(settings, 1))
+            client.get("/v1/feed", headers=auth_headers(settings, 1))
         for _ in range(BURST + 1):
             client.get("/v1/feed")
         metrics = client.get("/metrics").text
@@ -275,7 +263,8 @@ def test_redis_down_fails_open_with_one_warning(
         TestClient(create_app(down)) as client,
     ):
         statuses = [
-            client.get("/v1/feed", headers=_auth(settings, 1)).status_code for _ in range(BURST * 2)
+            client.get("/v1/feed", headers=auth_headers(settings, 1)).status_code
+            for _ in range(BURST * 2)
         ]
         anonymous = [client.get("/v1/feed").status_code for _ in range(BURST * 2)]
     assert statuses == [200] * (BURST * 2)
@@ -302,7 +291,7 @@ def test_an_account_uuid_acts_as_the_user_linked_to_it(
             {"account": ACCOUNT},
         )
     # Ben asks Ana (by user id); Ana, signed in with her account UUID, sees the request.
-    assert client.post("/v1/friends/41", headers=_auth(settings, 42)).status_code == 201
+    assert client.post("/v1/friends/41", headers=auth_headers(settings, 42)).status_code == 201
     response = client.get("/v1/me/friends", headers=account_token_headers(settings, ACCOUNT))
     assert response.status_code == 200, response.text
     assert [r["user_id"] for r in response.json()["incoming"]] == [42]

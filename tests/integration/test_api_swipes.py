@@ -8,7 +8,6 @@ a closed port, never a mock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,11 +18,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from godo.settings import Settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from store.db import copy_frame
 from store.keys import RedisKeys
 from store.publish import publish_run
+from tests.integration.conftest import auth_headers
 
 RUN_ID = "run-swipes-test-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -94,19 +93,8 @@ def published(seeded: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKey
 
 
 @pytest.fixture
-def settings(api_settings: Settings) -> Settings:
-    return api_settings
-
-
-@pytest.fixture
-def client(settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
-    """The app over this test's seeded database and Redis namespace, lifespan running."""
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+def app_data(seeded: sa.Engine) -> None:
+    """`client` starts on the `seeded` world."""
 
 
 def _swipe(event_id: str, direction: str = "like", **overrides: Any) -> dict[str, Any]:
@@ -151,7 +139,7 @@ def test_batch_is_stored_for_the_token_user(
     client: TestClient, settings: Settings, seeded: sa.Engine
 ) -> None:
     batch = [_swipe("ev-1", "like"), _swipe("ev-2", "pass"), _swipe("ev-3", "superlike")]
-    response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
+    response = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
     assert response.status_code == 200, response.text
     assert response.json() == {"stored": 3, "duplicates": 0, "feed_updated": True}
     rows = _rows(seeded)
@@ -172,13 +160,13 @@ def test_retried_batch_is_stored_once(
     client: TestClient, settings: Settings, seeded: sa.Engine
 ) -> None:
     batch = [_swipe("ev-1"), _swipe("ev-2", "pass")]
-    first = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
-    again = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
+    first = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
+    again = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
     assert first.json() == {"stored": 2, "duplicates": 0, "feed_updated": True}
     assert again.status_code == 200, again.text
     assert again.json() == {"stored": 0, "duplicates": 2, "feed_updated": True}
     extended = client.post(
-        "/v1/swipes", json={"swipes": [*batch, _swipe("ev-3")]}, headers=_auth(settings, 1)
+        "/v1/swipes", json={"swipes": [*batch, _swipe("ev-3")]}, headers=auth_headers(settings, 1)
     )
     assert extended.json() == {"stored": 1, "duplicates": 2, "feed_updated": True}
     assert len(_rows(seeded)) == 3
@@ -191,7 +179,7 @@ def test_user_comes_from_the_token_not_the_body(
     response = client.post(
         "/v1/swipes",
         json={"swipes": [{**swipe, "user_id": 1}], "user_id": 1},
-        headers=_auth(settings, 2),
+        headers=auth_headers(settings, 2),
     )
     assert response.status_code == 200, response.text
     assert [row["user_id"] for row in _rows(seeded)] == [2]
@@ -204,7 +192,7 @@ def test_client_ids_are_scoped_per_user(
     swipe = _swipe("ev-1", client_id="same-id")
     for user_id in USERS:
         response = client.post(
-            "/v1/swipes", json={"swipes": [swipe]}, headers=_auth(settings, user_id)
+            "/v1/swipes", json={"swipes": [swipe]}, headers=auth_headers(settings, user_id)
         )
         assert response.json()["stored"] == 1, response.text
     assert sorted(row["user_id"] for row in _rows(seeded)) == USERS
@@ -216,13 +204,13 @@ def test_client_ids_are_scoped_per_user(
 def test_swiped_event_leaves_the_feed_at_once(
     client: TestClient, settings: Settings, published: str
 ) -> None:
-    before = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    before = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert [item["event_id"] for item in before["items"]] == USER_1_FEED
     response = client.post(
-        "/v1/swipes", json={"swipes": [_swipe("ev-3", "pass")]}, headers=_auth(settings, 1)
+        "/v1/swipes", json={"swipes": [_swipe("ev-3", "pass")]}, headers=auth_headers(settings, 1)
     )
     assert response.json()["feed_updated"] is True, response.text
-    after = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+    after = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert after["source"] == "redis"
     assert [item["event_id"] for item in after["items"]] == ["ev-1", "ev-4"]
 
@@ -233,8 +221,10 @@ def test_redis_down_still_stores_the_swipes(
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     batch = [_swipe("ev-3")]
     with TestClient(create_app(down)) as client:
-        response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
-        feed = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+        response = client.post(
+            "/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1)
+        )
+        feed = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert response.status_code == 200, response.text
     assert response.json() == {"stored": 1, "duplicates": 0, "feed_updated": False}
     assert [row["event_id"] for row in _rows(seeded)] == ["ev-3"]
@@ -244,8 +234,8 @@ def test_redis_down_still_stores_the_swipes(
 
     # Resending once Redis is back stores nothing new but does catch the feed up.
     with TestClient(create_app(settings)) as client:
-        again = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
-        feed = client.get("/v1/feed", headers=_auth(settings, 1)).json()
+        again = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
+        feed = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert again.json() == {"stored": 0, "duplicates": 1, "feed_updated": True}
     assert [item["event_id"] for item in feed["items"]] == ["ev-1", "ev-4"]
 
@@ -257,14 +247,14 @@ def test_more_than_100_swipes_is_a_422_naming_swipes(
     client: TestClient, settings: Settings, seeded: sa.Engine
 ) -> None:
     batch = [_swipe(EVENT_IDS[i % len(EVENT_IDS)]) for i in range(101)]
-    response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
+    response = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
     body = _assert_problem(response, 422)
     assert _fields(body) == ["body.swipes"]
     assert _rows(seeded) == []
 
 
 def test_empty_batch_is_a_422(client: TestClient, settings: Settings) -> None:
-    response = client.post("/v1/swipes", json={"swipes": []}, headers=_auth(settings, 1))
+    response = client.post("/v1/swipes", json={"swipes": []}, headers=auth_headers(settings, 1))
     assert _fields(_assert_problem(response, 422)) == ["body.swipes"]
 
 
@@ -273,7 +263,7 @@ def test_future_ts_is_a_422_naming_that_items_ts(
 ) -> None:
     future = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
     batch = [_swipe("ev-1"), _swipe("ev-2"), _swipe("ev-3"), _swipe("ev-4", ts=future)]
-    response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
+    response = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
     body = _assert_problem(response, 422)
     assert [error["loc"] for error in body["errors"]] == [["body", "swipes", 3, "ts"]]
     assert "future" in body["detail"]
@@ -285,7 +275,7 @@ def test_small_clock_skew_is_tolerated_but_not_stored_in_the_future(
 ) -> None:
     ahead = (datetime.now(UTC) + timedelta(minutes=2)).isoformat()
     response = client.post(
-        "/v1/swipes", json={"swipes": [_swipe("ev-1", ts=ahead)]}, headers=_auth(settings, 1)
+        "/v1/swipes", json={"swipes": [_swipe("ev-1", ts=ahead)]}, headers=auth_headers(settings, 1)
     )
     assert response.status_code == 200, response.text
     [row] = _rows(seeded)
@@ -296,7 +286,9 @@ def test_naive_ts_is_a_422_naming_ts(
     client: TestClient, settings: Settings, seeded: sa.Engine
 ) -> None:
     naive = _swipe("ev-1", ts="2026-01-01T12:00:00")
-    response = client.post("/v1/swipes", json={"swipes": [naive]}, headers=_auth(settings, 1))
+    response = client.post(
+        "/v1/swipes", json={"swipes": [naive]}, headers=auth_headers(settings, 1)
+    )
     assert _fields(_assert_problem(response, 422)) == ["body.swipes.0.ts"]
     assert _rows(seeded) == []
 
@@ -305,7 +297,7 @@ def test_repeated_client_id_in_a_batch_is_a_422(
     client: TestClient, settings: Settings, seeded: sa.Engine
 ) -> None:
     batch = [_swipe("ev-1", client_id="dup"), _swipe("ev-2", client_id="dup")]
-    response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
+    response = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
     body = _assert_problem(response, 422)
     assert _fields(body) == ["body.swipes"]
     assert "dup" in body["detail"]
@@ -325,7 +317,9 @@ def test_bad_item_field_is_a_422_naming_it(
     client: TestClient, settings: Settings, overrides: dict[str, Any], field: str
 ) -> None:
     response = client.post(
-        "/v1/swipes", json={"swipes": [_swipe("ev-1", **overrides)]}, headers=_auth(settings, 1)
+        "/v1/swipes",
+        json={"swipes": [_swipe("ev-1", **overrides)]},
+        headers=auth_headers(settings, 1),
     )
     assert _fields(_assert_problem(response, 422)) == [f"body.swipes.0.{field}"]
 
@@ -334,7 +328,7 @@ def test_unknown_event_is_a_422_naming_it_and_nothing_is_stored(
     client: TestClient, settings: Settings, seeded: sa.Engine
 ) -> None:
     batch = [_swipe("ev-1"), _swipe("ev-nope"), _swipe("ev-2"), _swipe("ev-gone")]
-    response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
+    response = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
     body = _assert_problem(response, 422)
     assert _fields(body) == ["body.swipes.1.event_id", "body.swipes.3.event_id"]
     assert "ev-nope" in body["detail"] and "ev-gone" in body["detail"]
@@ -356,7 +350,7 @@ def test_token_of_a_user_without_a_row_is_a_404(
     client: TestClient, settings: Settings, seeded: sa.Engine
 ) -> None:
     response = client.post(
-        "/v1/swipes", json={"swipes": [_swipe("ev-1")]}, headers=_auth(settings, 999)
+        "/v1/swipes", json={"swipes": [_swipe("ev-1")]}, headers=auth_headers(settings, 999)
     )
     assert "999" in _assert_problem(response, 404)["detail"]
     assert _rows(seeded) == []

@@ -34,7 +34,7 @@ from store.invites import issue_invite_token, issue_unsubscribe_token
 from store.keys import RedisKeys
 from store.publish import publish_run
 from store.schema import events, invites, notification_log, notification_preferences, users
-from tests.integration.conftest import API_SECRET
+from tests.integration.conftest import API_SECRET, auth_headers
 
 PROBLEM = "application/problem+json"
 ANA, BEN, CAT = 1, 2, 3
@@ -104,13 +104,8 @@ def settings(api_settings: Settings, resend: FakeResend) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+def app_data(seeded: sa.Engine) -> None:
+    """`client` starts on the `seeded` world."""
 
 
 def _problem(response: Any, status: int) -> dict[str, Any]:
@@ -134,7 +129,7 @@ def test_invite_sends_one_email_whose_link_validates(
     client: TestClient, settings: Settings, resend: FakeResend, engine: sa.Engine
 ) -> None:
     response = client.post(
-        "/v1/invites", json={"email": "  Rui@Example.COM "}, headers=_auth(settings, ANA)
+        "/v1/invites", json={"email": "  Rui@Example.COM "}, headers=auth_headers(settings, ANA)
     )
     assert response.status_code == 201, response.text
     body = response.json()
@@ -169,7 +164,8 @@ def test_a_bad_address_is_a_422_naming_the_field(
     client: TestClient, settings: Settings, resend: FakeResend, engine: sa.Engine, address: str
 ) -> None:
     body = _problem(
-        client.post("/v1/invites", json={"email": address}, headers=_auth(settings, ANA)), 422
+        client.post("/v1/invites", json={"email": address}, headers=auth_headers(settings, ANA)),
+        422,
     )
     assert [error["field"] for error in body["errors"]] == ["body.email"]
     assert resend.requests == 0 and _invite_rows(engine) == []
@@ -182,12 +178,12 @@ def test_invites_need_a_login(client: TestClient) -> None:
 def test_one_pending_invite_per_address_and_inviter(
     client: TestClient, settings: Settings, resend: FakeResend
 ) -> None:
-    ana = _auth(settings, ANA)
+    ana = auth_headers(settings, ANA)
     assert client.post("/v1/invites", json={"email": "rui@example.com"}, headers=ana).is_success
     again = client.post("/v1/invites", json={"email": "RUI@example.com"}, headers=ana)
     assert "already invited" in _problem(again, 409)["detail"]
     other = client.post(
-        "/v1/invites", json={"email": "rui@example.com"}, headers=_auth(settings, BEN)
+        "/v1/invites", json={"email": "rui@example.com"}, headers=auth_headers(settings, BEN)
     )
     assert other.status_code == 201  # another inviter may
     assert len(resend.messages) == 2
@@ -198,7 +194,7 @@ def test_daily_limit_per_inviter_is_a_429_with_retry_after(
 ) -> None:
     settings = _settings(api_settings, resend, invite_daily_limit=2)
     with TestClient(create_app(settings)) as client:
-        ana = _auth(settings, ANA)
+        ana = auth_headers(settings, ANA)
         for n in range(2):
             sent = client.post("/v1/invites", json={"email": f"f{n}@example.com"}, headers=ana)
             assert sent.status_code == 201
@@ -208,7 +204,7 @@ def test_daily_limit_per_inviter_is_a_429_with_retry_after(
         assert 86_000 < int(refused.headers["Retry-After"]) <= 86_400
         # Ben's budget is his own.
         ben = client.post(
-            "/v1/invites", json={"email": "f9@example.com"}, headers=_auth(settings, BEN)
+            "/v1/invites", json={"email": "f9@example.com"}, headers=auth_headers(settings, BEN)
         )
         assert ben.status_code == 201
     assert len(resend.messages) == 3
@@ -221,11 +217,11 @@ def test_one_address_cannot_be_flooded_by_many_inviters(
     with TestClient(create_app(settings)) as client:
         for user in (ANA, BEN):
             ok = client.post(
-                "/v1/invites", json={"email": "x@example.com"}, headers=_auth(settings, user)
+                "/v1/invites", json={"email": "x@example.com"}, headers=auth_headers(settings, user)
             )
             assert ok.status_code == 201
         refused = client.post(
-            "/v1/invites", json={"email": "x@example.com"}, headers=_auth(settings, CAT)
+            "/v1/invites", json={"email": "x@example.com"}, headers=auth_headers(settings, CAT)
         )
         assert "received 2 invitations" in _problem(refused, 429)["detail"]
         assert "Retry-After" in refused.headers
@@ -236,7 +232,7 @@ def test_a_provider_outage_is_a_503_and_inviting_again_works(
     client: TestClient, settings: Settings, resend: FakeResend, engine: sa.Engine
 ) -> None:
     resend.server_errors(10)
-    ana = _auth(settings, ANA)
+    ana = auth_headers(settings, ANA)
     failed = client.post("/v1/invites", json={"email": "rui@example.com"}, headers=ana)
     assert _problem(failed, 503) and failed.headers["Retry-After"]
     assert [r.send_status for r in _invite_rows(engine)] == ["failed"]

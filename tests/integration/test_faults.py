@@ -32,7 +32,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from godo.services import ServiceUrls
 from godo.settings import Settings
-from godo.tokens import issue_token
 from serving import cursors
 from serving.app import create_app
 from store.db import copy_frame, make_engine
@@ -43,7 +42,7 @@ from store.health import check_postgres
 from store.keys import RedisKeys
 from store.publish import PublishStep, publish_run, publishing, sweep_abandoned_runs
 from store.recovery import reconcile_feed
-from tests.integration.conftest import DedicatedRedis, seed_upcoming_events
+from tests.integration.conftest import DedicatedRedis, auth_headers, seed_upcoming_events
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EVENTS = [f"e{i}" for i in range(1, 9)]
@@ -116,10 +115,6 @@ def _kill_at(step: PublishStep) -> Callable[[PublishStep], None]:
     return hook
 
 
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
-
-
 def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -161,7 +156,7 @@ def test_redis_restarted_empty_makes_health_degraded_and_says_why(
         assert client.get("/health").json()["status"] == "ok"
         dedicated_redis.restart_empty()
         body = client.get("/health").json()
-        feed = client.get("/v1/feed", headers=_auth(slow, 1)).json()
+        feed = client.get("/v1/feed", headers=auth_headers(slow, 1)).json()
     assert body["status"] == "degraded", body
     assert body["redis"]["ok"] is True
     assert any("no current run" in reason and "run-p" in reason for reason in body["reasons"])
@@ -208,7 +203,7 @@ def test_redis_restarted_empty_gets_every_run_back_from_postgres_without_a_human
     with TestClient(create_app(fast)) as client:
         swipe = {"client_id": "s1", "event_id": "e1", "direction": "pass", "ts": NOW.isoformat()}
         stored = client.post(
-            "/v1/swipes", json={"swipes": [swipe]}, headers=_auth(fast, champion_user)
+            "/v1/swipes", json={"swipes": [swipe]}, headers=auth_headers(fast, champion_user)
         )
         assert stored.status_code == 200, stored.text
         dedicated_redis.restart_empty()
@@ -224,7 +219,7 @@ def test_redis_restarted_empty_gets_every_run_back_from_postgres_without_a_human
         took = time.monotonic() - started
         assert restored, client.get("/health").json()
         feeds = {
-            name: client.get("/v1/feed", headers=_auth(fast, user)).json()
+            name: client.get("/v1/feed", headers=auth_headers(fast, user)).json()
             for name, user in {"champion": champion_user, **arm_users}.items()
         }
     assert took < 10
@@ -255,7 +250,7 @@ def test_a_hung_redis_is_skipped_at_once_and_probed_until_it_answers(
 ) -> None:
     settings = api_settings.model_copy(update={"redis_url": dedicated_redis.url})
     _publish(catalogue, direct, redis_keys, "run-p")
-    auth = _auth(settings, 1)
+    auth = auth_headers(settings, 1)
     with TestClient(create_app(settings)) as client:
         assert client.get("/v1/feed", headers=auth).json()["source"] == "redis"
         dedicated_redis.pause()
@@ -361,12 +356,12 @@ def test_the_keeper_ends_a_split_left_by_a_dead_publish(
     with TestClient(create_app(fast)) as client:
         one_run = _wait_for(
             lambda: (
-                client.get("/v1/feed", headers=_auth(fast, 1)).json()["run_id"] == "run-x"
+                client.get("/v1/feed", headers=auth_headers(fast, 1)).json()["run_id"] == "run-x"
                 and client.get("/health").json()["status"] == "ok"
             ),
             seconds=10,
         )
-        body = client.get("/v1/feed", headers=_auth(fast, 1)).json()
+        body = client.get("/v1/feed", headers=auth_headers(fast, 1)).json()
     assert one_run
     assert (body["source"], [i["event_id"] for i in body["items"]]) == ("redis", LISTS["run-x"])
 
@@ -445,7 +440,7 @@ def test_a_hand_made_cursor_is_refused_and_a_run_never_published_is_never_served
         _publish(catalogue, redis_client, redis_keys, "run-x", on_step=_kill_at("written"))
     hand_made = base64.urlsafe_b64encode(json.dumps({"r": "run-x", "k": 0}).encode()).decode()
     signed = cursors.encode(cursors.Cursor("run-x", 0), api_settings.cursor_key)
-    auth = _auth(api_settings, 1)
+    auth = auth_headers(api_settings, 1)
     with TestClient(create_app(api_settings)) as client:
         forged = client.get("/v1/feed", params={"cursor": hand_made.rstrip("=")}, headers=auth)
         unpublished = client.get("/v1/feed", params={"cursor": signed}, headers=auth)
@@ -485,7 +480,7 @@ def test_swipes_while_postgres_goes_away_are_stored_or_refused_with_retry_after(
 ) -> None:
     """A burst while every connection of the database is terminated again and again, then
     while the app's Postgres is a closed port: never a 500, never a 200 that stored nothing."""
-    auth = _auth(api_settings, 1)
+    auth = auth_headers(api_settings, 1)
     outcomes: list[tuple[dict[str, Any], int, str | None]] = []
     stop = threading.Event()
     killer_engine = make_engine(database_url)

@@ -8,7 +8,6 @@ Real Postgres and Redis throughout; Redis "down" is a URL pointing at a closed p
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from godo import services
 from godo.impression_ids import mint_page, page_nonce, read_impression, served_ms, verify_impression
 from godo.settings import Settings
-from godo.tokens import issue_token
 from pipelines.assets.impressions import impression_log
 from pipelines.resources import ImpressionRetentionResource, PostgresResource, RedisResource
 from serving.app import create_app
@@ -41,6 +39,7 @@ from store.impressions import (
 )
 from store.keys import RedisKeys
 from store.publish import publish_run
+from tests.integration.conftest import auth_headers
 
 RUN_ID = "run-impressions-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -101,22 +100,12 @@ def published(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKey
 
 
 @pytest.fixture
-def settings(api_settings: Settings) -> Settings:
-    return api_settings
-
-
-@pytest.fixture
-def client(settings: Settings, published: str) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+def app_data(published: str) -> None:
+    """`client` starts on the `published` world."""
 
 
 def _feed(client: TestClient, settings: Settings, user_id: int) -> list[dict[str, Any]]:
-    response = client.get("/v1/feed", headers=_auth(settings, user_id))
+    response = client.get("/v1/feed", headers=auth_headers(settings, user_id))
     assert response.status_code == 200, response.text
     items: list[dict[str, Any]] = response.json()["items"]
     return items
@@ -202,13 +191,13 @@ def test_feed_items_carry_ids_that_verify_and_match_the_recorded_impressions(
 def test_a_304_records_nothing_and_the_ids_do_not_change_the_etag(
     client: TestClient, settings: Settings, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
-    first = client.get("/v1/feed", headers=_auth(settings, 1))
-    second = client.get("/v1/feed", headers=_auth(settings, 1))
+    first = client.get("/v1/feed", headers=auth_headers(settings, 1))
+    second = client.get("/v1/feed", headers=auth_headers(settings, 1))
     assert first.headers["etag"] == second.headers["etag"]
     ids = [[i["impression_id"] for i in r.json()["items"]] for r in (first, second)]
     assert set(ids[0]).isdisjoint(ids[1])  # every showing is an impression of its own
     same = client.get(
-        "/v1/feed", headers={**_auth(settings, 1), "If-None-Match": first.headers["etag"]}
+        "/v1/feed", headers={**auth_headers(settings, 1), "If-None-Match": first.headers["etag"]}
     )
     assert same.status_code == 304
     assert redis_client.xlen(redis_keys.impressions()) == 2
@@ -229,7 +218,7 @@ def test_with_redis_down_the_feed_is_served_and_the_lost_impressions_counted(
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     with TestClient(create_app(down)) as client:
-        response = client.get("/v1/feed", headers=_auth(settings, 1))
+        response = client.get("/v1/feed", headers=auth_headers(settings, 1))
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["source"] == "postgres"
@@ -427,7 +416,9 @@ def test_swipes_store_valid_ids_and_ignore_and_count_the_rest(
     ids = {i["event_id"]: i["impression_id"] for i in _feed(client, settings, 1)}
     other_users = {i["event_id"]: i["impression_id"] for i in _feed(client, settings, 2)}
     refused = [_swipe("ev-3", "valid", ids["ev-3"]), _swipe("no-such-event", "x", None)]
-    response = client.post("/v1/swipes", json={"swipes": refused}, headers=_auth(settings, 1))
+    response = client.post(
+        "/v1/swipes", json={"swipes": refused}, headers=auth_headers(settings, 1)
+    )
     assert response.status_code == 422  # nothing stored, so nothing counted either
     old = datetime.now(UTC) - timedelta(seconds=settings.impression_max_age_seconds + 60)
     batch = [
@@ -439,7 +430,7 @@ def test_swipes_store_valid_ids_and_ignore_and_count_the_rest(
         _swipe("ev-1", "malformed", "not-an-impression-id"),
         _swipe("ev-4", "none", None),
     ]
-    response = client.post("/v1/swipes", json={"swipes": batch}, headers=_auth(settings, 1))
+    response = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
     assert response.status_code == 200, response.text
     assert response.json()["stored"] == len(batch)
     with engine.connect() as conn:
@@ -472,7 +463,9 @@ def test_an_rsvp_stores_a_valid_id_keeps_it_and_ignores_a_foreign_one(
     theirs = {i["event_id"]: i["impression_id"] for i in _feed(client, settings, 2)}
 
     def put(body: dict[str, Any]) -> Any:
-        response = client.put("/v1/events/ev-1/attendance", json=body, headers=_auth(settings, 1))
+        response = client.put(
+            "/v1/events/ev-1/attendance", json=body, headers=auth_headers(settings, 1)
+        )
         assert response.status_code == 200, response.text
         with engine.connect() as conn:
             return conn.execute(

@@ -19,21 +19,16 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from godo.settings import Settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from store.db import copy_frame, make_engine
 from store.keys import RedisKeys
 from store.live_cache import touch_catalogue, touch_events, touch_friends
 from store.publish import publish_run
+from tests.integration.conftest import auth_headers
 
 VIEWER, FRIEND, OTHER = 1, 2, 3
 CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
 EVENTS = ["ev-1", "ev-2", "ev-3"]
-
-
-@pytest.fixture
-def settings(api_settings: Settings) -> Settings:
-    return api_settings
 
 
 @pytest.fixture
@@ -102,12 +97,8 @@ def apps(settings: Settings, published: None) -> Iterator[tuple[TestClient, Test
         yield a, b
 
 
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
-
-
 def _feed(client: TestClient, settings: Settings) -> dict[str, dict[str, Any]]:
-    response = client.get("/v1/feed", headers=_auth(settings, VIEWER))
+    response = client.get("/v1/feed", headers=auth_headers(settings, VIEWER))
     assert response.status_code == 200, response.text
     assert response.json()["source"] == "redis"
     # Impression ids differ on every response (each showing is an impression): left out.
@@ -119,14 +110,14 @@ def _feed(client: TestClient, settings: Settings) -> dict[str, dict[str, Any]]:
 
 def _rsvp(client: TestClient, settings: Settings, user_id: int, event_id: str, **body: str) -> None:
     response = client.put(
-        f"/v1/events/{event_id}/attendance", json=body, headers=_auth(settings, user_id)
+        f"/v1/events/{event_id}/attendance", json=body, headers=auth_headers(settings, user_id)
     )
     assert response.status_code == 200, response.text
 
 
 def _befriend(client: TestClient, settings: Settings, a: int, b: int) -> None:
-    assert client.post(f"/v1/friends/{b}", headers=_auth(settings, a)).status_code == 201
-    accepted = client.post(f"/v1/friends/{a}/accept", headers=_auth(settings, b))
+    assert client.post(f"/v1/friends/{b}", headers=auth_headers(settings, a)).status_code == 201
+    accepted = client.post(f"/v1/friends/{a}/accept", headers=auth_headers(settings, b))
     assert accepted.status_code == 200, accepted.text
 
 
@@ -181,7 +172,9 @@ def test_rsvps_and_friendships_made_elsewhere_show_on_the_next_request(
     # Public again, then unfriended: the count follows the friendship.
     _rsvp(b, settings, FRIEND, "ev-1", status="going", visibility="public")
     assert _feed(a, settings)["ev-1"]["friends_going"] == 1
-    assert b.delete(f"/v1/friends/{FRIEND}", headers=_auth(settings, VIEWER)).status_code == 204
+    assert (
+        b.delete(f"/v1/friends/{FRIEND}", headers=auth_headers(settings, VIEWER)).status_code == 204
+    )
     assert _feed(a, settings)["ev-1"]["friends_going"] == 0
 
 
@@ -194,7 +187,10 @@ def test_the_last_seat_taken_elsewhere_drops_the_event_and_a_freed_one_brings_it
     _rsvp(b, settings, OTHER, "ev-1", status="going", visibility="private")
     assert "ev-1" not in _feed(a, settings)  # full, though the last RSVP is private
 
-    assert b.delete("/v1/events/ev-1/attendance", headers=_auth(settings, OTHER)).status_code == 204
+    assert (
+        b.delete("/v1/events/ev-1/attendance", headers=auth_headers(settings, OTHER)).status_code
+        == 204
+    )
     assert "ev-1" in _feed(a, settings)
 
 
@@ -243,6 +239,6 @@ def test_with_postgres_down_cached_pages_are_still_served(
 
         # A card that must be read again (its event changed) cannot be: 503, not a stale card.
         assert touch_events(redis_client, redis_keys, ["ev-2"])
-        response = a.get("/v1/feed", headers=_auth(settings, VIEWER))
+        response = a.get("/v1/feed", headers=auth_headers(settings, VIEWER))
         assert response.status_code == 503
         assert response.headers["retry-after"]

@@ -17,7 +17,6 @@ from fastapi.testclient import TestClient
 
 from godo import services
 from godo.settings import Settings
-from godo.tokens import issue_token
 from pipelines.assets.push import (
     ExpoResource,
     event_reminders,
@@ -26,7 +25,6 @@ from pipelines.assets.push import (
 )
 from pipelines.notification_metrics import metrics_path
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource
-from serving.app import create_app
 from sources.expo.fake import FakeExpo
 from store import notifications as store
 from store.keys import RedisKeys
@@ -41,6 +39,7 @@ from store.schema import (
     users,
 )
 from tests.conftest import assert_documented_live_message
+from tests.integration.conftest import auth_headers
 
 ANA, BEN, CAT = 1, 2, 3
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -128,13 +127,8 @@ def _log(engine: sa.Engine) -> list[Any]:
 
 
 @pytest.fixture
-def client(api_settings: Settings, seeded: sa.Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings)) as test_client:
-        yield test_client
-
-
-def _auth(settings: Settings, user_id: int) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(settings, user_id)}"}
+def app_data(seeded: sa.Engine) -> None:
+    """`client` starts on the `seeded` world."""
 
 
 def test_register_is_idempotent_and_moves_a_token(
@@ -145,12 +139,12 @@ def test_register_is_idempotent_and_moves_a_token(
     redis_keys: RedisKeys,
 ) -> None:
     body = {"expo_push_token": TOKEN_A, "platform": "ios"}
-    first = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, ANA))
+    first = client.post("/v1/me/devices", json=body, headers=auth_headers(api_settings, ANA))
     assert first.status_code == 201 and first.json()["created"] is True
-    again = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, ANA))
+    again = client.post("/v1/me/devices", json=body, headers=auth_headers(api_settings, ANA))
     assert again.status_code == 200 and again.json()["created"] is False
     assert redis_client.xlen(redis_keys.live_user_stream(ANA)) == 0
-    moved = client.post("/v1/me/devices", json=body, headers=_auth(api_settings, BEN))
+    moved = client.post("/v1/me/devices", json=body, headers=auth_headers(api_settings, BEN))
     assert moved.status_code == 201
     assert store.user_tokens(seeded, ANA) == []
     assert store.user_tokens(seeded, BEN) == [TOKEN_A]
@@ -172,7 +166,7 @@ def test_a_malformed_token_is_a_422_naming_the_field(
     response = client.post(
         "/v1/me/devices",
         json={"expo_push_token": "not-a-token", "platform": "ios"},
-        headers=_auth(api_settings, ANA),
+        headers=auth_headers(api_settings, ANA),
     )
     assert response.status_code == 422
     assert response.headers["content-type"].startswith("application/problem+json")
@@ -184,10 +178,10 @@ def test_only_the_owner_can_delete_a_token(
 ) -> None:
     _device(seeded, ANA, TOKEN_A)
     path = f"/v1/me/devices/{TOKEN_A.replace('[', '%5B').replace(']', '%5D')}"
-    stranger = client.delete(path, headers=_auth(api_settings, BEN))
+    stranger = client.delete(path, headers=auth_headers(api_settings, BEN))
     assert stranger.status_code == 204
     assert store.user_tokens(seeded, ANA) == [TOKEN_A]
-    owner = client.delete(path, headers=_auth(api_settings, ANA))
+    owner = client.delete(path, headers=auth_headers(api_settings, ANA))
     assert owner.status_code == 204
     assert store.user_tokens(seeded, ANA) == []
 
@@ -202,7 +196,7 @@ def test_preferences_are_validated_and_stored(
         "timezone": "Europe/Lisbon",
     }
     response = client.put(
-        "/v1/me/notification-preferences", json=body, headers=_auth(api_settings, ANA)
+        "/v1/me/notification-preferences", json=body, headers=auth_headers(api_settings, ANA)
     )
     assert response.status_code == 200
     assert store.get_preferences(seeded, ANA) == store.Preferences(
@@ -211,7 +205,7 @@ def test_preferences_are_validated_and_stored(
     bad = client.put(
         "/v1/me/notification-preferences",
         json={**body, "timezone": "Mars/Olympus"},
-        headers=_auth(api_settings, ANA),
+        headers=auth_headers(api_settings, ANA),
     )
     assert bad.status_code == 422 and "timezone" in bad.json()["detail"]
     # A time with a UTC offset, or a bare number, is not a time on the user's clock.
@@ -219,7 +213,7 @@ def test_preferences_are_validated_and_stored(
         wrong = client.put(
             "/v1/me/notification-preferences",
             json={**body, field: value},
-            headers=_auth(api_settings, ANA),
+            headers=auth_headers(api_settings, ANA),
         )
         assert wrong.status_code == 422 and field in wrong.json()["detail"]
 

@@ -22,7 +22,7 @@ from serving.problem_types import (
 )
 from serving.problems import ProblemError, problem_example
 
-PROBLEMS_MD = Path(__file__).resolve().parents[2] / "docs" / "problems.md"
+PROBLEMS_MD = Path(__file__).resolve().parents[3] / "docs" / "problems.md"
 # A row of the table: | `code` | `type` | status | when | what the app does |
 ROW = re.compile(r"^\| `([a-z-]+)` \| `([^`]+)` \| (\d{3}) \| (.+?) \| (.+?) \|$")
 

@@ -44,7 +44,7 @@ from tests.conftest import (
     resolve_ref,
 )
 
-SPEC_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "asyncapi-3.0.0.schema.json"
+SPEC_SCHEMA = Path(__file__).resolve().parents[2] / "data" / "asyncapi-3.0.0.schema.json"
 DOCUMENT = asyncapi_document()
 CHANNEL = DOCUMENT["channels"]["live"]
 POSITION = Cursor(user="1767225601000-0", broadcast="1767225590000-3").encode()

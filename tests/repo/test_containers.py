@@ -505,7 +505,7 @@ def test_every_copied_path_exists_and_reaches_the_build_context() -> None:
         ".godo/warehouse.duckdb",
         ".venv/bin/python",
         ".env",
-        "tests/unit/test_containers.py",
+        "tests/repo/test_containers.py",
         "notebooks/ranking.py",
         "godo/__pycache__/settings.cpython-311.pyc",
         "store/.env",
