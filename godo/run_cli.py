@@ -48,7 +48,7 @@ def run(
     _check_partition(job_def, partition)
 
     from godo.cli import connect
-    from godo.demo import _failure_message, _only_gated, bind_resources, dagster_instance
+    from godo.demo import _failure_message, bind_resources, dagster_instance
     from pipelines.definitions import build_resources
 
     settings, urls = connect()
@@ -68,13 +68,10 @@ def run(
         console.print(
             f"{what} succeeded in {seconds:.1f} s; tags {tags}.", highlight=False, soft_wrap=True
         )
-    elif _only_gated(result):
-        console.print(
-            f"{what} finished in {seconds:.1f} s; a blocking check held back what follows "
-            f"it: {_failure_message(result)}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        # A check that warned did not fail the run but says something happened, e.g. the
+        # champion gate keeping the current model: "champion kept: ...".
+        for warning in check_warnings(result):
+            console.print(warning, highlight=False, soft_wrap=True)
     else:
         errors.print(
             f"[red bold]{what} failed[/] after {seconds:.1f} s: {_failure_message(result)}",
@@ -88,11 +85,32 @@ def job_names(defs: dg.Definitions) -> list[str]:
     return [job.name for job in defs.jobs or ()]
 
 
+def check_warnings(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per check that did not pass at WARN: `check on asset warned: description`."""
+    from dagster import AssetCheckSeverity
+
+    return [
+        f"{e.check_name} on {e.asset_key.to_user_string()} warned: {e.description or 'no detail'}"
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity == AssetCheckSeverity.WARN
+    ]
+
+
+def _verdict(evaluation: dg.AssetCheckEvaluation) -> str:
+    from dagster import AssetCheckSeverity
+
+    if evaluation.passed:
+        return "passed"
+    if evaluation.severity == AssetCheckSeverity.WARN:
+        return "[yellow]warned[/]"
+    return "[red]failed[/]"
+
+
 def _outcome_table(result: dg.ExecuteInProcessResult) -> Table:
     """Each asset the run materialized, with its row count and its checks' verdicts."""
     checks: dict[str, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
-        verdict = "passed" if evaluation.passed else "[red]failed[/]"
+        verdict = _verdict(evaluation)
         key = evaluation.asset_key.to_user_string()
         checks.setdefault(key, []).append(f"{evaluation.check_name} {verdict}")
     table = new_table(("asset", "rows", "checks"), numeric={"rows"})

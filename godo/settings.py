@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     mlflow_model_name: str = Field(
         default="godo-feed-ranker", description="Registered model whose `champion` publishes."
     )
+    mlflow_ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="The MLflow UI as a browser reaches it (`godo mlflow`'s default): Dagster's "
+        "links to runs and model versions start here.",
+    )
     synthetic_city: bool | None = Field(
         default=None,
         description="Whether the synthetic city (and its oracle) exists; unset: development only.",

@@ -2,8 +2,9 @@
 
 Why a resource: the run-failure sensor reaches Sentry like any asset reaches a service, so a
 test hands in a DSN pointing at a local server and the production DSN arrives through the
-environment (`SENTRY_DSN`). A challenger rejected by the champion gate also fails its run;
-that is the gate doing its job, so it is logged as a warning and not sent to Sentry.
+environment (`SENTRY_DSN`). A challenger rejected by the champion gate does not fail its run
+(the gate reports at WARN, see `pipelines.assets.evaluation`), so every run that reaches this
+module failed for real and is reported as an error.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import sentry_sdk
 
 log = logging.getLogger(__name__)
 
-# The error Dagster raises when a blocking asset check (the champion gate) fails.
-GATE_REJECTION_ERRORS = frozenset({"DagsterAssetCheckFailedError"})
+# The error Dagster raises when a blocking asset check fails at ERROR: its own message (which
+# check, on which asset) is what to report, not the framework errors wrapped around it.
+CHECK_FAILED_ERROR = "DagsterAssetCheckFailedError"
 
 
 @dataclass(frozen=True)
@@ -36,11 +38,6 @@ class RunFailure:
     message: str
     steps: tuple[FailedStep, ...]
 
-    @property
-    def gate_rejection(self) -> bool:
-        """True when every failed step is a blocking check refusing a challenger."""
-        return bool(self.steps) and all(s.error_class in GATE_REJECTION_ERRORS for s in self.steps)
-
     def summary(self) -> str:
         failed = ", ".join(f"{s.step_key} ({s.error_class}: {s.message})" for s in self.steps)
         return f"run {self.run_id} of {self.job_name} failed: {failed or self.message}"
@@ -55,7 +52,7 @@ def describe_failure(context: dg.RunFailureSensorContext) -> RunFailure:
         while error is not None:  # Dagster wraps the asset's own error; report that one
             chain.append(error)
             error = error.cause
-        if chain and chain[0].cls_name in GATE_REJECTION_ERRORS:
+        if chain and chain[0].cls_name == CHECK_FAILED_ERROR:
             chain = chain[:1]
         root = chain[-1] if chain else None
         message = (root.message if root else event.message or "").strip()
@@ -81,11 +78,8 @@ class AlertsResource(dg.ConfigurableResource):
     environment: str = "development"
 
     def report(self, failure: RunFailure) -> bool:
-        """Log `failure`; send it to Sentry unless it is a gate rejection. True if sent."""
+        """Log `failure` as an error; send it to Sentry when a DSN is set. True if sent."""
         extra = {"run_id": failure.run_id, "job_name": failure.job_name}
-        if failure.gate_rejection:
-            log.warning("champion gate rejected the challenger: %s", failure.summary(), extra=extra)
-            return False
         log.error(failure.summary(), extra=extra)
         if not self.sentry_dsn:
             return False

@@ -21,6 +21,7 @@ from pipelines.assets import (
     synthetic,
     training,
 )
+from pipelines.freshness import freshness_checks, freshness_checks_sensor
 from pipelines.jobs import (
     impressions_job,
     ingest_job,
@@ -52,7 +53,6 @@ from pipelines.schedules import (
     push_receipts_every_15_minutes,
 )
 from pipelines.sensors import (
-    publish_after_rejected_retrain,
     publish_after_retrain,
     refresh_sensor,
     report_run_failures,
@@ -111,6 +111,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
             artifact_root=settings.resolved_mlflow_artifact_root,
             experiment=settings.mlflow_experiment,
             model_name=settings.mlflow_model_name,
+            ui_url=settings.mlflow_ui_url,
         ),
         "city": SyntheticCityResource(metros=settings.metros, enabled=settings.has_synthetic_city),
         "impression_retention": ImpressionRetentionResource(
@@ -130,7 +131,7 @@ SETTINGS = get_settings()
 
 defs = dg.Definitions(
     assets=all_assets,
-    asset_checks=all_checks,
+    asset_checks=[*all_checks, *freshness_checks],
     jobs=[
         ingest_job,
         simulate_job,
@@ -152,9 +153,9 @@ defs = dg.Definitions(
     ],
     sensors=[
         publish_after_retrain,
-        publish_after_rejected_retrain,
         refresh_sensor(SETTINGS.refresh_min_new_swipes),
         report_run_failures,
+        freshness_checks_sensor,
     ],
     resources=build_resources(SETTINGS),
     loggers={"console": json_lines_logger},

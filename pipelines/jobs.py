@@ -9,9 +9,8 @@ import dagster as dg
 
 PIPELINE_TAG = "godo/pipeline"
 
-PARTITIONED_INGEST = dg.AssetSelection.assets(
-    "eventbrite_raw_pages", "events", "venues", "event_quarantine", "geocoded_venues"
-)
+INGEST_ASSETS = ("eventbrite_raw_pages", "events", "venues", "event_quarantine", "geocoded_venues")
+PARTITIONED_INGEST = dg.AssetSelection.assets(*INGEST_ASSETS)
 PUBLISH = dg.AssetSelection.groups("recommendations")
 # Dagster activates a job's loggers only when its run config names them: this makes every
 # run of these jobs (scheduled, sensed or launched in the UI) log through the code location's

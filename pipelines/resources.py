@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pydantic import PrivateAttr
 
 from pipelines.tracking import ModelRegistry
+from pipelines.ui_metadata import MlflowLinks
 from sources.eventbrite.client import EventbriteClient, HttpEventbriteClient, Owner
 from sources.google_maps.client import HttpMapsClient, MapsClient
 from sources.synthetic.behaviour import BehaviourConfig
@@ -65,6 +66,7 @@ class MLflowResource(dg.ConfigurableResource):
     artifact_root: str | None = None
     experiment: str = "godo-ranking"
     model_name: str = "godo-feed-ranker"
+    ui_url: str = "http://127.0.0.1:5000"
 
     def registry(self) -> ModelRegistry:
         return ModelRegistry(
@@ -73,6 +75,10 @@ class MLflowResource(dg.ConfigurableResource):
             model_name=self.model_name,
             artifact_root=self.artifact_root,
         )
+
+    def links(self, registry: ModelRegistry) -> MlflowLinks:
+        """Links into the MLflow UI for `registry`'s experiment and model."""
+        return MlflowLinks(self.ui_url, registry.experiment_id, self.model_name)
 
 
 class LocalStorage(dg.ConfigurableResource):

@@ -4,12 +4,17 @@
 the simulator (on the synthetic city: expected likes, superlikes, "going" and graded value per
 session with 95% intervals, the oracle on top), scores them on the logged holdout beside it,
 and logs the training run (params, metrics, both tables, plots, feature list, model) to MLflow,
-registering a new model version. The blocking check `beats_champion` stops the run before
-`champion_model` unless the lower 95% bound of the challenger's gain over the champion on that
-unbiased value is above zero; `champion_model` re-checks the same verdict, so materializing it
-alone cannot bypass the gate. Publishing reads the champion only.
+registering a new model version. The check `beats_champion` passes when the lower 95% bound
+of the challenger's gain over the champion on that unbiased value is above zero. A challenger
+that does not beat the champion is a normal night, not an error: the check reports the numbers
+at WARN, the run succeeds, and `champion_model` (which re-checks the same verdict, so
+materializing it alone cannot bypass the gate) yields nothing, so Dagster shows it not
+materialized and the alias stays. Only an evaluation that registered no challenger fails the
+check at ERROR; being blocking, it then stops the run before `champion_model`. Publishing
+reads the champion only.
 """
 
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -54,6 +59,7 @@ from pipelines.ranking import EASE_PARAMS, ITEM_KNN_PARAMS
 from pipelines.resources import LocalStorage, MLflowResource, SyntheticCityResource
 from pipelines.tracking import ModelRegistry, TrainingRun
 from pipelines.training import MAX_EXAMPLES, WINDOW_DAYS
+from pipelines.ui_metadata import plots_markdown
 from sources.synthetic.online import SimulatedHoldout
 
 SUMMARY_METRICS = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
@@ -274,15 +280,28 @@ def ranking_evaluation(
         )
         mlflow_run = run.run_id
     table = with_online(score_table(lists, holdout, versions), online)
+    links = mlflow.links(registry)
+    mlflow_links = {
+        "mlflow_run": dg.MetadataValue.url(links.run(mlflow_run)),
+        "model_version": dg.MetadataValue.url(links.model_version(versions[CHALLENGER])),
+    }
+    # The version registered is the booster `ranker_model` trained: its page links there too.
+    context.log_event(
+        dg.AssetObservation(
+            asset_key="ranker_model",
+            metadata={"registered_version": versions[CHALLENGER], **mlflow_links},
+        )
+    )
     return frame_output(
         table,
         challenger_version=versions[CHALLENGER],
         champion_version=versions.get(CHAMPION, 0),
         mlflow_run_id=mlflow_run,
+        **mlflow_links,
         holdout_users=holdout.users.height,
         cutoff=holdout.cutoff.isoformat(),
         summary=dg.MetadataValue.md(_summary(table)),
-        plots=dg.MetadataValue.path(str(folder)),
+        plots=dg.MetadataValue.md(plots_markdown(figures)),
         **{k: round(v, 4) for k, v in recall.items()},
     )
 
@@ -292,14 +311,21 @@ def ranking_evaluation(
     blocking=True,
     description=(
         f"The lower 95% bound of the new model's gain over the champion on the unbiased "
-        f"{GATE_METRIC} (simulated online on the synthetic city) is above {MIN_GAIN}."
+        f"{GATE_METRIC} (simulated online on the synthetic city) is above {MIN_GAIN}. "
+        f"Not beating it is a WARN (the champion stays); no challenger at all is an ERROR."
     ),
 )
 def beats_champion(ranking_evaluation: pl.DataFrame) -> dg.AssetCheckResult:
+    """The gate's verdict with its numbers; WARN on a rejection, ERROR on a broken evaluation.
+
+    Why WARN: keeping the champion is the gate doing its job on most nights, and an ERROR
+    would fail the run (the check is blocking) and page whoever watches failures."""
     decision = gate(ranking_evaluation, MIN_GAIN)
+    registered = _version_of(ranking_evaluation, CHALLENGER) is not None
     return dg.AssetCheckResult(
         passed=decision.passed,
-        description=decision.reason,
+        severity=dg.AssetCheckSeverity.WARN if registered else dg.AssetCheckSeverity.ERROR,
+        description=decision.reason if decision.passed else f"champion kept: {decision.reason}",
         metadata={
             "metric": decision.metric,
             "challenger": decision.challenger,
@@ -315,14 +341,18 @@ def _version_of(table: pl.DataFrame, model: str) -> int | None:
     return None if row.is_empty() else row["version"].item()
 
 
-@dg.asset(group_name="evaluation", kinds={"mlflow"})
+@dg.asset(group_name="evaluation", kinds={"mlflow"}, output_required=False)
 def champion_model(
-    ranking_evaluation: pl.DataFrame, mlflow: MLflowResource
-) -> dg.MaterializeResult:
-    """Move the `champion` alias to the evaluated version, if and only if it passed the gate."""
+    context: dg.AssetExecutionContext, ranking_evaluation: pl.DataFrame, mlflow: MLflowResource
+) -> Iterator[dg.MaterializeResult]:
+    """Move the `champion` alias to the evaluated version, if and only if it passed the gate.
+
+    A rejected challenger materializes nothing (the step succeeds, the asset keeps its last
+    materialization): the current champion stays and publishes."""
     decision = gate(ranking_evaluation, MIN_GAIN)
     if not decision.passed:
-        raise dg.Failure(description=f"champion kept: {decision.reason}")
+        context.log.info("champion kept: %s", decision.reason)
+        return
     new = _version_of(ranking_evaluation, CHALLENGER)
     if new is None:
         raise dg.Failure(description="the evaluation registered no model version")
@@ -335,6 +365,11 @@ def champion_model(
             f"now {current.version if current else None}): evaluate again"
         )
     registry.promote(new, reason=decision.reason)
-    return dg.MaterializeResult(
-        metadata={"version": new, "replaced": compared or 0, "reason": decision.reason}
+    yield dg.MaterializeResult(
+        metadata={
+            "version": new,
+            "replaced": compared or 0,
+            "reason": decision.reason,
+            "model_version": dg.MetadataValue.url(mlflow.links(registry).model_version(new)),
+        }
     )

@@ -172,9 +172,24 @@ def _raw_venues(metro: str, venues: VenueFetch) -> pl.DataFrame:
         ),
     },
     check_specs=[
-        dg.AssetCheckSpec("every_event_has_a_start", asset="events"),
-        dg.AssetCheckSpec("no_duplicate_event_ids", asset="events"),
-        dg.AssetCheckSpec("quarantine_share_under_limit", asset="events"),
+        dg.AssetCheckSpec(
+            "every_event_has_a_start",
+            asset="events",
+            description="Every parsed event has a start time: the feed and the calendar "
+            "order and filter by it.",
+        ),
+        dg.AssetCheckSpec(
+            "no_duplicate_event_ids",
+            asset="events",
+            description="Each event id appears once in the metro's parsed events (the parser "
+            "keeps the newest record of each).",
+        ),
+        dg.AssetCheckSpec(
+            "quarantine_share_under_limit",
+            asset="events",
+            description=f"At most {QUARANTINE_SHARE_LIMIT:.0%} of the raw records fail "
+            "validation; more means Eventbrite's format changed or the parser broke.",
+        ),
     ],
 )
 def parsed_catalogue(context: dg.AssetExecutionContext, warehouse: DuckDBResource) -> Any:
@@ -233,7 +248,15 @@ def parsed_catalogue(context: dg.AssetExecutionContext, warehouse: DuckDBResourc
     group_name="ingest",
     kinds={"googlemaps", "duckdb"},
     metadata=PARTITIONED,
-    check_specs=[dg.AssetCheckSpec("coordinates_inside_metro", asset="geocoded_venues")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "coordinates_inside_metro",
+            asset="geocoded_venues",
+            description="No venue is left with coordinates outside its metro's bounding box "
+            "(Eventbrite's, else Google's geocode). A WARN: the venue still lists, only its "
+            "distance features are off.",
+        )
+    ],
 )
 def geocoded_venues(
     context: dg.AssetExecutionContext,

@@ -34,8 +34,7 @@ def test_definitions_load_with_every_asset_documented() -> None:
     assert defs.resolve_job_def("retrain_and_evaluate") is not None
     assert defs.resolve_job_def("publish_feed") is not None
     assert defs.resolve_schedule_def("nightly_retrain").job_name == "retrain_and_evaluate"
-    for sensor in ("publish_after_retrain", "publish_after_rejected_retrain"):
-        assert defs.resolve_sensor_def(sensor) is not None
+    assert defs.resolve_sensor_def("publish_after_retrain").job_name == "publish_feed"
     assert defs.resolve_schedule_def("hourly_ingest") is not None
     assert defs.resolve_schedule_def("daily_online_metrics").job_name == "compute_online_metrics"
     assert defs.resolve_job_def("ingest_metro").partitions_def == metro_partitions
@@ -54,6 +53,51 @@ def test_definitions_load_with_every_asset_documented() -> None:
         if spec.name == "beats_champion"
     )
     assert gate.asset_key == dg.AssetKey("ranking_evaluation")
+
+
+def test_the_definitions_are_loadable_as_the_webserver_loads_them() -> None:
+    """What `dagster dev` does with the module: every check, sensor and job resolves."""
+    dg.Definitions.validate_loadable(defs)
+    assert defs.get_repository_def().has_sensor_def("freshness_checks_sensor")
+
+
+def test_every_asset_check_says_what_it_checks() -> None:
+    """The UI shows a check's description beside its verdict: none may be blank."""
+    graph = defs.resolve_asset_graph()
+    assert graph.asset_check_keys
+    for key in graph.asset_check_keys:
+        description = graph.get_check_spec(key).description
+        assert description and description.strip(), f"{key.to_user_string()} has no description"
+
+
+def test_the_ingest_and_the_published_feed_have_freshness_checks() -> None:
+    """Bounds follow the schedules: hourly ingest, nightly publish; one sensor runs them."""
+    graph = defs.resolve_asset_graph()
+    fresh = {
+        key.asset_key.to_user_string(): graph.get_check_spec(key)
+        for key in graph.asset_check_keys
+        if key.name == "freshness_check"
+    }
+    assert set(fresh) == {
+        "eventbrite_raw_pages",
+        "events",
+        "venues",
+        "event_quarantine",
+        "geocoded_venues",
+        "published_feed",
+    }
+    bound = {
+        asset: spec.metadata["dagster/freshness_params"].value["lower_bound_delta_seconds"]
+        for asset, spec in fresh.items()
+    }
+    assert bound["published_feed"] == 26 * 3600
+    assert bound["events"] == bound["eventbrite_raw_pages"] == 2.5 * 3600
+    sensor = defs.resolve_sensor_def("freshness_checks_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    # The jobs that materialize those assets run their freshness checks too, which brings an
+    # overdue check back to passing.
+    ingest = defs.resolve_job_def("ingest_metro").asset_layer.asset_graph.asset_check_keys
+    assert dg.AssetCheckKey(dg.AssetKey("events"), "freshness_check") in ingest
 
 
 def test_the_gate_runs_with_the_promotion_in_one_step() -> None:
