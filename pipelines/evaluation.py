@@ -504,6 +504,8 @@ def gate(
 
 
 KEY_METRICS = ("ndcg@10", "recall@20", "map@10", "coverage")
+STAGES_TABLE = "stages.json"  # the run's table artifact: every metric of every stage
+CANDIDATES_TABLE = "candidate_recall.json"  # recall of the candidate union and each source
 
 
 def key_metrics(table: pl.DataFrame, recall: Mapping[str, float]) -> dict[str, float | None]:

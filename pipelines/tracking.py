@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import posixpath
 import re
 import shutil
 import tempfile
@@ -45,6 +46,7 @@ from typing import Final, Self, TypeVar
 import lightgbm
 import mlflow.lightgbm
 import pandas as pd
+import polars as pl
 from mlflow.entities import (
     LoggedModelOutput,
     LoggedModelStatus,
@@ -150,6 +152,21 @@ def default_artifact_root(tracking_uri: str) -> str | None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
     return str(Path(database).expanduser().resolve().parent / "mlartifacts")
+
+
+def read_table(client: MlflowClient, run_id: str, artifact_file: str) -> pl.DataFrame | None:
+    """A table a run logged with `TrainingRun.log_table`, as Polars; None if it has none.
+
+    Not `MlflowClient.load_table`: that searches runs through MLflow's *global* tracking URI
+    (a default `./mlflow.db` when unset), whatever store the client points at.
+    """
+    folder = posixpath.dirname(artifact_file) or None
+    if artifact_file not in {f.path for f in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as staging:
+        path = Path(client.download_artifacts(run_id, artifact_file, staging))
+        split = json.loads(path.read_text())  # pandas' "split" orient: columns + data rows
+    return pl.DataFrame(split["data"], schema=split["columns"], orient="row")
 
 
 def _error_is(error: MlflowException, *codes: int) -> bool:

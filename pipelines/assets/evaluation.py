@@ -30,6 +30,7 @@ from pipelines.assets.training import (
     cutoff_of,
 )
 from pipelines.evaluation import (
+    CANDIDATES_TABLE,
     CHALLENGER,
     CHAMPION,
     GATE_METRIC,
@@ -37,6 +38,7 @@ from pipelines.evaluation import (
     MIN_GAIN,
     ONLINE_COLUMNS,
     ORACLE,
+    STAGES_TABLE,
     GateDecision,
     Holdout,
     StageModels,
@@ -58,8 +60,6 @@ from pipelines.tracking import GATE_TAG, ModelRegistry, TrainingRun
 from pipelines.training import MAX_EXAMPLES, WINDOW_DAYS
 from sources.synthetic.online import SimulatedHoldout
 
-STAGES_TABLE = "stages.json"  # every metric of every stage, one row per model
-CANDIDATES_TABLE = "candidate_recall.json"  # recall of the candidate union and each source
 SUMMARY_METRICS = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")
 ONLINE_SUMMARY = tuple(f"online_{c}" for c in ONLINE_COLUMNS)
 
