@@ -148,9 +148,8 @@ def postgres_frame(
 # --- MLflow and Dagster ---------------------------------------------------------------------
 
 
-def mlflow_client() -> MlflowClient:
-    """A client of the configured tracking store, which is also the model registry."""
-    from mlflow import MlflowClient
+def mlflow_uri() -> str:
+    """The configured tracking store (also the model registry); it must exist already."""
     from sqlalchemy.engine import make_url
 
     uri = settings().resolved_mlflow_uri
@@ -159,7 +158,29 @@ def mlflow_client() -> MlflowClient:
         if database and database != ":memory:" and not Path(database).exists():
             # MLflow would silently create an empty store here.
             raise FileNotFoundError(f"no MLflow store at {database}: run `godo demo` first")
+    return uri
+
+
+def mlflow_client() -> MlflowClient:
+    """A client of the configured tracking store, which is also the model registry."""
+    from mlflow import MlflowClient
+
+    uri = mlflow_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def use_mlflow_store() -> str:
+    """Point MLflow's global tracking and registry URIs at the configured store; returns it.
+
+    What `mlflow.pyfunc.load_model("models:/...")` reads. Unset, MLflow would open (and
+    create) `./mlflow.db` in the kernel's working directory and find no model there.
+    """
+    import mlflow
+
+    uri = mlflow_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
 
 
 def dagster_instance() -> dg.DagsterInstance:

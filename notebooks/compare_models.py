@@ -15,9 +15,11 @@
 # # Ranking models side by side
 #
 # Every nightly evaluation is an MLflow run of the ranking experiment: the params of the models
-# it trained, every stage and baseline scored on the same time-based holdout, and a registered
-# model version. This notebook puts the runs next to each other, says which version holds the
-# `champion` alias (the only model that publishes), and plots the gate metric across runs.
+# it trained, every stage and baseline scored on the same time-based holdout (the run's
+# `stages.json` table: one row per stage, every metric), a few key metrics, and a registered
+# model version (the whole feed as a pyfunc). This notebook puts the runs next to each other,
+# says which version holds the `champion` alias (the only model that publishes), plots the
+# gate metric across runs, and loads the champion to rank candidates.
 #
 # Reads MLflow through one `MlflowClient` on the configured store, as `pipelines.tracking`
 # does: `GODO_MLFLOW_TRACKING_URI` (default: the SQLite file under `GODO_DATA_DIR`),
@@ -33,21 +35,22 @@
 from datetime import UTC, datetime
 
 import matplotlib.pyplot as plt
+import mlflow.pyfunc
 import polars as pl
-from _shared import Figures, mlflow_client, settings
+from _shared import Figures, mlflow_client, settings, use_mlflow_store
 
-from pipelines.evaluation import CHALLENGER, CHAMPION, GATE_METRIC
+from pipelines.evaluation import CHALLENGER, CHAMPION, GATE_METRIC, STAGES_TABLE
 from pipelines.tracking import CHAMPION as CHAMPION_ALIAS
-from pipelines.tracking import sanitise_key
+from pipelines.tracking import read_table, sanitise_key
 
 client = mlflow_client()
 figures = Figures()
 config = settings()
 EXPERIMENT, MODEL_NAME = config.mlflow_experiment, config.mlflow_model_name
-# The gate's metric is the simulated online value, logged as `online.<stage>.value`; holdout
-# metrics are `<stage>.<metric>`, with '@' spelled '_at_' (MLflow rejects '@').
+# The gate's metric is the simulated online value: column `online_value` of each run's stage
+# table (`stages.json`), which holds every metric of every stage (`ndcg@10`, ...).
 METRIC = sanitise_key(GATE_METRIC)
-PREFIX = "online."
+COLUMN = f"online_{GATE_METRIC}"
 print(f"tracking URI: {client.tracking_uri}\nexperiment: {EXPERIMENT}, model: {MODEL_NAME}")
 
 experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -81,16 +84,22 @@ champion_version: int | None = (
 )
 
 
-def stage_metrics(metrics: dict[str, float], metric: str, prefix: str = PREFIX) -> dict[str, float]:
-    """`{stage: value}` of one metric, from a run's `<prefix><stage>.<metric>` keys."""
-    suffix = f".{metric}"
-    return {
-        key.removeprefix(prefix).removesuffix(suffix): value
-        for key, value in metrics.items()
-        if key.startswith(prefix) and key.endswith(suffix)
-    }
+def stage_tables() -> dict[str, pl.DataFrame]:
+    """Each evaluated run's stage table, by run id (a version registered by hand has none)."""
+    tables = {run.info.run_id: read_table(client, run.info.run_id, STAGES_TABLE) for run in runs}
+    return {run_id: table for run_id, table in tables.items() if table is not None}
 
 
+def stage_metrics(run_id: str, column: str = COLUMN) -> dict[str, float]:
+    """`{stage: value}` of one column of a run's stage table (stages without it left out)."""
+    table = tables_by_run.get(run_id)
+    if table is None or column not in table.columns:
+        return {}
+    rows = table.filter(pl.col(column).is_not_null()).select("model", column).iter_rows()
+    return {stage: float(value) for stage, value in rows}
+
+
+tables_by_run = stage_tables()
 runs_table = pl.DataFrame(
     [
         {
@@ -101,7 +110,7 @@ runs_table = pl.DataFrame(
             "serving": versions_by_run.get(run.info.run_id) == champion_version,
             "dagster_run": (run.data.tags.get("dagster_run_id") or "")[:8],
             **{
-                stage: stage_metrics(run.data.metrics, METRIC).get(stage)
+                stage: stage_metrics(run.info.run_id).get(stage)
                 for stage in ("random", "popularity", CHAMPION, CHALLENGER)
             },
             "candidate_recall": run.data.metrics.get("candidate_recall"),
@@ -124,7 +133,7 @@ with pl.Config(tbl_cols=-1, tbl_width_chars=200):
 
 # %%
 metric_by_run: dict[str, dict[str, float]] = {
-    run.info.run_id: stage_metrics(run.data.metrics, METRIC) for run in runs
+    run.info.run_id: stage_metrics(run.info.run_id) for run in runs
 }
 column_of = {
     run.info.run_id: f"v{versions_by_run.get(run.info.run_id, '?')} {run.info.run_name}"
@@ -210,6 +219,32 @@ else:
         print(f"champion: version {champion_version}, run {champion_run_id}; its plots: {plots}")
 
 # %% [markdown]
+# ## The champion as a model
+# A registered version is the whole feed model as an MLflow pyfunc: the ALS candidate
+# generator, the LightGBM ranker and the re-rank configuration. Its signature takes candidate
+# rows (user_id, event_id, category, the ranker's features: `models.feed_model.candidate_input`
+# builds them from `pipelines.ranking.scored`'s frame) and returns each user's ranked list;
+# `n` is the list length. Here it ranks its own input example (a few users' candidates from
+# its evaluation). Loading reads MLflow's global URIs, so they are pointed at the store first.
+
+# %%
+champion_ranked: pl.DataFrame | None = None
+champion_inputs: list[str] = []
+if champion_version is not None:
+    use_mlflow_store()
+    feed_model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
+    signature = feed_model.metadata.signature
+    if signature is None:  # a version registered before the feed was a pyfunc
+        print(f"version {champion_version} has no signature: retrain to register the feed model")
+    else:
+        champion_inputs = signature.inputs.input_names()
+        champion_ranked = pl.from_pandas(
+            feed_model.predict(feed_model.input_example, params={"n": 5})
+        )
+        print(f"inputs: {champion_inputs[:4]} + {len(champion_inputs) - 4} more features")
+        print(champion_ranked)
+
+# %% [markdown]
 # ## The gate metric across runs
 # Left: each stage's value per evaluated run, in run order (the serving version's run is
 # shaded; versions registered by hand, without an evaluation, are left out). A steady
@@ -249,6 +284,7 @@ figures.keep("metric_across_runs", fig)
 run_ids = [run.info.run_id for run in runs]
 trained_by = {run.info.run_id: run.data.tags.get("dagster_run_id") for run in runs}
 versions = {run_id: versions_by_run.get(run_id) for run_id in run_ids}
+champion_ranked_rows = None if champion_ranked is None else champion_ranked.to_dicts()
 figure_names = list(figures.figures)
 figure_files = [str(path) for path in figures.files]
 print(f"{len(run_ids)} runs, champion: version {champion_version} (run {champion_run_id})")

@@ -22,6 +22,7 @@ I/O-free glue over `models/` and `features/` (no Dagster, no MLflow), so the eva
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -253,8 +254,8 @@ def feed_lists(
     n: int = LIST_LENGTH,
     exploration: Exploration = FEED_EXPLORATION,
 ) -> dict[str, pl.DataFrame]:
-    """What one model would have served at the cutoff: candidates, every candidate's score,
-    the ranker's order and the final feed.
+    """What one model would have served at the cutoff: candidates, every candidate with its
+    features and score (`scored`), the ranker's order and the final feed.
 
     EASE, item-kNN, content, geo and popularity are refitted on the train side here exactly
     as the publish step refits them on everything; only ALS and the ranker are the versioned
@@ -299,7 +300,7 @@ def feed_lists(
 
     lists = {
         "candidates": proposed,
-        "scored": scored.select("user_id", "event_id", "score"),
+        "scored": scored,
         "ranker": by_score(scored, n),
         CHALLENGER: final(exploration),
     }
@@ -500,6 +501,32 @@ def gate(
         f"the lower bound must exceed {min_gain})"
     )
     return GateDecision(passed, GATE_METRIC, _or_nan(value), old, reason, low, high)
+
+
+KEY_METRICS = ("ndcg@10", "recall@20", "map@10", "coverage")
+STAGES_TABLE = "stages.json"  # the run's table artifact: every metric of every stage
+CANDIDATES_TABLE = "candidate_recall.json"  # recall of the candidate union and each source
+
+
+def key_metrics(table: pl.DataFrame, recall: Mapping[str, float]) -> dict[str, float | None]:
+    """The few numbers a run charts: the new feed's holdout `KEY_METRICS`, its simulated
+    `value`, the `oracle_gap` (oracle's value minus the feed's: what is left to gain), the
+    gate's `gain_low` over the champion and the union's `candidate_recall`.
+
+    Every stage's every metric stays in the run's table artifact; a hundred one-bar charts
+    hide the handful that say whether the run is healthy. None where a number does not exist
+    (no simulated city, no champion).
+    """
+    rows = {row["model"]: row for row in table.iter_rows(named=True)}
+    feed = rows.get(CHALLENGER, {})
+    metrics: dict[str, float | None] = {name: feed.get(name) for name in KEY_METRICS}
+    value = feed.get(f"online_{GATE_METRIC}")
+    ceiling = rows.get(ORACLE, {}).get(f"online_{GATE_METRIC}")
+    metrics[GATE_METRIC] = value
+    metrics["oracle_gap"] = None if value is None or ceiling is None else ceiling - value
+    metrics["gain_low"] = feed.get("gain_low")
+    metrics["candidate_recall"] = recall.get("candidate_recall")
+    return metrics
 
 
 def _or_nan(value: object) -> float:

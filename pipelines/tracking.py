@@ -13,6 +13,12 @@ Why a wrapper:
   relative to whatever the current directory happens to be. `ModelRegistry` therefore creates
   its experiment with an absolute artifact location: the `artifact_root` it is given, or, for a
   SQLite file, an `mlartifacts` folder next to the database.
+* **A classic ML experiment, and no stray `Default`.** The experiment carries
+  `mlflow.experimentKind=custom_model_development`, so the UI opens it on runs, metrics and
+  models rather than the GenAI (traces) layout. MLflow's SQL store creates an experiment
+  `Default` (id 0) with its artifacts in `./mlruns` of whatever directory first opened the
+  store; nothing of Godo logs there, so while it is empty it is deleted, and a stray
+  `mlflow.start_run()` without an experiment fails instead of writing into the working tree.
 * **The champion alias is the only way publishing picks a model.** Training registers every
   model as a new version; nothing is served until `promote` moves the `champion` alias onto a
   version (recording why and when on the version's tags). Publishing asks for `champion()` and
@@ -24,11 +30,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import posixpath
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -38,7 +45,16 @@ from typing import Final, Self, TypeVar
 
 import lightgbm
 import mlflow.lightgbm
-from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunStatus
+import pandas as pd
+import polars as pl
+from mlflow.entities import (
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Param,
+    RunStatus,
+    ViewType,
+)
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
@@ -51,11 +67,22 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 
+from models.feed_model import RerankConfig, save_feed_model
+
 _log = logging.getLogger(__name__)
 
 CHAMPION: Final = "champion"
 BUNDLE_DIR: Final = "bundle"  # artifact subdirectory holding the files the pipeline loads
 MODEL_ARTIFACT_NAME: Final = "ranker"  # name of the logged MLflow model (lightgbm flavour)
+FEED_MODEL_NAME: Final = "feed_model"  # name of the logged feed model (pyfunc flavour)
+# The UI's layout for an experiment: classic model training, not GenAI traces. The key and
+# value are the ones MLflow's UI reads (its ExperimentKind enum).
+EXPERIMENT_KIND_TAG: Final = "mlflow.experimentKind"
+EXPERIMENT_KIND: Final = "custom_model_development"
+DEFAULT_EXPERIMENT_ID: Final = "0"
+# What the gate decided, on every evaluated version: passed/rejected, then promoted.
+GATE_TAG: Final = "godo.gate"
+GATE_REASON_TAG: Final = "godo.gate_reason"
 
 # MLflow's limits (mlflow.utils.validation): long param values are rejected unless truncated.
 MAX_PARAM_VALUE_LENGTH: Final = 6000
@@ -127,6 +154,21 @@ def default_artifact_root(tracking_uri: str) -> str | None:
     return str(Path(database).expanduser().resolve().parent / "mlartifacts")
 
 
+def read_table(client: MlflowClient, run_id: str, artifact_file: str) -> pl.DataFrame | None:
+    """A table a run logged with `TrainingRun.log_table`, as Polars; None if it has none.
+
+    Not `MlflowClient.load_table`: that searches runs through MLflow's *global* tracking URI
+    (a default `./mlflow.db` when unset), whatever store the client points at.
+    """
+    folder = posixpath.dirname(artifact_file) or None
+    if artifact_file not in {f.path for f in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as staging:
+        path = Path(client.download_artifacts(run_id, artifact_file, staging))
+        split = json.loads(path.read_text())  # pandas' "split" orient: columns + data rows
+    return pl.DataFrame(split["data"], schema=split["columns"], orient="row")
+
+
 def _error_is(error: MlflowException, *codes: int) -> bool:
     return error.error_code in {ErrorCode.Name(code) for code in codes}
 
@@ -179,11 +221,18 @@ class ModelRegistry:
         return self._experiment_id
 
     def _ensure_experiment(self) -> str:
+        experiment_id = self._find_or_create_experiment()
+        self._retire_default_experiment(experiment_id)
+        return experiment_id
+
+    def _find_or_create_experiment(self) -> str:
         existing = self.client.get_experiment_by_name(self.experiment)
         if existing is None:
             try:
                 return self.client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_location
+                    self.experiment,
+                    artifact_location=self.artifact_location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
             except MlflowException as error:
                 # Another process created it between our lookup and create: use theirs.
@@ -202,7 +251,38 @@ class ModelRegistry:
                 existing.artifact_location,
                 self.artifact_location,
             )
+        # Set on experiments made before the tag existed, and over a kind the UI guessed
+        # (`*_inferred`); a kind somebody chose by hand is left alone.
+        kind = existing.tags.get(EXPERIMENT_KIND_TAG)
+        if kind is None or kind.endswith("_inferred"):
+            self.client.set_experiment_tag(
+                existing.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         return existing.experiment_id
+
+    def _retire_default_experiment(self, ours: str) -> None:
+        """Delete MLflow's own `Default` experiment while it holds no run (see the module
+        docstring); one with runs is somebody's work and stays, with a warning."""
+        if ours == DEFAULT_EXPERIMENT_ID:
+            return
+        try:
+            default = self.client.get_experiment(DEFAULT_EXPERIMENT_ID)
+        except MlflowException as error:
+            if _error_is(error, RESOURCE_DOES_NOT_EXIST):
+                return
+            raise
+        if default.lifecycle_stage != "active":
+            return
+        if self.client.search_runs(
+            [DEFAULT_EXPERIMENT_ID], run_view_type=ViewType.ALL, max_results=1
+        ):
+            _log.warning(
+                "MLflow experiment %r holds runs logged outside Godo's experiment %r",
+                default.name,
+                self.experiment,
+            )
+            return
+        self.client.delete_experiment(DEFAULT_EXPERIMENT_ID)
 
     def start_run(self, run_name: str, tags: Mapping[str, str] | None = None) -> TrainingRun:
         """A new run in the experiment; use it as a context manager so it always ends."""
@@ -280,9 +360,31 @@ class ModelRegistry:
         promoted_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.client.set_model_version_tag(name, key, "promoted_reason", reason)
         self.client.set_model_version_tag(name, key, "promoted_at", promoted_at)
+        self.client.set_model_version_tag(name, key, GATE_TAG, "promoted")
         # Moving the alias last: readers never see a champion without its promotion tags.
         self.client.set_registered_model_alias(name, CHAMPION, key)
         _log.info("Promoted %s version %s to %s: %s", name, key, CHAMPION, reason)
+
+    def record_gate(
+        self,
+        version: int,
+        *,
+        passed: bool,
+        reason: str,
+        numbers: Mapping[str, float | int | None],
+    ) -> None:
+        """Tag `version` with the gate's verdict: `godo.gate` passed or rejected (`promote`
+        turns a passed one into promoted), `godo.gate_reason`, and `godo.gate_<name>` for
+        each of `numbers` (the metric, both values, the gain's interval); None is "none"."""
+        name, key = self.model_name, str(version)
+        tags = {
+            GATE_TAG: "passed" if passed else "rejected",
+            GATE_REASON_TAG: truncate_param_value(reason),
+        }
+        for number, figure in numbers.items():
+            tags[f"{GATE_TAG}_{sanitise_key(number)}"] = "none" if figure is None else str(figure)
+        for tag, value in tags.items():
+            self.client.set_model_version_tag(name, key, tag, value)
 
     def download_bundle(self, version: int, destination: Path) -> Path:
         """Download `version`'s bundle into `destination`; returns `destination / BUNDLE_DIR`.
@@ -336,6 +438,10 @@ class TrainingRun:
         self._client.set_terminated(self.run_id, status)
         self._finished = True
 
+    def rename(self, name: str) -> None:
+        """Give the run a new name (once it is known what the run produced)."""
+        self._client.update_run(self.run_id, name=name)
+
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Set (or overwrite) tags of the run; unlike params, tags may change later."""
         for key, value in tags.items():
@@ -379,6 +485,12 @@ class TrainingRun:
         text = json.dumps(data, indent=2, sort_keys=True, default=str)
         self._client.log_text(self.run_id, text, artifact_file)
 
+    def log_table(self, table: pd.DataFrame, artifact_file: str) -> None:
+        """Log `table` as an MLflow table artifact (`artifact_file` ends in .json): the run's
+        Artifacts tab shows it as a table, and `MlflowClient.load_table` reads it back
+        across runs. Logging the same file again appends rows."""
+        self._client.log_table(self.run_id, table, artifact_file)
+
     def log_bundle(self, directory: Path) -> None:
         """Log every file under `directory` into the run's BUNDLE_DIR."""
         if not directory.is_dir():
@@ -391,13 +503,61 @@ class TrainingRun:
         description: str = "",
         tags: Mapping[str, str] | None = None,
     ) -> int:
-        """Log `booster` (lightgbm flavour) in this run and register it; returns the version.
+        """Log `booster` alone (lightgbm flavour) in this run and register it; returns the
+        version. The nightly run registers the whole feed instead (`register_feed_model`)."""
 
-        Done with client calls rather than `mlflow.lightgbm.log_model`, which needs the global
+        def save(local: Path, metadata: Model) -> None:
+            mlflow.lightgbm.save_model(
+                booster,
+                str(local),
+                mlflow_model=metadata,
+                pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+            )
+
+        return self._register(MODEL_ARTIFACT_NAME, "lightgbm", save, description, tags)
+
+    def register_feed_model(
+        self,
+        bundle: Path,
+        *,
+        als_file: str,
+        ranker_file: str,
+        config: RerankConfig,
+        input_example: pd.DataFrame,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> int:
+        """Log the whole feed model (`models.feed_model`: ALS, ranker, re-rank config) as a
+        pyfunc with its signature and `input_example` (candidate rows), and register it;
+        returns the version. `bundle` holds `als_file` and `ranker_file` (+ its sidecar)."""
+
+        def save(local: Path, metadata: Model) -> None:
+            save_feed_model(
+                local,
+                als_path=bundle / als_file,
+                ranker_path=bundle / ranker_file,
+                config=config,
+                input_example=input_example,
+                mlflow_model=metadata,
+            )
+
+        return self._register(FEED_MODEL_NAME, "pyfunc", save, description, tags)
+
+    def _register(
+        self,
+        name: str,
+        model_type: str,
+        save: Callable[[Path, Model], None],
+        description: str,
+        tags: Mapping[str, str] | None,
+    ) -> int:
+        """Log a model written by `save` and register it as a new version.
+
+        Done with client calls rather than `mlflow.<flavour>.log_model`, which needs the global
         tracking URI and active run, and whose registration step looks the logged model up
         through the *global* tracking URI (a known TODO in MLflow's SQL registry store).
         """
-        model_id, source = self._log_model(booster)
+        model_id, source = self._log_model(name, model_type, save)
         self._ensure_registered_model()
         version_tags = {"run_id": self.run_id, "model_id": model_id, **(tags or {})}
         created = self._client.create_model_version(
@@ -415,15 +575,17 @@ class TrainingRun:
             )
         return int(created.version)
 
-    def _log_model(self, booster: lightgbm.Booster) -> tuple[str, str]:
-        """Log `booster` as an MLflow LoggedModel of this run; returns (model id, artifact URI)."""
+    def _log_model(
+        self, name: str, model_type: str, save: Callable[[Path, Model], None]
+    ) -> tuple[str, str]:
+        """Log a model as an MLflow LoggedModel of this run; returns (model id, artifact URI)."""
         run = self._client.get_run(self.run_id)
         model = self._client.create_logged_model(
             run.info.experiment_id,
-            name=MODEL_ARTIFACT_NAME,
+            name=name,
             source_run_id=self.run_id,
             params=dict(run.data.params),
-            model_type="lightgbm",
+            model_type=model_type,
         )
         try:
             with tempfile.TemporaryDirectory() as staging:
@@ -434,12 +596,7 @@ class TrainingRun:
                     model_uuid=model.model_id,
                     model_id=model.model_id,
                 )
-                mlflow.lightgbm.save_model(
-                    booster,
-                    str(local),
-                    mlflow_model=metadata,
-                    pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
-                )
+                save(local, metadata)
                 self._client.log_model_artifacts(model.model_id, str(local))
         except BaseException:
             self._client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)

@@ -23,6 +23,7 @@ import polars as pl
 
 from models.als import ALSModel
 from models.evaluation import plots
+from models.feed_model import RerankConfig, candidate_input
 from models.ranker import LambdaRanker
 from pipelines.assets.common import app_tables, frame_output
 from pipelines.assets.synthetic import city_now
@@ -34,6 +35,7 @@ from pipelines.assets.training import (
     cutoff_of,
 )
 from pipelines.evaluation import (
+    CANDIDATES_TABLE,
     CHALLENGER,
     CHAMPION,
     GATE_METRIC,
@@ -41,14 +43,16 @@ from pipelines.evaluation import (
     MIN_GAIN,
     ONLINE_COLUMNS,
     ORACLE,
+    STAGES_TABLE,
+    GateDecision,
     Holdout,
-    OnlineEvaluation,
     StageModels,
     activity_buckets,
     baseline_lists,
     candidate_recall,
     feed_lists,
     gate,
+    key_metrics,
     ranker_scores,
     score_table,
     simulated_online,
@@ -57,7 +61,7 @@ from pipelines.evaluation import (
 )
 from pipelines.ranking import EASE_PARAMS, ITEM_KNN_PARAMS
 from pipelines.resources import LocalStorage, MLflowResource, SyntheticCityResource
-from pipelines.tracking import ModelRegistry, TrainingRun
+from pipelines.tracking import GATE_TAG, ModelRegistry, TrainingRun
 from pipelines.training import MAX_EXAMPLES, WINDOW_DAYS
 from pipelines.ui_metadata import plots_markdown
 from sources.synthetic.online import SimulatedHoldout
@@ -167,12 +171,11 @@ def _log_run(
     *,
     challenger: StageModels,
     holdout: Holdout,
-    table: pl.DataFrame,
-    online: OnlineEvaluation | None,
     recall: dict[str, float],
     figures: list[Path],
     bundle: Path,
 ) -> None:
+    """Params, the feature list, the plots and the bundle: what is known before the version."""
     run.log_params(
         {
             **{f"als.{k}": v for k, v in vars(challenger.als.params).items()},
@@ -180,6 +183,7 @@ def _log_run(
             **{f"ease.{k}": v for k, v in vars(EASE_PARAMS).items()},
             **{f"item_knn.{k}": v for k, v in vars(ITEM_KNN_PARAMS).items()},
             "ranker.best_iteration": challenger.ranker.best_iteration,
+            "ranker.validation_ndcg@10": challenger.ranker.validation_ndcg,
             "holdout.cutoff": holdout.cutoff.isoformat(),
             "holdout.users": holdout.users.height,
             "holdout.judgements": holdout.test.height,
@@ -188,24 +192,57 @@ def _log_run(
             "candidates.per_source": CANDIDATES_PER_SOURCE,
         }
     )
-    metrics: dict[str, float | None] = dict(recall)
-    metrics["ranker.validation_ndcg@10"] = challenger.ranker.validation_ndcg
-    for row in table.iter_rows(named=True):
-        for name, value in row.items():
-            if name not in ("model", "version"):
-                metrics[f"{row['model']}.{name}"] = value
-    if online is not None:
-        for row in online.table.iter_rows(named=True):
-            for name, value in row.items():
-                if name != "model":
-                    metrics[f"online.{row['model']}.{name}"] = value
-        run.log_dict(online.table.to_dicts(), "simulated_online.json")
-    run.log_metrics(metrics)
-    run.log_dict(table.to_dicts(), "holdout.json")
+    run.log_table(
+        pl.DataFrame(
+            {"source": list(recall), "value": list(recall.values())},
+            schema={"source": pl.Utf8, "value": pl.Float64},
+        ).to_pandas(),
+        CANDIDATES_TABLE,
+    )
     run.log_dict(list(challenger.ranker.features), "features.json")
     for figure in figures:
         run.log_artifact(figure, "plots")
     run.log_bundle(bundle)
+
+
+def _log_verdict(
+    run: TrainingRun,
+    registry: ModelRegistry,
+    *,
+    version: int,
+    table: pl.DataFrame,
+    recall: dict[str, float],
+) -> GateDecision:
+    """The stage table (every metric of every model), the key metrics, and the gate's
+    verdict on the registered version's tags."""
+    run.log_table(table.to_pandas(), STAGES_TABLE)
+    run.log_metrics(key_metrics(table, recall))
+    decision = gate(table, MIN_GAIN)
+    registry.record_gate(
+        version,
+        passed=decision.passed,
+        reason=decision.reason,
+        numbers={
+            "metric_value": decision.challenger,
+            "champion_value": decision.champion,
+            "gain_low": decision.gain_low,
+            "gain_high": decision.gain_high,
+            "champion_version": _version_of(table, CHAMPION),
+        },
+    )
+    run.set_tags({GATE_TAG: "passed" if decision.passed else "rejected"})
+    return decision
+
+
+def feed_example(scored: pl.DataFrame, events: pl.DataFrame, users: int = 3) -> pl.DataFrame:
+    """The candidate rows of the first `users` users: the registered model's input example."""
+    first = scored["user_id"].unique().sort().head(users)
+    rows = scored.filter(pl.col("user_id").is_in(first.implode()))
+    return rows.join(
+        events.select("event_id", "category").unique("event_id", keep="first"),
+        on="event_id",
+        how="left",
+    )
 
 
 @dg.asset(
@@ -241,7 +278,10 @@ def ranking_evaluation(
     lists = baseline_lists(holdout, challenger.als)
     feed = feed_lists(holdout, challenger, per_source=CANDIDATES_PER_SOURCE)
     recall = candidate_recall(feed.pop("candidates"), holdout.test)
-    scores = ranker_scores(feed.pop("scored"), holdout.test)
+    scored = feed.pop("scored")
+    scores = ranker_scores(scored, holdout.test)
+    example = feed_example(scored, holdout.events)
+    del scored
     lists |= feed
     registry = mlflow.registry()
     versions: dict[str, int] = {}
@@ -258,34 +298,45 @@ def ranking_evaluation(
     online = None if simulation is None else simulated_online(simulation, lists, seed=config.seed)
     buckets = activity_buckets(lists, holdout)
     folder = storage.folder("evaluation", context.run.run_id)
+    trained_before = holdout.cutoff.date().isoformat()
     with registry.start_run(
-        f"nightly-{context.run.run_id[:8]}", tags={"dagster_run_id": context.run.run_id}
+        f"evaluate-{trained_before}-{context.run.run_id[:8]}",
+        tags={"dagster_run_id": context.run.run_id, "cutoff": holdout.cutoff.isoformat()},
     ) as run:
-        table = score_table(lists, holdout)
-        figures = _plots(folder, table, buckets, scores, challenger.ranker)
+        figures = _plots(folder, score_table(lists, holdout), buckets, scores, challenger.ranker)
         _log_run(
             run,
             challenger=challenger,
             holdout=holdout,
-            table=table,
-            online=online,
             recall=recall,
             figures=figures,
             bundle=bundle,
         )
-        versions[CHALLENGER] = run.register(
-            challenger.ranker.booster,
-            description=f"Feed ranker trained before {holdout.cutoff.isoformat()}",
+        versions[CHALLENGER] = run.register_feed_model(
+            bundle,
+            als_file=ALS_ARTIFACT,
+            ranker_file=RANKER_ARTIFACT,
+            config=RerankConfig(n=LIST_LENGTH, candidates_per_source=CANDIDATES_PER_SOURCE),
+            input_example=candidate_input(example, challenger.ranker.features),
+            description=f"Feed model (ALS, ranker, re-rank) trained before "
+            f"{holdout.cutoff.isoformat()}",
             tags={"cutoff": holdout.cutoff.isoformat()},
         )
+        table = with_online(score_table(lists, holdout, versions), online)
+        decision = _log_verdict(
+            run, registry, version=versions[CHALLENGER], table=table, recall=recall
+        )
+        run.rename(
+            f"retrain-{trained_before}-v{versions[CHALLENGER]}-"
+            f"{'passed' if decision.passed else 'rejected'}"
+        )
         mlflow_run = run.run_id
-    table = with_online(score_table(lists, holdout, versions), online)
     links = mlflow.links(registry)
     mlflow_links = {
         "mlflow_run": dg.MetadataValue.url(links.run(mlflow_run)),
         "model_version": dg.MetadataValue.url(links.model_version(versions[CHALLENGER])),
     }
-    # The version registered is the booster `ranker_model` trained: its page links there too.
+    # The version registered holds the booster `ranker_model` trained: its page links there too.
     context.log_event(
         dg.AssetObservation(
             asset_key="ranker_model",

@@ -16,6 +16,8 @@ from typing import Any
 import dagster as dg
 import duckdb
 import jupytext
+import mlflow.artifacts
+import mlflow.pyfunc
 import nbformat
 import polars as pl
 import pytest
@@ -35,10 +37,13 @@ from godo.demo_experiment import run_experiment
 from godo.services import ServiceUrls
 from godo.settings import REPO_ROOT, Settings
 from godo.tokens import issue_token
+from models.feed_model import RerankConfig, candidate_input
 from models.rerank import FEED_EXPLORATION
 from pipelines.definitions import defs
+from pipelines.evaluation import CANDIDATES_TABLE, STAGES_TABLE
 from pipelines.partitions import metro_partitions
 from pipelines.resources import MLflowResource, SyntheticCityResource
+from pipelines.tracking import read_table
 from pipelines.training import fit_ranker
 from serving.app import create_app
 from sources.fakes import FakeUpstream, FaultPlan
@@ -392,11 +397,16 @@ def _check_compare_models(
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     assert results["run_ids"] == [r.info.run_id for r in runs]
     for mlflow_run in runs:
-        logged = {
-            key.removeprefix("online.").removesuffix(".value"): value
-            for key, value in mlflow_run.data.metrics.items()
-            if key.startswith("online.") and key.endswith(".value")
-        }
+        table = read_table(client, mlflow_run.info.run_id, STAGES_TABLE)
+        logged = (
+            {}
+            if table is None
+            else dict(
+                table.filter(pl.col("online_value").is_not_null())
+                .select("model", "online_value")
+                .iter_rows()
+            )
+        )
         assert results["metric_by_run"][mlflow_run.info.run_id] == pytest.approx(logged)
         assert results["trained_by"][mlflow_run.info.run_id] == mlflow_run.data.tags.get(
             "dagster_run_id"
@@ -405,6 +415,12 @@ def _check_compare_models(
     assert champion is not None
     assert results["champion_version"] == champion.version
     assert results["champion_run_id"] == champion.run_id
+    # The champion, loaded as a pyfunc, ranked its input example: 1..5 per user.
+    ranked = pl.DataFrame(results["champion_ranked_rows"])
+    assert ranked.height > 0 and set(results["champion_inputs"]) >= {"user_id", "event_id"}
+    assert ranked.group_by("user_id").agg(pl.col("rank").max())["rank"].max() <= 5
+    per_user = ranked.group_by("user_id").agg(pl.col("rank").sort())
+    assert all(ranks == list(range(1, len(ranks) + 1)) for ranks in per_user["rank"].to_list())
     first = registry.version(1)  # registered by the fixture's own pipeline run
     assert results["versions"][first.run_id] == 1
     stages = results["metric_by_run"][first.run_id]
@@ -514,7 +530,7 @@ NOTEBOOK_CHECKS: dict[str, tuple[tuple[str, ...], NotebookCheck]] = {
     ),
     "compare_models": (
         ("run_ids", "metric_by_run", "versions", "trained_by", "champion_version")
-        + ("champion_run_id",),
+        + ("champion_run_id", "champion_ranked_rows", "champion_inputs"),
         _check_compare_models,
     ),
     "inspect_user_feed": (
@@ -608,7 +624,13 @@ def _register_a_worse_version(tiny_city: TinyCity, mlflow: MLflowResource) -> in
     ranker.save(bundle / "ranker.txt")
     with registry.start_run("worse-on-purpose") as run:
         run.log_bundle(bundle)
-        version = run.register(ranker.booster)
+        version = run.register_feed_model(
+            bundle,
+            als_file="als_model.npz",
+            ranker_file="ranker.txt",
+            config=RerankConfig(),
+            input_example=candidate_input(examples.head(20), ranker.features),
+        )
     return version
 
 
@@ -637,6 +659,8 @@ def test_champion_moves_only_when_the_gate_passes(tiny_city: TinyCity) -> None:
     assert versions["champion"] == first.version and versions["final_feed"] > first.version
     assert registry.champion().version == first.version  # type: ignore[union-attr]
     _check_mlflow_links(tie, mlflow, versions["final_feed"])
+    rejected = registry.version(versions["final_feed"]).tags
+    assert rejected["godo.gate"] == "rejected" and "does not beat" in rejected["godo.gate_reason"]
 
     worse = _register_a_worse_champion(tiny_city, mlflow)
     assert registry.champion().version == worse  # type: ignore[union-attr]
@@ -651,6 +675,7 @@ def test_champion_moves_only_when_the_gate_passes(tiny_city: TinyCity) -> None:
     (promotion,) = better.asset_materializations_for_node("champion_model")
     assert promotion.metadata["version"].value == new
     assert promotion.metadata["replaced"].value == worse
+    assert registry.version(new).tags["godo.gate"] == "promoted"
 
 
 def _check_mlflow_links(
@@ -685,11 +710,14 @@ def _check_mlflow_links(
     assert observed.metadata["model_version"] == metadata["model_version"]
 
 
-def test_the_training_run_is_tracked_in_mlflow(tiny_city: TinyCity) -> None:
-    """Params, every stage's metrics, the plots, the feature list and the model bundle."""
+def test_the_training_run_is_tracked_in_mlflow(tiny_city: TinyCity, tmp_path: Path) -> None:
+    """Params, a few key metrics, the stage table, the plots, the feature list, the bundle, the
+    gate's verdict on the version, and the whole feed registered as a pyfunc."""
     registry = tiny_city.resources["mlflow"].registry()
     first = registry.version(1)
-    run = registry.client.get_run(first.run_id)
+    client = registry.client
+    run = client.get_run(first.run_id)
+    assert run.info.run_name == f"retrain-{run.data.tags['cutoff'][:10]}-v1-passed"
     assert {
         "als.factors",
         "ease.l2",
@@ -697,19 +725,45 @@ def test_the_training_run_is_tracked_in_mlflow(tiny_city: TinyCity) -> None:
         "ranker.learning_rate",
         "holdout.cutoff",
     } <= set(run.data.params)
+    # A handful of charts, not one per stage and metric.
+    assert set(run.data.metrics) == {
+        "ndcg_at_10",
+        "recall_at_20",
+        "map_at_10",
+        "coverage",
+        "value",
+        "oracle_gap",
+        "gain_low",
+        "candidate_recall",
+    } - {"gain_low"}  # the first model had no champion to gain over
+    assert run.data.metrics["oracle_gap"] >= 0
+    stages = read_table(client, first.run_id, STAGES_TABLE)
+    assert stages is not None
+    by_model = {row["model"]: row for row in stages.iter_rows(named=True)}
     for stage in ("random", "popularity", "als", "ranker", "final_feed", "oracle"):
-        assert f"{stage}.ndcg_at_10" in run.data.metrics, stage
-    assert run.data.metrics["final_feed.ndcg_at_10"] > run.data.metrics["random.ndcg_at_10"]
-    online = run.data.metrics
-    assert online["online.oracle.value"] >= online["online.final_feed.value"]
-    assert online["online.final_feed.value"] > online["online.random.value"]
+        assert by_model[stage]["ndcg@10"] is not None, stage
+    assert by_model["final_feed"]["ndcg@10"] > by_model["random"]["ndcg@10"]
+    assert run.data.metrics["ndcg_at_10"] == pytest.approx(by_model["final_feed"]["ndcg@10"])
+    assert by_model["oracle"]["online_value"] >= by_model["final_feed"]["online_value"]
+    assert by_model["final_feed"]["online_value"] > by_model["random"]["online_value"]
     assert 0 < run.data.metrics["candidate_recall"] <= 1
-    plots = {a.path for a in registry.client.list_artifacts(first.run_id, "plots")}
+    plots = {a.path for a in client.list_artifacts(first.run_id, "plots")}
     assert {"plots/ndcg_by_model.png", "plots/feature_importance.png"} <= plots
-    top = {a.path for a in registry.client.list_artifacts(first.run_id)}
-    assert {"features.json", "bundle", "simulated_online.json", "holdout.json"} <= top
+    top = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"features.json", "bundle", STAGES_TABLE, CANDIDATES_TABLE} <= top
     bundle = registry.download_bundle(1, tiny_city.warehouse.parent / "check-bundle")
     assert {"als_model.npz", "ranker.txt", "ranker.txt.json"} <= {p.name for p in bundle.iterdir()}
+    assert first.tags["godo.gate"] in {"passed", "promoted"}
+    assert first.tags["godo.gate_reason"]
+    # The version is the feed model: a pyfunc with a signature and an input example.
+    source = client.get_model_version(registry.model_name, "1").source
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path))
+    model = mlflow.pyfunc.load_model(local)
+    assert model.metadata.signature is not None
+    assert model.metadata.saved_input_example_info is not None
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert [e.name for e in client.search_experiments()] == [registry.experiment]
 
 
 def test_the_synthetic_city_is_notified_through_the_fakes(tiny_city: TinyCity) -> None:

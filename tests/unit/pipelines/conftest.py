@@ -32,12 +32,18 @@ def stage_models(city: OfflineCity, holdout: ev.Holdout) -> ev.StageModels:
 
 
 @pytest.fixture(scope="session")
-def policy_lists(holdout: ev.Holdout, stage_models: ev.StageModels) -> dict[str, pl.DataFrame]:
+def feed_frames(holdout: ev.Holdout, stage_models: ev.StageModels) -> dict[str, pl.DataFrame]:
+    """`feed_lists` of the trained models: candidates, scored rows, ranker and feed lists."""
+    return ev.feed_lists(holdout, stage_models, per_source=PER_SOURCE)
+
+
+@pytest.fixture(scope="session")
+def policy_lists(
+    holdout: ev.Holdout, stage_models: ev.StageModels, feed_frames: dict[str, pl.DataFrame]
+) -> dict[str, pl.DataFrame]:
     """random, popularity, als, ranker, final_feed and no_exploration at the cutoff."""
     lists = ev.baseline_lists(holdout, stage_models.als)
-    feed = ev.feed_lists(holdout, stage_models, per_source=PER_SOURCE)
-    feed.pop("candidates")
-    feed.pop("scored")
+    feed = {k: v for k, v in feed_frames.items() if k not in ("candidates", "scored")}
     return lists | feed
 
 

@@ -126,6 +126,29 @@ def test_gate_never_promotes_on_holdout_ndcg_alone() -> None:
     assert not decision.passed and "no unbiased estimate" in decision.reason
 
 
+def test_key_metrics_are_the_feeds_few_numbers() -> None:
+    """Eight numbers of the new feed, not every stage's every metric; missing ones are None."""
+    table = _table({"final_feed": 5.2, "champion": 5.0, "oracle": 6.0}, (0.2, 0.05, 0.35))
+    table = table.with_columns(
+        pl.lit(0.3).alias("recall@20"), pl.lit(0.2).alias("map@10"), pl.lit(0.4).alias("coverage")
+    )
+    metrics = ev.key_metrics(table, {"candidate_recall": 0.7, "candidate_recall.als": 0.2})
+    assert metrics == pytest.approx(
+        {
+            "ndcg@10": 0.5,
+            "recall@20": 0.3,
+            "map@10": 0.2,
+            "coverage": 0.4,
+            "value": 5.2,
+            "oracle_gap": 0.8,
+            "gain_low": 0.05,
+            "candidate_recall": 0.7,
+        }
+    )
+    without = ev.key_metrics(ev.with_online(pl.DataFrame({"model": ["final_feed"]}), None), {})
+    assert set(without.values()) == {None}
+
+
 def test_whole_evaluation_scores_every_stage_and_beats_random(
     holdout: ev.Holdout, stage_models: ev.StageModels
 ) -> None:

@@ -11,6 +11,7 @@ import lightgbm
 import mlflow
 import mlflow.lightgbm
 import numpy as np
+import polars as pl
 import pytest
 from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
@@ -20,11 +21,15 @@ from godo.settings import Settings
 from pipelines.tracking import (
     BUNDLE_DIR,
     CHAMPION,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    GATE_TAG,
     MAX_PARAM_VALUE_LENGTH,
     TRUNCATION_MARKER,
     ModelRegistry,
     artifact_location,
     default_artifact_root,
+    read_table,
     sanitise_key,
 )
 
@@ -322,3 +327,59 @@ def test_a_tracking_server_keeps_artifacts_in_its_own_store(tmp_path: Path) -> N
         _env_file=None,  # type: ignore[call-arg]
     )
     assert chosen.resolved_mlflow_artifact_root == "mlflow-artifacts:///"
+
+
+def test_experiment_opens_in_the_classic_ml_layout(store: Path) -> None:
+    """New experiments get the kind; old ones and UI guesses are corrected; a kind chosen by
+    hand stays."""
+    uri = sqlite_uri(store)
+    new = ModelRegistry(uri, "godo-kind-new", "unused")
+    client = new.client
+    assert client.get_experiment(new.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    for name, before, after in [
+        ("godo-kind-old", None, EXPERIMENT_KIND),
+        ("godo-kind-guessed", "genai_development_inferred", EXPERIMENT_KIND),
+        ("godo-kind-chosen", "forecasting", "forecasting"),
+    ]:
+        created = client.create_experiment(name)
+        if before is not None:
+            client.set_experiment_tag(created, EXPERIMENT_KIND_TAG, before)
+        registry = ModelRegistry(uri, name, "unused")
+        assert registry.experiment_id == created
+        assert client.get_experiment(created).tags.get(EXPERIMENT_KIND_TAG) == after, name
+
+
+def test_log_table_reads_back_as_polars(registry: ModelRegistry) -> None:
+    table = pl.DataFrame(
+        {"model": ["random", "final_feed"], "ndcg@10": [0.01, None], "version": [None, 3]}
+    )
+    with registry.start_run("tables") as run:
+        run.log_table(table.to_pandas(), "stages.json")
+    read = read_table(registry.client, run.run_id, "stages.json")
+    assert read is not None
+    assert read.to_dicts() == table.to_dicts()
+    assert read_table(registry.client, run.run_id, "absent.json") is None
+    assert read_table(registry.client, run.run_id, "nested/absent.json") is None
+    logged = registry.client.get_run(run.run_id).data.tags["mlflow.loggedArtifacts"]
+    assert '"type": "table"' in logged and "stages.json" in logged
+
+
+def test_rename_and_gate_tags(registry: ModelRegistry, booster: lightgbm.Booster) -> None:
+    registry = registry_for(registry, "ranker-gate")
+    with registry.start_run("evaluate-2026-06-01-abcd1234") as run:
+        version = run.register(booster)
+        run.rename(f"retrain-2026-06-01-v{version}-rejected")
+    registry.record_gate(
+        version,
+        passed=False,
+        reason="challenger does not beat champion",
+        numbers={"gain_low": -0.01, "champion_version": None},
+    )
+    renamed = registry.client.get_run(run.run_id).info.run_name
+    assert renamed == f"retrain-2026-06-01-v{version}-rejected"
+    tags = registry.version(version).tags
+    assert tags[GATE_TAG] == "rejected"
+    assert tags["godo.gate_gain_low"] == "-0.01"
+    assert tags["godo.gate_champion_version"] == "none"
+    registry.promote(version, "by hand")
+    assert registry.version(version).tags[GATE_TAG] == "promoted"
