@@ -25,7 +25,9 @@ COPY godo /app/godo
 COPY sources /app/sources
 COPY features /app/features
 COPY models /app/models
+COPY recommender /app/recommender
 COPY store /app/store
+COPY textfile_metrics /app/textfile_metrics
 COPY pipelines /app/pipelines
 COPY serving /app/serving
 COPY workspace.yaml alembic.ini dagster.yaml /app/

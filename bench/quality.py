@@ -5,8 +5,8 @@ estimates beside it, then the logged holdout.
     uv run python -m bench.quality --json     # only the figures, as one JSON object
 
 The city is built in memory (`sources.synthetic.offline`), the models train before a
-time-based cutoff exactly as the nightly run does (`pipelines.training`), and every list is
-judged three ways by `pipelines.evaluation`:
+time-based cutoff exactly as the nightly run does (`recommender.fitting`), and every list is
+judged three ways by `recommender.holdout`:
 
 1. simulated online: each list served as one session to every holdout user in the simulator,
    expected graded relevance per session (like 1, superlike or going 2) with a 95% bootstrap
@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from pipelines import evaluation as ev
-from pipelines import training
+from recommender import fitting
+from recommender import holdout as ev
 from sources.synthetic.behaviour import Activity, oracle_top_n
 from sources.synthetic.offline import OfflineCity, build_offline_city
 from sources.synthetic.online import SimulatedHoldout
@@ -86,7 +86,7 @@ def measure(config: CityConfig, holdout_days: float, per_source: int, sessions: 
     models = timed(
         "train (ALS + ranker)",
         timings,
-        lambda: training.train(holdout, city.tables),
+        lambda: fitting.train(holdout, city.tables),
     )
     lists = timed("baselines", timings, lambda: ev.baseline_lists(holdout, models.als))
     feed = timed(

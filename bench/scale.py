@@ -7,7 +7,7 @@
 Why: the nightly run trains and evaluates the whole model stage (holdout split, ALS, ranker
 snapshots, LambdaRank, then the holdout evaluation) in one go, and the target machine has 2
 cores and 24 GiB. This benchmark runs that stage exactly as the nightly assets call it
-(`pipelines.training`, `pipelines.evaluation`), first on the default-size city as a baseline
+(`recommender.fitting`, `recommender.holdout`), first on the default-size city as a baseline
 and then on the big one, in the same process, and prints both side by side: swipes, seconds
 per phase, peak RSS per phase, and seconds per million swipes, so the scaling is visible.
 
@@ -39,9 +39,9 @@ import polars as pl
 
 from features.tables import AppTables
 from models.als import ALSModel
-from pipelines import evaluation as ev
-from pipelines import training
-from pipelines.evaluation import StageModels
+from recommender import fitting
+from recommender import holdout as ev
+from recommender.holdout import StageModels
 from sources.synthetic.behaviour import BehaviourConfig
 from sources.synthetic.offline import build_offline_city
 from sources.synthetic.online import SimulatedHoldout
@@ -228,11 +228,11 @@ def model_stage(
         als = phase("als", lambda: ALSModel().fit(holdout.interactions))
         examples = phase(
             "examples",
-            lambda: training.ranker_examples(holdout.cutoff, t),
+            lambda: fitting.ranker_examples(holdout.cutoff, t),
         )
         run.counts["ranker examples"] = examples.height
         run.counts["queries"] = examples.select("user_id", "created_at").n_unique()
-        ranker = phase("ranker", lambda: training.fit_ranker(examples))
+        ranker = phase("ranker", lambda: fitting.fit_ranker(examples))
         return StageModels(als=als, ranker=ranker)
 
     models = train()

@@ -431,7 +431,17 @@ def feed_table(feed: Feed) -> Table:
 
 
 # The packages `--reload` watches: the wheel's (pyproject), not `.venv` or the data folder.
-SOURCE_PACKAGES = ("godo", "sources", "features", "models", "store", "pipelines", "serving")
+SOURCE_PACKAGES = (
+    "godo",
+    "sources",
+    "features",
+    "models",
+    "recommender",
+    "store",
+    "textfile_metrics",
+    "pipelines",
+    "serving",
+)
 
 
 def _serve(

@@ -9,11 +9,11 @@ example instead of a bare booster.
 
 What `predict` does: score each candidate row with the ranker, then re-rank per user with
 the feed's category cap (`models.rerank.diversify`, `FEED_MAX_PER_CATEGORY`) and cut to `n`.
-Its input is candidate rows with their point-in-time features (what `pipelines.ranking.scored`
+Its input is candidate rows with their point-in-time features (what `recommender.feed.scored`
 sees, built by `candidate_input`); the generators without learned state and the features are
 computed from live data at publish time, so they are not part of the artifact. The hard
 filters (start time, radius, already swiped), the explored slots (seeded by a publish run) and
-the reasons need the live catalogue and a run, so they stay in `pipelines.ranking.feed`; the
+the reasons need the live catalogue and a run, so they stay in `recommender.feed.feed`; the
 ALS factors are in the artifact (`unwrap_python_model().als`) to propose candidates.
 
 Artifacts are LightGBM's text model, the ALS npz and JSON, and the model itself is logged as

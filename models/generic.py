@@ -13,7 +13,7 @@ the plug-ins a public dataset supports:
   item), the generators are fitted on the rest, propose candidates, the carved part labels
   them, and LambdaRank is fitted, early-stopped on held-out users. Then the generators are
   refitted on the whole train side and the ranker orders the test users' candidates. This is
-  the nightly snapshot scheme (`pipelines.training`) with the protocol's cut in place of
+  the nightly snapshot scheme (`recommender.fitting`) with the protocol's cut in place of
   the weekly one;
 - re-rank (optional): diversity by the item's primary category when there is one.
 

@@ -19,7 +19,7 @@ a group as NDCG 1 whatever the order, which would only dilute the signal.
 
 The features are whatever the caller passes (`fit(features=...)`), stored with the model and
 read back by `score`: the nightly feed passes the point-in-time FEATURES
-(`pipelines.training`), the generic pipeline (`models.generic`) the columns of its own feature
+(`recommender.fitting`), the generic pipeline (`models.generic`) the columns of its own feature
 plug-in.
 
 Persistence is LightGBM's own text model format plus a JSON sidecar (features, params, best
@@ -54,13 +54,13 @@ FEATURES: tuple[str, ...] = tuple(
 """Every numeric or boolean column of TRAINING_SCHEMA except keys, label and time."""
 
 NIGHTLY_SOURCES: tuple[str, ...] = ("als", "ease", "item_knn", "content", "geo", "popularity")
-"""The nightly feed's generators, most specific first (`pipelines.ranking` proposes in this
+"""The nightly feed's generators, most specific first (`recommender.feed` proposes in this
 order: when several propose one event, the first names its `source`)."""
 
 CANDIDATE_FEATURES: tuple[str, ...] = tuple(f"score_{name}" for name in NIGHTLY_SOURCES)
 """Each nightly generator's own score (null when it did not propose the event): columns of
 every candidate frame; the swipe-trained nightly ranker does not read them (see
-`pipelines.training`), a ranker trained on candidates can."""
+`recommender.fitting`), a ranker trained on candidates can."""
 
 
 _GROUP_ORDER = ["user_id", "created_at", "event_id"]

@@ -14,7 +14,7 @@
 Training replays the same steps in the past (`examples`): generators fitted on the history
 before a label cut propose, the same plug-in describes the candidates from that history, and
 what users did after the cut labels them. The nightly run cuts by time at weekly snapshots
-(`pipelines.training`); a public dataset carves a label split from its train side with the
+(`recommender.fitting`); a public dataset carves a label split from its train side with the
 evaluation protocol itself (`models.generic`). Either way the ranker learns exactly the task
 it serves: ordering the candidates the generators propose.
 """

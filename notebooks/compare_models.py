@@ -39,9 +39,9 @@ import mlflow.pyfunc
 import polars as pl
 from _shared import Figures, mlflow_client, settings, use_mlflow_store
 
-from pipelines.evaluation import CHALLENGER, CHAMPION, GATE_METRIC, STAGES_TABLE
 from pipelines.tracking import CHAMPION as CHAMPION_ALIAS
 from pipelines.tracking import read_table, sanitise_key
+from recommender.holdout import CHALLENGER, CHAMPION, GATE_METRIC, STAGES_TABLE
 
 client = mlflow_client()
 figures = Figures()
@@ -223,7 +223,7 @@ else:
 # A registered version is the whole feed model as an MLflow pyfunc: the ALS candidate
 # generator, the LightGBM ranker and the re-rank configuration. Its signature takes candidate
 # rows (user_id, event_id, category, the ranker's features: `models.feed_model.candidate_input`
-# builds them from `pipelines.ranking.scored`'s frame) and returns each user's ranked list;
+# builds them from `recommender.feed.scored`'s frame) and returns each user's ranked list;
 # `n` is the list length. Here it ranks its own input example (a few users' candidates from
 # its evaluation). Loading reads MLflow's global URIs, so they are pointed at the store first.
 

@@ -23,13 +23,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from godo.settings import DEV_JWT_SECRET, Settings
-from pipelines import notification_metrics
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource
 from sources.resend.client import DEFAULT_BASE_URL, Email, ResendClient, ResendError
 from sources.resend.messages import DigestEvent, weekly_digest
 from store.feed import FeedItem, read_feed
 from store.invites import issue_unsubscribe_token
 from store.schema import notification_log, notification_preferences, users
+from textfile_metrics import notifications
 
 KIND = "weekly_digest"
 
@@ -154,7 +154,7 @@ def weekly_digest_email(
                 context.log.warning(f"weekly digest to user {user_id} failed")
             else:
                 tally.already_sent += 1
-    notification_metrics.record(
+    notifications.record(
         storage.data_dir,
         channel="email",
         kind=KIND,

@@ -34,7 +34,12 @@ from pipelines.assets.training import (
     challenger_dir,
     cutoff_of,
 )
-from pipelines.evaluation import (
+from pipelines.resources import LocalStorage, MLflowResource, SyntheticCityResource
+from pipelines.tracking import GATE_TAG, ModelRegistry, TrainingRun
+from pipelines.ui_metadata import plots_markdown
+from recommender.feed import EASE_PARAMS, ITEM_KNN_PARAMS
+from recommender.fitting import MAX_EXAMPLES, WINDOW_DAYS
+from recommender.holdout import (
     CANDIDATES_TABLE,
     CHALLENGER,
     CHAMPION,
@@ -59,11 +64,6 @@ from pipelines.evaluation import (
     split_at,
     with_online,
 )
-from pipelines.ranking import EASE_PARAMS, ITEM_KNN_PARAMS
-from pipelines.resources import LocalStorage, MLflowResource, SyntheticCityResource
-from pipelines.tracking import GATE_TAG, ModelRegistry, TrainingRun
-from pipelines.training import MAX_EXAMPLES, WINDOW_DAYS
-from pipelines.ui_metadata import plots_markdown
 from sources.synthetic.online import SimulatedHoldout
 
 SUMMARY_METRICS = ("ndcg@10", "recall@20", "map@10", "mrr", "coverage", "novelty", "ild@10")

@@ -2,8 +2,8 @@
 
 `online_metrics` reads a window of logged impressions with their attributed swipes and RSVPs
 from Postgres (`store.online`), computes the tables of `models.evaluation.online`, logs them to
-MLflow (one run per model version, a point per day: `pipelines.online`) and rewrites the
-Prometheus textfile (`pipelines.online_gauges`). Its check `online_metrics_sample_ratio` fails
+MLflow (one run per model version, a point per day: `recommender.online_report`) and rewrites the
+Prometheus textfile (`textfile_metrics.online`). Its check `online_metrics_sample_ratio` fails
 with severity ERROR on a sample-ratio mismatch: it means assignment or impression logging is
 broken for that experiment, so its comparisons are biased in an unknown direction and must
 not be used (a WARN would read as "look when convenient"). It is not blocking: nothing
@@ -21,8 +21,9 @@ import dagster as dg
 import polars as pl
 
 from models.evaluation.online import OnlineTables, arms_frame, online_tables
-from pipelines import online_gauges
-from pipelines.online import (
+from pipelines.resources import LocalStorage, MLflowResource, PostgresResource
+from pipelines.tracking import ModelRegistry
+from recommender.online_report import (
     RUN_TAG,
     SAMPLE_RATIO_CHECK,
     sample_ratio_verdict,
@@ -30,10 +31,9 @@ from pipelines.online import (
     version_metrics,
     versions,
 )
-from pipelines.resources import LocalStorage, MLflowResource, PostgresResource
-from pipelines.tracking import ModelRegistry
 from store.experiments import arm_weights
 from store.online import read_online_window
+from textfile_metrics import online
 
 SUMMARY_COLUMNS = (
     "experiment",
@@ -154,7 +154,7 @@ def online_metrics(
         popularity=window.popularity,
     )
     runs = log_to_mlflow(mlflow.registry(), tables, start, end, context.run.run_id)
-    textfile = online_gauges.write(storage.data_dir, tables, end)
+    textfile = online.write(storage.data_dir, tables, end)
     verdict = sample_ratio_verdict(tables.sample_ratio)
     context.log.info(
         "online metrics of %s to %s: %d impressions, %d versions",

@@ -30,7 +30,7 @@ skipped rather than arriving late. Only users with registered devices are consid
 
 The assets are meant to run hourly (reminders every 15-60 minutes; the digest is idempotent
 per week, so any cadence sends it once). Counts go to `MaterializeResult` metadata and to
-`godo_notifications_total` (`pipelines.notification_metrics`).
+`godo_notifications_total` (`textfile_metrics.notifications`).
 """
 
 import os
@@ -43,7 +43,6 @@ import dagster as dg
 import sqlalchemy as sa
 
 from godo.settings import Settings
-from pipelines import notification_metrics
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource
 from sources.expo.client import MAX_MESSAGES_PER_REQUEST, ExpoClient, ExpoError, PushMessage
 from store import notifications as store
@@ -58,6 +57,7 @@ from store.schema import (
     swipes,
     users,
 )
+from textfile_metrics import notifications
 
 GROUP = "notifications"
 RECEIPT_DELAY = timedelta(minutes=15)
@@ -208,7 +208,7 @@ def _send(
 def _report(
     storage: LocalStorage, kind: str, outcome: Outcome, candidates: int
 ) -> dg.MaterializeResult:
-    notification_metrics.record(
+    notifications.record(
         storage.data_dir,
         channel="push",
         kind=kind,
@@ -516,7 +516,7 @@ def push_receipts(
     if gone:
         with engine.begin() as conn:
             removed = store.delete_tokens(conn, gone)
-    notification_metrics.record(
+    notifications.record(
         storage.data_dir, channel="push", kind="receipt", sent=ok, failed=errors, skipped=expired
     )
     return dg.MaterializeResult(

@@ -7,13 +7,13 @@ import dagster as dg
 import polars as pl
 
 from features.tables import AppTables
-from pipelines import ranking
 from pipelines.assets.common import app_tables, frame_output
 from pipelines.assets.evaluation import champion_models
 from pipelines.assets.models import FeedConfig
 from pipelines.assets.training import CANDIDATES_PER_SOURCE
-from pipelines.evaluation import StageModels
 from pipelines.resources import LocalStorage, MLflowResource
+from recommender import feed
+from recommender.holdout import StageModels
 
 
 @dg.asset(group_name="recommendations", deps=["champion_model"], kinds={"polars", "duckdb"})
@@ -66,7 +66,7 @@ def ranked_with(
     """Every user's final list by `models` as of now; (lists, candidates proposed).
 
     `seed` (a run id) seeds the explored slots' draw."""
-    return ranking.publishable(
+    return feed.publishable(
         als=models.als,
         ranker=models.ranker,
         tables=tables,

@@ -15,10 +15,10 @@ import polars as pl
 from features.interactions import interactions
 from features.point_in_time import UTC_US
 from models.als import ALSModel
-from pipelines import training
 from pipelines.assets.common import app_tables, frame_output, in_utc
-from pipelines.evaluation import holdout_cutoff
 from pipelines.resources import LocalStorage
+from recommender import fitting
+from recommender.holdout import holdout_cutoff
 
 ALS_ARTIFACT = "als_model.npz"
 RANKER_ARTIFACT = "ranker.txt"
@@ -102,23 +102,23 @@ def ranker_examples(
     app_users: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """The swipes of the weeks before the cutoff with point-in-time features and graded labels
-    (see pipelines.training)."""
+    (see recommender.fitting)."""
     tables = app_tables(
         app_swipes, app_attendance, events, geocoded_venues, app_users, app_friendships
     )
-    frame = training.ranker_examples(cutoff_of(training_window), tables)
+    frame = fitting.ranker_examples(cutoff_of(training_window), tables)
     return frame_output(
         frame,
         positives=int((frame["label"] > 0).sum()),
         queries=frame.select("user_id", "created_at").n_unique(),
-        window_days=training.WINDOW_DAYS,
+        window_days=fitting.WINDOW_DAYS,
     )
 
 
 @dg.asset(group_name="models", kinds={"lightgbm"})
 def ranker_model(ranker_examples: pl.DataFrame, storage: LocalStorage) -> dg.MaterializeResult:
     """LightGBM LambdaRank over the swiped cards, early-stopped on the newest days."""
-    ranker = training.fit_ranker(in_utc(ranker_examples))
+    ranker = fitting.fit_ranker(in_utc(ranker_examples))
     ranker.save(challenger_dir(storage) / RANKER_ARTIFACT)
     top = ranker.feature_importance().head(5)
     return dg.MaterializeResult(

@@ -229,7 +229,7 @@ class SimulatedHoldout:
         """Events anyone could be shown at the cutoff: not cancelled and not yet started.
 
         The warehouse keeps no publish time, so the models rank events published after the
-        cutoff too (`pipelines.evaluation.catalogue_at`); the oracle faces that same pool, so
+        cutoff too (`recommender.holdout.catalogue_at`); the oracle faces that same pool, so
         the ceiling is the ceiling of what the policies could choose from.
         """
         a = _arrays(self.world)

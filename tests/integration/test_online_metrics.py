@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.assets.online import online_metrics
-from pipelines.online import RUN_TAG, SAMPLE_RATIO_CHECK, step_of
 from pipelines.resources import LocalStorage, MLflowResource, PostgresResource
+from recommender.online_report import RUN_TAG, SAMPLE_RATIO_CHECK, step_of
 from store.experiments import ArmSpec, ExperimentSpec, create_experiment
 from store.keys import RedisKeys
 from store.online import read_online_window

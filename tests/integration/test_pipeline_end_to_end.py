@@ -40,11 +40,11 @@ from godo.tokens import issue_token
 from models.feed_model import RerankConfig, candidate_input
 from models.rerank import FEED_EXPLORATION
 from pipelines.definitions import defs
-from pipelines.evaluation import CANDIDATES_TABLE, STAGES_TABLE
 from pipelines.partitions import metro_partitions
 from pipelines.resources import MLflowResource, SyntheticCityResource
 from pipelines.tracking import read_table
-from pipelines.training import fit_ranker
+from recommender.fitting import fit_ranker
+from recommender.holdout import CANDIDATES_TABLE, STAGES_TABLE
 from serving.app import create_app
 from sources.fakes import FakeUpstream, FaultPlan
 from store.app_data import most_active_user

@@ -23,7 +23,6 @@ from pipelines.assets.push import (
     friend_going_notifications,
     push_receipts,
 )
-from pipelines.notification_metrics import metrics_path
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource
 from sources.expo.fake import FakeExpo
 from store import notifications as store
@@ -40,6 +39,7 @@ from store.schema import (
 )
 from tests.conftest import assert_documented_live_message
 from tests.integration.conftest import auth_headers
+from textfile_metrics.notifications import metrics_path
 
 ANA, BEN, CAT = 1, 2, 3
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -865,7 +866,12 @@ def test_pipelines_reach_dagster_storage_and_mlflow_the_way_that_works() -> None
 UV_LOCK = ROOT / "uv.lock"
 # What the API image must not carry: the point of giving it an image of its own.
 PIPELINE_ONLY = {"dagster", "dagster-webserver", "mlflow", "lightgbm", "duckdb", "scikit-learn"}
-FIRST_PARTY = ("godo", "sources", "features", "models", "store", "pipelines", "serving")
+# The wheel's packages: the one list the Dockerfile's COPYs and `godo serve --reload` follow.
+FIRST_PARTY = tuple(
+    tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"][
+        "wheel"
+    ]["packages"]
+)
 # The project's modules the API loads to start (the import graph as Python resolves it).
 API_MODULES = """
 import json, sys
@@ -1202,3 +1208,17 @@ def test_single_stage_dockerfile_is_refused() -> None:
     assert dockerfile_problems(runtime_only) == [
         "not multi-stage: the runtime image would carry the build tools"
     ]
+
+
+def test_the_image_and_the_reloader_carry_every_package_of_the_wheel() -> None:
+    """A package added to the wheel but not copied into the image fails only at import time in
+    a container; one `--reload` does not watch serves stale code."""
+    from godo.cli import SOURCE_PACKAGES
+
+    copied = {
+        line.split()[1]
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.startswith("COPY ") and line.split()[1].isidentifier()
+    }
+    assert set(FIRST_PARTY) <= copied
+    assert set(SOURCE_PACKAGES) == set(FIRST_PARTY)

@@ -227,7 +227,7 @@ def _print_holdout_table() -> None:
 
     from godo.cli import _print_evaluation
     from godo.demo import StepReport
-    from pipelines.evaluation import with_online
+    from recommender.holdout import with_online
 
     settings = get_settings()
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)

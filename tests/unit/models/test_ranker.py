@@ -35,7 +35,7 @@ PARAMS = RankerParams(n_estimators=150, num_threads=1)
 def synthetic_examples(
     n_users: int = 120, per_user: int = 25, snapshots: int = 5, seed: int = 0
 ) -> pl.DataFrame:
-    """Candidate snapshots like `pipelines.training` builds: one query per user and snapshot.
+    """Candidate snapshots like `recommender.fitting` builds: one query per user and snapshot.
 
     Label grows with SIGNAL plus logistic noise; every other feature (the generators' scores
     included, null where a generator did not propose the event) is noise.

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from pipelines import evaluation as ev
-from pipelines import training
+from recommender import fitting
+from recommender import holdout as ev
 from sources.synthetic.offline import OfflineCity, build_offline_city
 from sources.synthetic.online import SimulatedHoldout
 from sources.synthetic.world import CityConfig
@@ -28,7 +28,7 @@ def holdout(city: OfflineCity) -> ev.Holdout:
 
 @pytest.fixture(scope="session")
 def stage_models(city: OfflineCity, holdout: ev.Holdout) -> ev.StageModels:
-    return training.train(holdout, city.tables)
+    return fitting.train(holdout, city.tables)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ import pytest
 from features.catalogue import upcoming_active
 from features.interactions import interactions as build_interactions
 from models.rerank import ONBOARDING_REASON, SOURCE_REASONS
-from pipelines import evaluation as ev
-from pipelines import ranking, training
+from recommender import feed, fitting
+from recommender import holdout as ev
 from sources.synthetic.offline import OfflineCity, build_offline_city
 from sources.synthetic.world import CityConfig
 
@@ -40,7 +40,7 @@ def models(newcomer: tuple[OfflineCity, int, str]) -> ev.StageModels:
     """Trained on the city where the newcomer has no history, as the nightly run would be."""
     city = newcomer[0]
     holdout = ev.split_at(ev.holdout_cutoff(city.swipes, 7), city.tables)
-    return training.train(holdout, city.tables)
+    return fitting.train(holdout, city.tables)
 
 
 def _feed(
@@ -50,7 +50,7 @@ def _feed(
     seen = build_interactions(city.swipes, city.attendance)
     catalogue = ev.catalogue_at(city.events, now)
     eligible = upcoming_active(catalogue, now)
-    proposed = ranking.candidates(
+    proposed = feed.candidates(
         als=models.als,
         users=city.users,
         events=catalogue,
@@ -59,7 +59,7 @@ def _feed(
         eligible=eligible,
         per_source=40,
     )
-    scored = ranking.scored(
+    scored = feed.scored(
         proposed,
         ranker=models.ranker,
         now=now,
@@ -70,7 +70,7 @@ def _feed(
         users=city.users,
         venues=city.venues,
     )
-    feed = ranking.feed(
+    ranked = feed.feed(
         scored,
         now=now,
         events=catalogue,
@@ -80,7 +80,7 @@ def _feed(
         n=20,
         run_id="cold-start",
     )
-    return proposed, feed
+    return proposed, ranked
 
 
 def _newcomer(city: OfflineCity) -> tuple[OfflineCity, int, str]:

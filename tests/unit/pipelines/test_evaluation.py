@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from pipelines import evaluation as ev
+from recommender import holdout as ev
 from sources.synthetic.offline import OfflineCity
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)  # the tiny city's `now` (see conftest)

@@ -14,7 +14,6 @@ import pytest
 
 from models.feed_model import RerankConfig, candidate_input, rank_candidates
 from models.two_stage import top_n
-from pipelines import evaluation as ev
 from pipelines.assets.evaluation import feed_example
 from pipelines.tracking import (
     CHAMPION,
@@ -24,6 +23,7 @@ from pipelines.tracking import (
     GATE_TAG,
     ModelRegistry,
 )
+from recommender import holdout as ev
 
 ALS_FILE, RANKER_FILE = "als_model.npz", "ranker.txt"
 MODEL_NAME = "godo-feed-test"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.rerank import FEED_EXPLORATION
-from pipelines import evaluation as ev
+from recommender import holdout as ev
 from sources.synthetic.behaviour import BehaviourConfig, _decide, _session_lengths
 from sources.synthetic.online import (
     NO_CARD,

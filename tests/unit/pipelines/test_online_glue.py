@@ -11,10 +11,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.evaluation.online import OnlineTables, arms_frame, online_tables
-from pipelines import online_gauges
 from pipelines.assets.online import OnlineMetricsConfig, window_of
-from pipelines.online import sample_ratio_verdict, step_of, version_metrics, versions
+from recommender.online_report import sample_ratio_verdict, step_of, version_metrics, versions
 from tests.unit.conftest import HALF_AND_HALF, ONLINE_T0, OUTCOME_SCHEMA
+from textfile_metrics import online
 
 T0 = ONLINE_T0
 END = datetime(2025, 3, 8, tzinfo=UTC)
@@ -98,7 +98,7 @@ def gauges(path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def test_the_textfile_holds_rates_gains_and_the_srm_of_the_window(tmp_path: Path) -> None:
-    path = online_gauges.write(tmp_path, TABLES, END)
+    path = online.write(tmp_path, TABLES, END)
     assert path == tmp_path / "metrics" / "online_metrics.prom"
     values = gauges(path)
     control = {"by": "arm", "experiment": "exp", "arm": "control", "model_version": "7"}
@@ -117,7 +117,7 @@ def test_the_textfile_holds_rates_gains_and_the_srm_of_the_window(tmp_path: Path
     assert values[("godo_online_srm_mismatch", frozenset({("experiment", "exp")}))] == 0.0
     assert values[("godo_online_window_end_timestamp_seconds", frozenset())] == END.timestamp()
     # Rewritten whole: an arm gone from the window is gone from the file.
-    online_gauges.write(tmp_path, tables_of([], arms_frame()), END)
+    online.write(tmp_path, tables_of([], arms_frame()), END)
     left = gauges(path)
     assert [name for name, _ in left] == ["godo_online_window_end_timestamp_seconds"]
 

@@ -8,8 +8,8 @@ import pytest
 
 from features.catalogue import upcoming_active
 from features.interactions import interactions as build_interactions
-from pipelines import evaluation as ev
-from pipelines import ranking, training
+from recommender import feed, fitting
+from recommender import holdout as ev
 from sources.synthetic.offline import OfflineCity, build_offline_city
 from sources.synthetic.world import CityConfig
 
@@ -23,12 +23,12 @@ def city() -> OfflineCity:
 
 def test_chunks_do_not_change_any_list(city: OfflineCity) -> None:
     holdout = ev.split_at(ev.holdout_cutoff(city.swipes, 7), city.tables)
-    models = training.train(holdout, city.tables)
+    models = fitting.train(holdout, city.tables)
     seen = build_interactions(city.swipes, city.attendance)
     eligible = upcoming_active(city.events, NOW)
 
     def lists(chunk_users: int) -> tuple[object, int]:
-        frame, proposed = ranking.publishable(
+        frame, proposed = feed.publishable(
             als=models.als,
             ranker=models.ranker,
             tables=city.tables,

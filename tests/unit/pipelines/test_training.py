@@ -6,19 +6,19 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from models.ranker import CANDIDATE_FEATURES
-from pipelines import evaluation as ev
-from pipelines import training
+from recommender import fitting
+from recommender import holdout as ev
 from sources.synthetic.offline import OfflineCity
 
 
 def _examples(city: OfflineCity, swipes: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
-    return training.ranker_examples(cutoff, replace(city.tables, swipes=swipes))
+    return fitting.ranker_examples(cutoff, replace(city.tables, swipes=swipes))
 
 
 def test_examples_are_the_swipes_of_the_window_grouped_by_user_day(city: OfflineCity) -> None:
     cutoff = ev.holdout_cutoff(city.swipes, 7)
     examples = _examples(city, city.swipes, cutoff)
-    start = cutoff - timedelta(days=training.WINDOW_DAYS)
+    start = cutoff - timedelta(days=fitting.WINDOW_DAYS)
     window = city.swipes.filter((pl.col("created_at") >= start) & (pl.col("created_at") < cutoff))
     assert examples.height == window.height
     assert set(examples["swipe_id"].to_list()) == set(window["swipe_id"].to_list())
@@ -37,7 +37,7 @@ def test_a_going_rsvp_before_the_cutoff_grades_the_like_as_two(city: OfflineCity
     ).select("user_id", "event_id")
     liked_and_going = examples.join(going, on=["user_id", "event_id"]).filter(pl.col("label") > 0)
     assert liked_and_going.height > 0
-    assert (liked_and_going["label"] == training.GOING_LABEL).all()
+    assert (liked_and_going["label"] == fitting.GOING_LABEL).all()
 
 
 def test_nothing_after_the_cutoff_reaches_the_examples(city: OfflineCity) -> None:
@@ -54,14 +54,14 @@ def test_nothing_after_the_cutoff_reaches_the_examples(city: OfflineCity) -> Non
 def test_max_examples_keeps_the_newest_swipes(city: OfflineCity) -> None:
     cutoff = ev.holdout_cutoff(city.swipes, 7)
     everything = _examples(city, city.swipes, cutoff)
-    few = training.ranker_examples(cutoff, city.tables, max_examples=50)
+    few = fitting.ranker_examples(cutoff, city.tables, max_examples=50)
     assert few.height == 50
     assert few["created_at"].min() >= everything["created_at"].sort(descending=True)[49]
 
 
 def test_the_ranker_learns_preference_without_generator_scores(city: OfflineCity) -> None:
     cutoff = ev.holdout_cutoff(city.swipes, 7)
-    ranker = training.fit_ranker(_examples(city, city.swipes, cutoff))
+    ranker = fitting.fit_ranker(_examples(city, city.swipes, cutoff))
     assert ranker.best_iteration >= 1
     assert not set(CANDIDATE_FEATURES) & set(ranker.features)
     importance = ranker.feature_importance().filter(pl.col("gain") > 0)

@@ -6,8 +6,8 @@ import polars as pl
 
 from models import two_stage
 from models.ranker import CANDIDATE_FEATURES
-from pipelines import evaluation as ev
-from pipelines import ranking
+from recommender import feed
+from recommender import holdout as ev
 
 PER_SOURCE = 50
 
@@ -18,7 +18,7 @@ def test_the_nightly_ranker_order_is_the_core_over_the_nightly_plug_ins(
     """What the evaluation asset scores as `ranker` is exactly `propose` -> `scored` ->
     `top_n` of the core, fed the nightly generators and `features_at` as of the cutoff."""
     lists = ev.feed_lists(holdout, stage_models, per_source=PER_SOURCE)
-    fitted = ranking.generators(
+    fitted = feed.generators(
         als=stage_models.als,
         users=holdout.users,
         events=holdout.events,
@@ -32,7 +32,7 @@ def test_the_nightly_ranker_order_is_the_core_over_the_nightly_plug_ins(
         exclude=holdout.interactions,
         per_source=PER_SOURCE,
     )
-    featurize = ranking.nightly_features(
+    featurize = feed.nightly_features(
         now=holdout.cutoff,
         swipes=holdout.swipes,
         attendance=holdout.attendance,
@@ -54,6 +54,6 @@ def test_nightly_candidates_carry_every_generator_ease_and_item_knn_included(
     assert {"score_ease", "score_item_knn"} <= set(CANDIDATE_FEATURES)
     for column in ("score_ease", "score_item_knn"):
         assert proposed[column].is_not_null().any(), column
-    assert set(proposed["source"].unique()) <= set(ranking.SOURCES)
+    assert set(proposed["source"].unique()) <= set(feed.SOURCES)
     # every pair is proposed once, however many generators proposed it
     assert proposed.select(pl.struct("user_id", "event_id").is_unique().all()).item()

@@ -49,7 +49,7 @@ from models.popularity import PopularityModel
 from models.ranker import LambdaRanker
 from models.rerank import FEED_EXPLORATION
 from models.two_stage import top_n
-from pipelines import ranking
+from recommender import feed
 from sources.synthetic.online import (
     NO_CARD,
     OUTCOMES,
@@ -264,7 +264,7 @@ def feed_lists(
     `no_exploration` is the same feed with every slot deterministic, so the simulated value
     lost to exploring is the difference of two rows.
     """
-    proposed = ranking.candidates(
+    proposed = feed.candidates(
         als=models.als,
         users=holdout.users,
         events=holdout.events,
@@ -273,7 +273,7 @@ def feed_lists(
         eligible=holdout.eligible,
         per_source=per_source,
     )
-    scored = ranking.scored(
+    scored = feed.scored(
         proposed,
         ranker=models.ranker,
         now=holdout.cutoff,
@@ -286,7 +286,7 @@ def feed_lists(
     )
 
     def final(explored: Exploration) -> pl.DataFrame:
-        return ranking.feed(
+        return feed.feed(
             scored,
             now=holdout.cutoff,
             events=holdout.events,
@@ -518,13 +518,13 @@ def key_metrics(table: pl.DataFrame, recall: Mapping[str, float]) -> dict[str, f
     (no simulated city, no champion).
     """
     rows = {row["model"]: row for row in table.iter_rows(named=True)}
-    feed = rows.get(CHALLENGER, {})
-    metrics: dict[str, float | None] = {name: feed.get(name) for name in KEY_METRICS}
-    value = feed.get(f"online_{GATE_METRIC}")
+    challenger = rows.get(CHALLENGER, {})
+    metrics: dict[str, float | None] = {name: challenger.get(name) for name in KEY_METRICS}
+    value = challenger.get(f"online_{GATE_METRIC}")
     ceiling = rows.get(ORACLE, {}).get(f"online_{GATE_METRIC}")
     metrics[GATE_METRIC] = value
     metrics["oracle_gap"] = None if value is None or ceiling is None else ceiling - value
-    metrics["gain_low"] = feed.get("gain_low")
+    metrics["gain_low"] = challenger.get("gain_low")
     metrics["candidate_recall"] = recall.get("candidate_recall")
     return metrics
 

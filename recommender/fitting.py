@@ -16,7 +16,7 @@ cards are seen, not which), so a like among swipes is an unbiased signal of pref
 
 The generator scores (`score_als`, ...) are not features: they exist only for candidates, and
 swiped cards were mostly not candidates of today's generators. I/O-free, like
-`pipelines.ranking` and `pipelines.evaluation`, so the assets, the benchmarks and the tests
+`recommender.feed` and `recommender.holdout`, so the assets, the benchmarks and the tests
 train the same way.
 """
 
@@ -31,7 +31,7 @@ from features.tables import AppTables
 from models import two_stage
 from models.als import ALSModel
 from models.ranker import DEFAULT_PARAMS, FEATURES, LambdaRanker, RankerParams
-from pipelines.evaluation import Holdout, StageModels
+from recommender.holdout import Holdout, StageModels
 
 WINDOW_DAYS = 28.0
 # The newest swipes of the window, at most: bounds the feature frame at the nightly scale.

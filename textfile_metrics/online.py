@@ -1,7 +1,7 @@
 """The online metrics as Prometheus gauges in a node_exporter textfile.
 
 Why a file: the asset runs in a short-lived Dagster run process no Prometheus can scrape (the
-same reason as `pipelines.notification_metrics`). Each run rewrites
+same reason as `textfile_metrics.notifications`). Each run rewrites
 `<data_dir>/metrics/online_metrics.prom` whole, atomically (temp file + rename), from a fresh
 registry: these are gauges of the latest window, so an arm that stopped serving drops out
 instead of freezing at its last value. node_exporter's textfile collector (or any sidecar
@@ -26,8 +26,8 @@ import polars as pl
 from prometheus_client import CollectorRegistry, Gauge
 
 from models.evaluation.online import RATES, OnlineTables
-from pipelines.online import NO_EXPERIMENT, UNKNOWN_VERSION
-from pipelines.textfile import write_textfile
+from recommender.online_report import NO_EXPERIMENT, UNKNOWN_VERSION
+from textfile_metrics.writer import write_textfile
 
 FILE_NAME: Final = "online_metrics.prom"
 ROW_LABELS: Final = ("by", "experiment", "arm", "model_version")

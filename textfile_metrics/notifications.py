@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
 
-from pipelines.textfile import write_textfile
+from textfile_metrics.writer import write_textfile
 
 REGISTRY = CollectorRegistry()
 NOTIFICATIONS = Counter(
