@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import redis
 import redis.asyncio
 import sqlalchemy as sa
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -30,6 +30,7 @@ from godo.tokens import (
     verify_claims,
 )
 from serving.attribution import ImpressionCheck
+from serving.live_caps import LiveCaps
 from serving.problem_types import (
     ACCOUNT_NOT_LINKED,
     SIGNING_KEYS_UNAVAILABLE,
@@ -41,6 +42,7 @@ from serving.problems import ProblemError
 from store.accounts import AccountDirectory
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
+from store.live_events import LiveHub
 from store.redis_batch import RedisBatcher
 
 SIGNING_KEYS_RETRY_AFTER_SECONDS = 5
@@ -227,6 +229,43 @@ async def _feed_services(request: Request) -> FeedServices:
 
 
 FeedServicesDep = Annotated[FeedServices, Depends(_feed_services)]
+
+
+@dataclass(frozen=True)
+class LiveServices:
+    """What the live WebSocket needs, from `app.state`: the process's hub (made by the
+    lifespan), the connection caps, the asyncio Redis client, the key layout, and the token
+    check every route uses.
+
+    Authentication is a method, not a dependency: a WebSocket must be accepted before it can
+    be closed with a code saying why (4401 / 1013), and a dependency runs before that.
+    """
+
+    hub: LiveHub
+    caps: LiveCaps
+    redis: redis.asyncio.Redis
+    keys: RedisKeys
+    state: State
+
+    async def authenticate(self, token: str | None) -> int:
+        """The user id of `token`, or the same 401/503 `HTTPException` an HTTP route gets."""
+        return await authenticate(self.state, token)
+
+
+async def _live_services(websocket: WebSocket) -> LiveServices:
+    state = websocket.app.state
+    try:
+        hub: LiveHub = state.live_hub
+    except AttributeError as error:
+        raise RuntimeError(
+            "app.state.live_hub is missing: was the app started with its lifespan?"
+        ) from error
+    return LiveServices(
+        hub=hub, caps=state.live_caps, redis=state.async_redis, keys=state.keys, state=state
+    )
+
+
+LiveServicesDep = Annotated[LiveServices, Depends(_live_services)]
 
 
 # --- the admin pages --------------------------------------------------------------------------
