@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 
 import redis
@@ -30,22 +31,27 @@ from godo.tokens import (
     verify_claims,
 )
 from serving.attribution import ImpressionCheck
+from serving.invitations import ResendInvitations
 from serving.live_caps import LiveCaps
 from serving.problem_types import (
     ACCOUNT_NOT_LINKED,
+    EMAIL_UNAVAILABLE,
     SIGNING_KEYS_UNAVAILABLE,
     TOKEN_INVALID,
     TOKEN_MISSING,
     ProblemType,
 )
 from serving.problems import ProblemError
+from sources.resend.client import ResendClient
 from store.accounts import AccountDirectory
+from store.invites import InvitationMailer
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
 from store.live_events import LiveHub
 from store.redis_batch import RedisBatcher
 
 SIGNING_KEYS_RETRY_AFTER_SECONDS = 5
+EMAIL_RETRY_AFTER_SECONDS = 60
 log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(
@@ -266,6 +272,32 @@ async def _live_services(websocket: WebSocket) -> LiveServices:
 
 
 LiveServicesDep = Annotated[LiveServices, Depends(_live_services)]
+
+
+# --- email -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _resend_client(base_url: str, api_key: str) -> ResendClient:
+    """One client (and connection pool) per configuration for the process."""
+    # Few attempts and short waits: a person is waiting for the answer.
+    return ResendClient(api_key=api_key, base_url=base_url, max_attempts=3, max_backoff_seconds=5.0)
+
+
+async def _invitation_mailer(settings: SettingsDep) -> InvitationMailer:
+    """Invitations through Resend (`resend_base_url`, `RESEND_API_KEY`: tests point the base
+    URL at `sources.resend.fake`); a 503 when email is not configured on this server."""
+    if settings.resend_api_key is None:
+        raise ProblemError(
+            EMAIL_UNAVAILABLE,
+            "Email is not configured on this server (RESEND_API_KEY is unset).",
+            headers={"Retry-After": str(EMAIL_RETRY_AFTER_SECONDS)},
+        )
+    client = _resend_client(settings.resend_base_url, settings.resend_api_key.get_secret_value())
+    return ResendInvitations(client, settings.email_sender)
+
+
+InvitationMailerDep = Annotated[InvitationMailer, Depends(_invitation_mailer)]
 
 
 # --- the admin pages --------------------------------------------------------------------------
