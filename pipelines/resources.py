@@ -4,6 +4,7 @@ Connection strings arrive through `dg.EnvVar` at launch, so importing the code l
 no credentials; tests hand in resources pointing at their own real servers.
 """
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,11 +16,17 @@ from pydantic import PrivateAttr
 from pipelines.tracking import ModelRegistry
 from pipelines.ui_metadata import MlflowLinks
 from sources.eventbrite.client import EventbriteClient, HttpEventbriteClient, Owner
+from sources.expo.client import ExpoClient
 from sources.google_maps.client import HttpMapsClient, MapsClient
+from sources.resend.client import DEFAULT_BASE_URL as RESEND_BASE_URL
+from sources.resend.client import ResendClient
 from sources.synthetic.behaviour import BehaviourConfig
 from sources.synthetic.world import CityConfig, World, build_world
 from store.db import make_engine
+from store.invites import issue_unsubscribe_token
 from store.keys import RedisKeys
+
+EXPO_ACCESS_TOKEN_ENV = "EXPO_ACCESS_TOKEN"
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -201,3 +208,55 @@ class GoogleMapsResource(dg.ConfigurableResource):
             timeout_seconds=self.timeout_seconds,
             max_attempts=self.max_attempts,
         )
+
+
+class ExpoResource(dg.ConfigurableResource):
+    """Expo's push service. `base_url` is `https://exp.host` in production, the fake in tests.
+
+    The access token (only needed with Expo's "enhanced push security") is either given or
+    read from `$EXPO_ACCESS_TOKEN` when the client is built, so it never sits in run config.
+    """
+
+    base_url: str = "https://exp.host"
+    access_token: str | None = None
+    # The client's own retries of one request (429/5xx/network), with capped backoff.
+    max_attempts: int = 5
+    max_backoff_seconds: float = 30.0
+
+    def client(self) -> ExpoClient:
+        token = self.access_token or os.environ.get(EXPO_ACCESS_TOKEN_ENV) or None
+        return ExpoClient(
+            self.base_url,
+            access_token=token,
+            max_attempts=self.max_attempts,
+            max_backoff_seconds=self.max_backoff_seconds,
+        )
+
+
+class ResendResource(dg.ConfigurableResource):
+    """Resend (or its local fake), the sender address, and what unsubscribe links need.
+
+    `api_key` comes from `dg.EnvVar("RESEND_API_KEY")` and `link_secret` (the API's
+    `GODO_JWT_SECRET`, which verifies the links) from `dg.EnvVar("GODO_JWT_SECRET")` outside
+    development, so neither is written into run configuration.
+    """
+
+    base_url: str = RESEND_BASE_URL
+    api_key: str
+    sender: str
+    public_api_url: str = "http://127.0.0.1:8000"
+    link_secret: str
+    max_attempts: int = 5
+    max_backoff_seconds: float = 60.0
+
+    def client(self) -> ResendClient:
+        return ResendClient(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            max_attempts=self.max_attempts,
+            max_backoff_seconds=self.max_backoff_seconds,
+        )
+
+    def unsubscribe_url(self, user_id: int) -> str:
+        token = issue_unsubscribe_token(self.link_secret, user_id)
+        return f"{self.public_api_url.rstrip('/')}/v1/email/unsubscribe?token={token}"

@@ -8,7 +8,9 @@ Connections are opened once per process in `lifespan` and shared by every reques
 pool (thread-safe, used from FastAPI's thread pool), a Redis client (its own pool) and an
 asyncio Redis client for the routes that stay on the event loop. Both Redis clients report to
 one circuit breaker (`store.breaker`), and the lifespan runs the keeper (`serving.keeper`),
-which probes a hung Redis and restores what Redis lost from Postgres.
+which probes a hung Redis and restores what Redis lost from Postgres. The live WebSocket's hub
+(`store.live_events.LiveHub`, one pub/sub subscription per process) is made here too, and
+closed on shutdown.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from store.breaker import CircuitBreaker, GuardedAsyncRedis, GuardedRedis
 from store.db import make_engine
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
+from store.live_events import LiveHub
 from store.redis_batch import RedisBatcher
 
 # The feed falls back to Postgres when Redis fails, so failing fast beats waiting: redis-py's
@@ -123,6 +126,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # batcher, so concurrent requests share pipelines (`store.redis_batch`).
     app.state.redis_batcher = RedisBatcher(async_redis)
     app.state.redis_breaker = breaker
+    # The live WebSocket's one subscription per process; it connects with the first client.
+    hub = LiveHub(settings.redis_url, app.state.keys.live_notify_channel())
+    app.state.live_hub = hub
     keeper = asyncio.create_task(run_keeper(app.state), name="godo-keeper")
     try:
         yield
@@ -130,6 +136,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await keeper
+        await hub.aclose()
         await async_redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
         redis_client.close()
         engine.dispose()

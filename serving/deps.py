@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from typing import Annotated, Any
 
 import redis
 import redis.asyncio
 import sqlalchemy as sa
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -30,20 +31,27 @@ from godo.tokens import (
     verify_claims,
 )
 from serving.attribution import ImpressionCheck
+from serving.invitations import ResendInvitations
+from serving.live_caps import LiveCaps
 from serving.problem_types import (
     ACCOUNT_NOT_LINKED,
+    EMAIL_UNAVAILABLE,
     SIGNING_KEYS_UNAVAILABLE,
     TOKEN_INVALID,
     TOKEN_MISSING,
     ProblemType,
 )
 from serving.problems import ProblemError
+from sources.resend.client import ResendClient
 from store.accounts import AccountDirectory
+from store.invites import InvitationMailer
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
+from store.live_events import LiveHub
 from store.redis_batch import RedisBatcher
 
 SIGNING_KEYS_RETRY_AFTER_SECONDS = 5
+EMAIL_RETRY_AFTER_SECONDS = 60
 log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(
@@ -227,6 +235,69 @@ async def _feed_services(request: Request) -> FeedServices:
 
 
 FeedServicesDep = Annotated[FeedServices, Depends(_feed_services)]
+
+
+@dataclass(frozen=True)
+class LiveServices:
+    """What the live WebSocket needs, from `app.state`: the process's hub (made by the
+    lifespan), the connection caps, the asyncio Redis client, the key layout, and the token
+    check every route uses.
+
+    Authentication is a method, not a dependency: a WebSocket must be accepted before it can
+    be closed with a code saying why (4401 / 1013), and a dependency runs before that.
+    """
+
+    hub: LiveHub
+    caps: LiveCaps
+    redis: redis.asyncio.Redis
+    keys: RedisKeys
+    state: State
+
+    async def authenticate(self, token: str | None) -> int:
+        """The user id of `token`, or the same 401/503 `HTTPException` an HTTP route gets."""
+        return await authenticate(self.state, token)
+
+
+async def _live_services(websocket: WebSocket) -> LiveServices:
+    state = websocket.app.state
+    try:
+        hub: LiveHub = state.live_hub
+    except AttributeError as error:
+        raise RuntimeError(
+            "app.state.live_hub is missing: was the app started with its lifespan?"
+        ) from error
+    return LiveServices(
+        hub=hub, caps=state.live_caps, redis=state.async_redis, keys=state.keys, state=state
+    )
+
+
+LiveServicesDep = Annotated[LiveServices, Depends(_live_services)]
+
+
+# --- email -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _resend_client(base_url: str, api_key: str) -> ResendClient:
+    """One client (and connection pool) per configuration for the process."""
+    # Few attempts and short waits: a person is waiting for the answer.
+    return ResendClient(api_key=api_key, base_url=base_url, max_attempts=3, max_backoff_seconds=5.0)
+
+
+async def _invitation_mailer(settings: SettingsDep) -> InvitationMailer:
+    """Invitations through Resend (`resend_base_url`, `RESEND_API_KEY`: tests point the base
+    URL at `sources.resend.fake`); a 503 when email is not configured on this server."""
+    if settings.resend_api_key is None:
+        raise ProblemError(
+            EMAIL_UNAVAILABLE,
+            "Email is not configured on this server (RESEND_API_KEY is unset).",
+            headers={"Retry-After": str(EMAIL_RETRY_AFTER_SECONDS)},
+        )
+    client = _resend_client(settings.resend_base_url, settings.resend_api_key.get_secret_value())
+    return ResendInvitations(client, settings.email_sender)
+
+
+InvitationMailerDep = Annotated[InvitationMailer, Depends(_invitation_mailer)]
 
 
 # --- the admin pages --------------------------------------------------------------------------

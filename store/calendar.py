@@ -166,19 +166,14 @@ def set_attendance(
     notes: str | None,
     impression_id: uuid.UUID | None = None,
 ) -> Attendance:
-    """Insert or replace the user's row for the event (a PUT: every field is overwritten,
-    except the impression: a verified `impression_id` is stored, and a PUT without one keeps
-    the row's, since an answer changed from the calendar still came from that card).
+    """Insert or replace the user's row for the event, in a transaction of its own.
 
-    The user and event are checked and locked against deletion in the same transaction, so a
-    missing one is a clear `UnknownUserError`/`UnknownEventError`, never a foreign-key error.
+    The write alone: the API goes through `store.rsvp.rsvp`, which also drops the caller's
+    cached calendars and tells friends (see `write_attendance` for the rules of the row).
     """
     with engine.begin() as conn:
-        if conn.execute(_LOCK_USER, {"user_id": user_id}).first() is None:
-            raise UnknownUserError(user_id)
-        if conn.execute(_LOCK_EVENT, {"event_id": event_id}).first() is None:
-            raise UnknownEventError(event_id)
-        values = insert(event_attendance).values(
+        return write_attendance(
+            conn,
             user_id=user_id,
             event_id=event_id,
             status=status,
@@ -186,36 +181,73 @@ def set_attendance(
             notes=notes,
             impression_id=impression_id,
         )
-        statement = values.on_conflict_do_update(
-            index_elements=[event_attendance.c.user_id, event_attendance.c.event_id],
-            set_={
-                "status": values.excluded.status,
-                "visibility": values.excluded.visibility,
-                "notes": values.excluded.notes,
-                "impression_id": sa.func.coalesce(
-                    values.excluded.impression_id, event_attendance.c.impression_id
-                ),
-                "updated_at": sa.func.now(),
-            },
-        ).returning(
-            event_attendance.c.event_id,
-            event_attendance.c.status,
-            event_attendance.c.visibility,
-            event_attendance.c.notes,
-            event_attendance.c.updated_at,
-        )
-        row = conn.execute(statement).one()
+
+
+def write_attendance(
+    conn: sa.Connection,
+    *,
+    user_id: int,
+    event_id: str,
+    status: AttendanceStatus,
+    visibility: Visibility,
+    notes: str | None,
+    impression_id: uuid.UUID | None = None,
+) -> Attendance:
+    """Insert or replace the user's row for the event in the caller's transaction (a PUT:
+    every field is overwritten, except the impression: a verified `impression_id` is stored,
+    and a PUT without one keeps the row's, since an answer changed from the calendar still
+    came from that card).
+
+    The user and event are checked and locked against deletion in the same transaction, so a
+    missing one is a clear `UnknownUserError`/`UnknownEventError`, never a foreign-key error.
+    """
+    if conn.execute(_LOCK_USER, {"user_id": user_id}).first() is None:
+        raise UnknownUserError(user_id)
+    if conn.execute(_LOCK_EVENT, {"event_id": event_id}).first() is None:
+        raise UnknownEventError(event_id)
+    values = insert(event_attendance).values(
+        user_id=user_id,
+        event_id=event_id,
+        status=status,
+        visibility=visibility,
+        notes=notes,
+        impression_id=impression_id,
+    )
+    statement = values.on_conflict_do_update(
+        index_elements=[event_attendance.c.user_id, event_attendance.c.event_id],
+        set_={
+            "status": values.excluded.status,
+            "visibility": values.excluded.visibility,
+            "notes": values.excluded.notes,
+            "impression_id": sa.func.coalesce(
+                values.excluded.impression_id, event_attendance.c.impression_id
+            ),
+            "updated_at": sa.func.now(),
+        },
+    ).returning(
+        event_attendance.c.event_id,
+        event_attendance.c.status,
+        event_attendance.c.visibility,
+        event_attendance.c.notes,
+        event_attendance.c.updated_at,
+    )
+    row = conn.execute(statement).one()
     return Attendance(**row._mapping)
 
 
 def remove_attendance(engine: sa.Engine, *, user_id: int, event_id: str) -> bool:
     """Delete the user's row for the event; False when there was none (not an error)."""
     with engine.begin() as conn:
-        result = conn.execute(
-            sa.delete(event_attendance).where(
-                event_attendance.c.user_id == user_id, event_attendance.c.event_id == event_id
-            )
+        return delete_attendance(conn, user_id=user_id, event_id=event_id)
+
+
+def delete_attendance(conn: sa.Connection, *, user_id: int, event_id: str) -> bool:
+    """`remove_attendance` in the caller's transaction."""
+    result = conn.execute(
+        sa.delete(event_attendance).where(
+            event_attendance.c.user_id == user_id, event_attendance.c.event_id == event_id
         )
+    )
     return result.rowcount > 0
 
 

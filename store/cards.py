@@ -230,6 +230,24 @@ def load_friends_going(conn: sa.Connection, event_id: str, *, viewer_id: int) ->
     return [Friend(int(r.user_id), str(r.display_name), r.since) for r in rows]
 
 
+@dataclass(frozen=True)
+class EventPage:
+    """What `GET /v1/events/{id}` shows: the live card and the viewer's friends going."""
+
+    card: EventCard
+    friends_going: list[Friend]
+
+
+def read_event_page(engine: sa.Engine, event_id: str, *, viewer_id: int) -> EventPage | None:
+    """The event's live card and the viewer's friends going (one connection), or None when
+    no such event exists; cancelled, full and past events are returned like any other."""
+    with engine.connect() as conn:
+        card = load_live_cards(conn, [event_id]).get(event_id)
+        if card is None:
+            return None
+        return EventPage(card, load_friends_going(conn, event_id, viewer_id=viewer_id))
+
+
 def _card(row: sa.RowMapping) -> EventCard:
     zone_name, zone = _zone(row["timezone"])
     start_utc: datetime = row["start_utc"].astimezone(UTC)

@@ -17,16 +17,23 @@ the address (so two concurrent requests cannot both squeeze under a limit):
 
 Every invite counts towards the 24-hour limits, failed sends included, so failures cannot be
 used to probe without limit.
+
+`send_invite` is the use case behind `POST /v1/invites`: record the invite (committed, so the
+limits hold whoever sends), sign its link, send through the `InvitationMailer` the caller
+passes in (the API's is Resend, `serving.invitations`; this layer imports no provider), then
+record the outcome. A provider failure leaves a `failed` row, which does not block inviting
+the same address again, and raises `InviteNotSentError`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import jwt
 import sqlalchemy as sa
@@ -35,6 +42,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from godo.settings import Settings
 from godo.tokens import ISSUER
 from store.schema import invites, notification_preferences, users
+
+log = logging.getLogger(__name__)
 
 INVITE_AUDIENCE = "godo-invite"
 UNSUBSCRIBE_AUDIENCE = "godo-unsubscribe"
@@ -297,6 +306,62 @@ def record_send(
             .where(invites.c.id == invite_id)
             .values(send_status=status, provider_message_id=provider_message_id, send_detail=detail)
         )
+
+
+class EmailNotSentError(Exception):
+    """The mailer could not hand the email to its provider; the message says why."""
+
+
+class InviteNotSentError(Exception):
+    """The invite is recorded as `failed`: the provider did not take the email."""
+
+    def __init__(self, invite_id: uuid.UUID, reason: str) -> None:
+        super().__init__(f"invite {invite_id} not sent: {reason}")
+        self.invite_id = invite_id
+        self.reason = reason
+
+
+class InvitationMailer(Protocol):
+    """Renders and sends one invitation email; what `send_invite` needs from a provider."""
+
+    def send_invitation(self, invite: NewInvite, *, invite_url: str, idempotency_key: str) -> str:
+        """Send the invitation to `invite.email`; the provider's message id, or
+        `EmailNotSentError`. The same `idempotency_key` never sends twice."""
+        ...
+
+
+def send_invite(
+    engine: sa.Engine,
+    settings: Settings,
+    mailer: InvitationMailer,
+    *,
+    inviter_id: int,
+    email: str,
+    now: datetime | None = None,
+) -> NewInvite:
+    """Record an invite (`create_invite`: its errors are raised before anything is sent),
+    email its signed link, and record what the provider said.
+
+    The invite row is committed before the provider is called, so no transaction is held
+    open over the network; the outcome is a second, short one. `InviteNotSentError` when the
+    provider refused or was unreachable (the row says `failed` with the reason).
+    """
+    invite = create_invite(engine, inviter_id=inviter_id, email=email, settings=settings, now=now)
+    token = issue_invite_token(
+        settings, invite_id=invite.id, inviter_id=inviter_id, expires_at=invite.expires_at
+    )
+    try:
+        message_id = mailer.send_invitation(
+            invite,
+            invite_url=settings.invite_url_template.format(token=token),
+            idempotency_key=f"godo-invite-{invite.id}",
+        )
+    except EmailNotSentError as error:
+        log.warning("invite %s could not be sent: %s", invite.id, error)
+        record_send(engine, invite.id, status="failed", detail=str(error)[:500])
+        raise InviteNotSentError(invite.id, str(error)) from error
+    record_send(engine, invite.id, status="sent", provider_message_id=message_id)
+    return invite
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,8 @@ now (`public`/`friends`). A change to `private`, or a delete, sends `friend_rsvp
 when the answer was visible to friends just before (so it tells a friend exactly what their
 next calendar read would: the entry is gone), and nothing at all otherwise, so a private
 answer never produces any traffic, not even "something changed". The previous visibility is
-read just before the write, outside its transaction; a concurrent write by the same user to the
-same event can at worst make us skip a `friend_rsvp_removed` (friends then see the stale entry
-until they reload the calendar) or send one for an entry that was visible moments ago, which
-reveals nothing the calendar did not show. Notes are never sent.
+read, locked, in the write's own transaction (`store.rsvp`), so a concurrent write of the same
+answer cannot make a push describe a change that did not happen. Notes are never sent.
 
 Redis layout (keys in `store.keys`): every recipient's event is XADDed to their own stream
 (`live_user_stream`, trimmed to ~`USER_STREAM_MAX_EVENTS`, expiring `STREAM_TTL_SECONDS`
@@ -49,6 +47,7 @@ swallowed, because a live push is a nicety and the write it reports has already 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -65,7 +64,6 @@ from redis.exceptions import ResponseError
 from store.calendar import VISIBLE_TO, Attendance
 from store.cards import load_mutual_friends
 from store.keys import RedisKeys
-from store.schema import event_attendance
 
 log = logging.getLogger(__name__)
 
@@ -189,20 +187,6 @@ class LiveEvent:
 
 
 # --- the write side (sync, called by the API's thread-pool routes and by publish_run) -----
-
-
-def attendance_visibility(engine: sa.Engine, *, user_id: int, event_id: str) -> str | None:
-    """The visibility of the user's answer for the event, None when there is none.
-
-    Read before a write so `rsvp_event` knows whether friends could see the previous answer.
-    """
-    with engine.connect() as conn:
-        value = conn.execute(
-            sa.select(event_attendance.c.visibility).where(
-                event_attendance.c.user_id == user_id, event_attendance.c.event_id == event_id
-            )
-        ).scalar_one_or_none()
-    return None if value is None else str(value)
 
 
 def publish_rsvp_change(
@@ -401,7 +385,8 @@ def _text(value: bytes | str) -> str:
 class LiveHub:
     """The process's one subscription to the notify channel, waking its local connections.
 
-    Started by the first connection and stopped with the last, so an idle process holds no
+    Made by the app's lifespan (`serving.app`), which closes it on shutdown; it subscribes
+    with the first connection and unsubscribes with the last, so an idle process holds no
     pub/sub connection and no background task outlives the app's lifespan. Each connection
     registers an `asyncio.Event` under its user id; a notification naming that user (or
     `all`) sets it. If the subscription fails, every connection is woken (they read their
@@ -449,6 +434,17 @@ class LiveHub:
                     pass
                 self._task = None
                 await self._close()
+
+    async def aclose(self) -> None:
+        """Stop listening and drop the subscription (the app's shutdown); idempotent."""
+        async with self._lock:
+            self._wakers.clear()
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+            await self._close()
 
     def wake(self, notification: Notification) -> None:
         """Set the wakers the notification concerns (all of them for a broadcast)."""

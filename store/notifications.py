@@ -9,22 +9,44 @@ told whether the token exists (tokens are not secrets we want to confirm).
 Preferences: absent row = defaults. Quiet hours are wall-clock times in the user's IANA zone
 (UTC when unset or unknown) and may wrap midnight (22:00-07:00).
 
-The log is the idempotency guard of every notification pipeline (`claim` / `record_*`): one
-row per (notification, device) under a unique `dedupe_key`. A pipeline *claims* a key before
-sending (the row is committed as `failed`/"sending"), then records the outcome; a re-run, a
-retry or a concurrent run finds the key taken and sends nothing. A crash between claim and
-record leaves the row `failed`, so delivery is at most once, never twice. Only `skipped`
-rows (quiet hours) and due `pending` rows may be claimed again, which is how deferred and
+The log is the idempotency guard of every notification pipeline, push and email alike: one
+row per message (per device for push) under a unique `dedupe_key`, and one protocol:
+
+1. `claim` the keys nobody holds (an upsert, committed before anything is sent: the row is
+   `failed` with detail `sending`). Whoever gets a key back is its only sender; a re-run, a
+   retry or a concurrent run finds the key taken and sends nothing. No transaction is open
+   while the provider is called.
+2. send, then `record_attempt`: `sent` (final), or `failed` (final) unless the provider
+   said the failure is transient, in which case the channel's `RetryRule` decides.
+3. `release` what was claimed but never handed over (the request failed for good before the
+   provider took it): `pending`, due at once, not counted as an attempt.
+
+A crash between claim and record leaves the row `failed`/`sending`: delivery is at most
+once, never twice. Only `skipped` rows (quiet hours), due `pending` rows and, for a channel
+whose rule allows it, a stale `sending` claim may be claimed again, which is how deferred and
 retried notifications go out later.
 
-Retries, as Expo documents them: a receipt (or ticket) error Expo says to retry
-(`MessageRateExceeded`: "implement exponential backoff and slowly retry"; `ProviderError`,
-the push provider failing, treated the same) puts the row back to `pending` with
-`next_attempt_at` = now + 15 min x 2^(attempts - 1) (at most 6 h), until `MAX_PUSH_ATTEMPTS`
-hand-overs to Expo, after which it stays `failed` saying so. A send request that kept failing
-after the client's own retries (an Expo outage) never reached Expo: its claimed rows are
-`release`d to `pending`, due at once, instead of being lost. A later run re-sends a pending
-row only while its notification is still a candidate (a reminder whose event started is not).
+The retry rule, per channel (`RETRY_RULES`); which failures are transient is the provider's
+to say and the sender's to classify:
+
+- push (Expo): a receipt or ticket error Expo says to retry (`RETRYABLE_PUSH_ERRORS`:
+  `MessageRateExceeded`, "implement exponential backoff and slowly retry"; `ProviderError`,
+  the push provider failing, treated the same) puts the row back to `pending` with
+  `next_attempt_at` = now + 15 min x 2^(attempts - 1) (at most 6 h), until
+  `MAX_PUSH_ATTEMPTS` hand-overs, after which it stays `failed` saying so. A request that kept
+  failing after the client's own retries (an Expo outage) never reached Expo: its rows are
+  released. A crashed claim stays `failed` (Expo has no idempotency key: resending could
+  notify twice).
+- email (Resend): a send that failed after the client's own retries (429, 5xx, network:
+  `ResendUnavailableError`) is `pending` again, due at the next run (the client already backed
+  off), until `MAX_EMAIL_ATTEMPTS` attempts; a refusal (422 validation, 401/403 key) is final.
+  Every send carries the dedupe key as Resend's `Idempotency-Key`, so a claim left `sending`
+  by a crash is claimed again once it is `EMAIL_RECLAIM_AFTER` old (no send takes that long)
+  and while younger than `EMAIL_RECLAIM_UNTIL` (Resend remembers keys for 24 hours): the
+  re-send is recognised by Resend instead of delivered twice. Older ones stay `failed`.
+
+A later run re-sends a pending row only while its notification is still a candidate (a
+reminder whose event started is not).
 """
 
 from __future__ import annotations
@@ -53,11 +75,44 @@ RETRYABLE_PUSH_ERRORS = frozenset({"MessageRateExceeded", "ProviderError"})
 MAX_PUSH_ATTEMPTS = 5
 RETRY_BASE_DELAY = timedelta(minutes=15)
 RETRY_MAX_DELAY = timedelta(hours=6)
+MAX_EMAIL_ATTEMPTS = 5
+EMAIL_RECLAIM_AFTER = timedelta(hours=1)
+EMAIL_RECLAIM_UNTIL = timedelta(hours=23)
+
+
+@dataclass(frozen=True)
+class RetryRule:
+    """When a channel's failed send goes out again (see the module docstring).
+
+    A transient failure goes back to `pending`, due `delay(attempts)` later, until
+    `max_attempts` hand-overs; then it is `failed` for good. `reclaim` is the age window in
+    which a claim left `sending` (a crash mid-send) may be claimed again, None when never.
+    """
+
+    max_attempts: int
+    base_delay: timedelta
+    max_delay: timedelta
+    reclaim: tuple[timedelta, timedelta] | None = None
+
+    def delay(self, attempts: int) -> timedelta:
+        """Exponential backoff after `attempts` hand-overs, capped at `max_delay`."""
+        return min(self.base_delay * 2 ** max(attempts - 1, 0), self.max_delay)
+
+
+RETRY_RULES: dict[Channel, RetryRule] = {
+    "push": RetryRule(MAX_PUSH_ATTEMPTS, RETRY_BASE_DELAY, RETRY_MAX_DELAY),
+    "email": RetryRule(
+        MAX_EMAIL_ATTEMPTS,
+        timedelta(0),
+        timedelta(0),
+        reclaim=(EMAIL_RECLAIM_AFTER, EMAIL_RECLAIM_UNTIL),
+    ),
+}
 
 
 def retry_delay(attempts: int) -> timedelta:
-    """Exponential backoff after `attempts` hand-overs: 15 min, 30 min, 1 h, ... at most 6 h."""
-    return min(RETRY_BASE_DELAY * 2 ** max(attempts - 1, 0), RETRY_MAX_DELAY)
+    """Push's backoff after `attempts` hand-overs: 15 min, 30 min, 1 h, ... at most 6 h."""
+    return RETRY_RULES["push"].delay(attempts)
 
 
 @dataclass(frozen=True)
@@ -228,16 +283,36 @@ class LogEntry:
     channel: Channel = "push"
 
 
-def done_keys(engine: sa.Engine, keys: Sequence[str]) -> set[str]:
-    """The keys already sent or failed (only `skipped` and `pending` ones may still go out)."""
+def _reclaimable(now: datetime | None) -> sa.ColumnElement[bool]:
+    """Rows whose claim was left `sending` by a crash and that their channel's rule lets a
+    run take again (its age inside the rule's window)."""
+    log = notification_log.c
+    clock: sa.ColumnElement[datetime] = sa.func.now() if now is None else sa.literal(now)
+    windows = [
+        sa.and_(
+            log.channel == channel,
+            log.created_at <= clock - rule.reclaim[0],
+            log.created_at > clock - rule.reclaim[1],
+        )
+        for channel, rule in RETRY_RULES.items()
+        if rule.reclaim is not None
+    ]
+    return sa.and_(log.status == "failed", log.detail == SENDING, sa.or_(sa.false(), *windows))
+
+
+def done_keys(engine: sa.Engine, keys: Sequence[str], *, now: datetime | None = None) -> set[str]:
+    """The keys already sent or failed for good, or being sent now (only `skipped`, `pending`
+    and reclaimable rows may still go out)."""
     if not keys:
         return set()
+    log = notification_log.c
     with engine.connect() as conn:
         return set(
             conn.execute(
-                sa.select(notification_log.c.dedupe_key).where(
-                    notification_log.c.dedupe_key.in_(list(keys)),
-                    notification_log.c.status.not_in(("skipped", "pending")),
+                sa.select(log.dedupe_key).where(
+                    log.dedupe_key.in_(list(keys)),
+                    log.status.not_in(("skipped", "pending")),
+                    sa.not_(_reclaimable(now)),
                 )
             ).scalars()
         )
@@ -246,8 +321,8 @@ def done_keys(engine: sa.Engine, keys: Sequence[str]) -> set[str]:
 def claim(
     engine: sa.Engine, entries: Sequence[LogEntry], *, now: datetime | None = None
 ) -> set[str]:
-    """Take the keys nobody took yet (new, skipped before, or pending and due); returns the
-    keys taken.
+    """Take the keys nobody took yet (new, skipped before, pending and due, or a crashed
+    claim the channel may retake); returns the keys taken.
 
     Committed before anything is sent: whoever gets a key back is its only sender. A retaken
     row forgets its previous ticket and receipt (its attempts stay counted).
@@ -289,6 +364,7 @@ def claim(
                     log.next_attempt_at <= (sa.func.now() if now is None else sa.literal(now)),
                 ),
             ),
+            _reclaimable(now),
         ),
     ).returning(log.dedupe_key)
     with engine.begin() as conn:
@@ -303,7 +379,8 @@ def record_outcome(
     detail: str | None = None,
     expo_ticket_id: str | None = None,
 ) -> None:
-    """What Expo answered for a claimed message (it was handed over: one more attempt)."""
+    """What the provider answered for a claimed message (it was handed over: one more
+    attempt); `record_attempt` is the protocol's step, this its write."""
     with engine.begin() as conn:
         conn.execute(
             sa.update(notification_log)
@@ -341,14 +418,17 @@ def release(engine: sa.Engine, dedupe_keys: Sequence[str], reason: str, *, now: 
 
 
 def retry_later(engine: sa.Engine, dedupe_key: str, *, detail: str, now: datetime) -> bool:
-    """After an error Expo says to retry: `pending` with backoff while attempts remain
-    (True), else `failed` for good with the reason (False)."""
+    """After a failure the provider says is transient: `pending`, due after the channel's
+    backoff, while attempts remain (True), else `failed` for good with the reason (False)."""
     log = notification_log.c
     with engine.begin() as conn:
-        attempts = conn.execute(
-            sa.select(log.attempts).where(log.dedupe_key == dedupe_key).with_for_update()
-        ).scalar_one()
-        if attempts >= MAX_PUSH_ATTEMPTS:
+        attempts, channel = conn.execute(
+            sa.select(log.attempts, log.channel)
+            .where(log.dedupe_key == dedupe_key)
+            .with_for_update()
+        ).one()
+        rule = RETRY_RULES[channel]
+        if attempts >= rule.max_attempts:
             values: dict[str, object] = {
                 "status": "failed",
                 "detail": f"{detail} (gave up after {attempts} attempts)",
@@ -357,10 +437,40 @@ def retry_later(engine: sa.Engine, dedupe_key: str, *, detail: str, now: datetim
             values = {
                 "status": "pending",
                 "detail": detail,
-                "next_attempt_at": now + retry_delay(attempts),
+                "next_attempt_at": now + rule.delay(attempts),
             }
         conn.execute(sa.update(notification_log).where(log.dedupe_key == dedupe_key).values(values))
     return values["status"] == "pending"
+
+
+Attempt = Literal["sent", "failed", "retried"]
+
+
+def record_attempt(
+    engine: sa.Engine,
+    dedupe_key: str,
+    *,
+    sent: bool,
+    now: datetime,
+    detail: str | None = None,
+    retryable: bool = False,
+    expo_ticket_id: str | None = None,
+) -> Attempt:
+    """Step 2 of the protocol for one claimed message the provider answered: record it, and
+    when it failed transiently (`retryable`, the sender's reading of the provider's answer)
+    let the channel's `RetryRule` queue it again. Returns what became of it."""
+    record_outcome(
+        engine,
+        dedupe_key,
+        status="sent" if sent else "failed",
+        detail=detail,
+        expo_ticket_id=expo_ticket_id,
+    )
+    if sent:
+        return "sent"
+    if retryable and retry_later(engine, dedupe_key, detail=detail or "failed", now=now):
+        return "retried"
+    return "failed"
 
 
 def record_skipped(engine: sa.Engine, entries: Sequence[LogEntry], reason: str) -> int:

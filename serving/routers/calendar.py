@@ -1,7 +1,8 @@
 """Attendance and calendars: `PUT/DELETE /v1/events/{id}/attendance`, calendars, iCal feed.
 
-Thin over `store.calendar`: this module parses and validates requests, maps store errors to
-problems and shapes responses; visibility, caching and the feed are decided in the store.
+Thin over `store.calendar` and `store.rsvp`: this module parses and validates requests, calls
+one store function per action, maps store errors to problems and shapes responses; visibility,
+caching, live pushes and the feed are decided in the store.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from serving.schemas import (
     query_time_error,
     storable_text_error,
 )
-from store import live_events
 from store.calendar import (
     ATTENDANCE_STATUSES,
     Attendance,
@@ -43,15 +43,12 @@ from store.calendar import (
     calendar_ics,
     decode_cursor,
     encode_cursor,
-    invalidate_calendar,
     issue_calendar_token,
-    remove_attendance,
     revoke_calendar_token,
-    set_attendance,
     user_for_token,
     viewer_tier,
 )
-from store.live_cache import touch_events
+from store.rsvp import cancel_rsvp, rsvp
 
 router = APIRouter(tags=["calendar"])
 
@@ -295,11 +292,12 @@ def put_attendance(
     An `impression_id` that does not verify (another user's, another event's, expired,
     forged) is ignored and counted in `/metrics`; the answer is stored all the same.
     """
-    before = live_events.attendance_visibility(engine, user_id=user_id, event_id=event_id)
     attribution = impressions.verify(body.impression_id, user_id=user_id, event_id=event_id)
     try:
-        stored = set_attendance(
+        stored = rsvp(
             engine,
+            redis_client,
+            keys,
             user_id=user_id,
             event_id=event_id,
             status=body.status,
@@ -312,11 +310,6 @@ def put_attendance(
     except UnknownUserError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
     impressions.count([attribution], action="rsvp")
-    invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
-    touch_events(redis_client, keys, [event_id])  # its going count and goers changed
-    live_events.publish_rsvp_change(
-        engine, redis_client, keys, actor_id=user_id, event_id=event_id, before=before, after=stored
-    )
     return _attendance_out(stored)
 
 
@@ -342,19 +335,7 @@ def delete_attendance(
     keys: KeysDep,
 ) -> Response:
     """Idempotent: 204 whether or not there was a row (so a retried DELETE is not an error)."""
-    before = live_events.attendance_visibility(engine, user_id=user_id, event_id=event_id)
-    if remove_attendance(engine, user_id=user_id, event_id=event_id):
-        invalidate_calendar(redis_client=redis_client, keys=keys, user_id=user_id)
-        touch_events(redis_client, keys, [event_id])
-        live_events.publish_rsvp_change(
-            engine,
-            redis_client,
-            keys,
-            actor_id=user_id,
-            event_id=event_id,
-            before=before,
-            after=None,
-        )
+    cancel_rsvp(engine, redis_client, keys, user_id=user_id, event_id=event_id)
     return Response(status_code=204)
 
 

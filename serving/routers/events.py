@@ -10,7 +10,7 @@ from serving.deps import CurrentUserId, EngineDep, OriginDep
 from serving.feed_body import card_document
 from serving.problems import problem_responses
 from serving.schemas import EventOut, FriendOut, StoredText
-from store.cards import load_friends_going, load_live_cards
+from store.cards import read_event_page
 
 router = APIRouter(tags=["events"])
 
@@ -59,11 +59,10 @@ def get_event(
     never visible to anyone else. 404 when no such event exists.
     """
     # A plain `def`: the reads block, so FastAPI runs this in its thread pool.
-    with engine.connect() as conn:
-        card = load_live_cards(conn, [event_id]).get(event_id)
-        if card is None:
-            raise HTTPException(status_code=404, detail=f"No event with id {event_id!r}.")
-        friends = load_friends_going(conn, event_id, viewer_id=user_id)
+    page = read_event_page(engine, event_id, viewer_id=user_id)
+    if page is None:
+        raise HTTPException(status_code=404, detail=f"No event with id {event_id!r}.")
+    card = page.card
     return EventOut(
         **card_document(card),
         distance_km=card.distance_km(origin),
@@ -71,5 +70,5 @@ def get_event(
         cancelled=card.cancelled,
         full=card.full,
         going_count=card.visible_going_count,
-        friends_going=[FriendOut.model_validate(f) for f in friends],
+        friends_going=[FriendOut.model_validate(f) for f in page.friends_going],
     )

@@ -9,24 +9,30 @@
   providers require; POST is RFC 8058's one-click (`List-Unsubscribe-Post`), which mail
   clients send without a person present. Both are idempotent.
 
-The provider client comes from `EmailSenderDep`, built from settings (`resend_base_url`,
-`RESEND_API_KEY`); tests point the base URL at `sources.resend.fake` or override it.
+Each action is one store call (`store.invites.send_invite` records, sends through the mailer
+and records the outcome); the mailer comes from `serving.deps.InvitationMailerDep`, built from
+settings (`resend_base_url`, `RESEND_API_KEY`); tests point the base URL at
+`sources.resend.fake` or override the dependency.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import datetime
-from functools import lru_cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from godo.settings import Settings
-from serving.deps import CurrentUserId, EngineDep, SettingsDep
+from serving.deps import (
+    EMAIL_RETRY_AFTER_SECONDS,
+    CurrentUserId,
+    EngineDep,
+    InvitationMailerDep,
+    SettingsDep,
+)
 from serving.observability import record_notification
 from serving.problem_types import (
     ALREADY_INVITED,
@@ -37,54 +43,24 @@ from serving.problem_types import (
 )
 from serving.problems import ProblemError, problem_responses
 from serving.schemas import StoredText
-from sources.resend.client import EmailSender, ResendClient, ResendError
-from sources.resend.messages import invitation
 from store.invites import (
     AlreadyInvitedError,
+    InviteNotSentError,
     LinkExpiredError,
     LinkInvalidError,
     TooManyInvitesError,
     UnknownInviterError,
-    create_invite,
     find_invite,
-    issue_invite_token,
     normalise_email,
-    record_send,
+    send_invite,
     unsubscribe_email,
     verify_invite_token,
     verify_unsubscribe_token,
 )
 
 router = APIRouter()
-log = logging.getLogger(__name__)
 
-PROVIDER_RETRY_AFTER_SECONDS = 60
 _EXAMPLE_TOKEN = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJnb2RvLWludml0ZSJ9.c2ln"
-
-
-# --------------------------------------------------------------------------------------------
-# The provider, as a dependency
-# --------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _client(base_url: str, api_key: str) -> ResendClient:
-    """One client (and connection pool) per configuration for the process."""
-    # Few attempts and short waits: a person is waiting for the answer.
-    return ResendClient(api_key=api_key, base_url=base_url, max_attempts=3, max_backoff_seconds=5.0)
-
-
-async def _email_sender(settings: SettingsDep) -> EmailSender:
-    if settings.resend_api_key is None:
-        raise ProblemError(
-            EMAIL_UNAVAILABLE,
-            "Email is not configured on this server (RESEND_API_KEY is unset).",
-            headers={"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)},
-        )
-    return _client(settings.resend_base_url, settings.resend_api_key.get_secret_value())
-
-
-EmailSenderDep = Annotated[EmailSender, Depends(_email_sender)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,7 +193,7 @@ def post_invite(
     user_id: CurrentUserId,
     engine: EngineDep,
     settings: SettingsDep,
-    sender: EmailSenderDep,
+    mailer: InvitationMailerDep,
 ) -> InviteOut:
     """Record the invite, then email a signed link valid for `invite_ttl_days`.
 
@@ -227,7 +203,7 @@ def post_invite(
     invite is kept as `failed` and inviting again is allowed.
     """
     try:
-        invite = create_invite(engine, inviter_id=user_id, email=body.email, settings=settings)
+        invite = send_invite(engine, settings, mailer, inviter_id=user_id, email=body.email)
     except UnknownInviterError as error:
         raise HTTPException(404, f"User {user_id} does not exist.") from error
     except AlreadyInvitedError as error:
@@ -247,28 +223,13 @@ def post_invite(
             f"{detail}; retry in {error.retry_after_seconds} s.",
             headers={"Retry-After": str(error.retry_after_seconds)},
         ) from error
-    token = issue_invite_token(
-        settings, invite_id=invite.id, inviter_id=user_id, expires_at=invite.expires_at
-    )
-    email = invitation(
-        sender=settings.email_sender,
-        to=invite.email,
-        inviter_name=invite.inviter_name,
-        invite_url=settings.invite_url_template.format(token=token),
-        expires_at=invite.expires_at,
-    )
-    try:
-        message_id = sender.send(email, idempotency_key=f"godo-invite-{invite.id}")
-    except ResendError as error:
-        log.warning("invite %s could not be sent: %s", invite.id, error)
-        record_send(engine, invite.id, status="failed", detail=str(error)[:500])
+    except InviteNotSentError as error:
         record_notification(request, channel="email", kind="invite", outcome="failed")
         raise ProblemError(
             EMAIL_UNAVAILABLE,
             "The invitation could not be sent right now; retry shortly.",
-            headers={"Retry-After": str(PROVIDER_RETRY_AFTER_SECONDS)},
+            headers={"Retry-After": str(EMAIL_RETRY_AFTER_SECONDS)},
         ) from error
-    record_send(engine, invite.id, status="sent", provider_message_id=message_id)
     record_notification(request, channel="email", kind="invite", outcome="sent")
     return InviteOut(
         id=invite.id, email=invite.email, expires_at=invite.expires_at, send_status="sent"

@@ -26,7 +26,8 @@ schema, the query parameters and the close codes below, kept equal to this code 
 The rate limiter and other middleware are HTTP-only, so they never see this route. Tokens in a
 query string can end up in proxy access logs; prefer the header where the client allows it.
 The logic (who may see what, Redis layout, cursors, the per-process subscription) lives in
-`store.live_events`; this module only authenticates and pumps.
+`store.live_events`; the hub, the caps and the clients come from `serving.deps.LiveServicesDep`
+(the hub is made by the app's lifespan); this module only authenticates and pumps.
 """
 
 from __future__ import annotations
@@ -40,15 +41,12 @@ from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.websockets import WebSocketState
 
-from serving.deps import authenticate
-from serving.live_caps import LiveCaps
-from store.keys import RedisKeys
+from serving.deps import LiveServices, LiveServicesDep
 from store.live_events import (
     HELLO,
     POLL_SECONDS,
     RESYNC,
     Cursor,
-    LiveHub,
     parse_cursor,
     read_events,
     start_cursor,
@@ -65,36 +63,38 @@ _MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 byte
 
 
 @router.websocket("/live")
-async def live(websocket: WebSocket) -> None:
+async def live(websocket: WebSocket, live: LiveServicesDep) -> None:
     """Authenticate, subscribe, replay from `last_event_id`, then push until the client leaves."""
     await websocket.accept()
-    caps: LiveCaps = websocket.app.state.live_caps
+    caps = live.caps
     address = websocket.client.host if websocket.client else "unknown"
     if not caps.per_address.acquire(address):
         await _close(websocket, CLOSE_TOO_MANY, "too many live connections from this address")
         return
     try:
-        await _live(websocket, caps)
+        await _live(websocket, live)
     finally:
         caps.per_address.release(address)
 
 
-async def _live(websocket: WebSocket, caps: LiveCaps) -> None:
+async def _live(websocket: WebSocket, live: LiveServices) -> None:
     """Authenticate, then hold one of the user's slots for as long as the connection lives."""
     token = _token(websocket)
-    user_id = await _authenticate(websocket, token)
+    user_id = await _authenticate(websocket, live, token)
     if user_id is None:
         return
-    if not caps.per_user.acquire(user_id):
+    if not live.caps.per_user.acquire(user_id):
         await _close(websocket, CLOSE_TOO_MANY, "too many live connections for this user")
         return
     try:
-        await _connected(websocket, user_id, token)
+        await _connected(websocket, live, user_id, token)
     finally:
-        caps.per_user.release(user_id)
+        live.caps.per_user.release(user_id)
 
 
-async def _connected(websocket: WebSocket, user_id: int, token: str | None) -> None:
+async def _connected(
+    websocket: WebSocket, live: LiveServices, user_id: int, token: str | None
+) -> None:
     """Subscribe, replay from `last_event_id`, then push until the client leaves."""
     requested: Cursor | None = None
     last_event_id = websocket.query_params.get("last_event_id")
@@ -104,9 +104,7 @@ async def _connected(websocket: WebSocket, user_id: int, token: str | None) -> N
         except ValueError:
             await _close(websocket, CLOSE_BAD_REQUEST, "last_event_id is not an id we sent")
             return
-    state = websocket.app.state
-    keys = RedisKeys(prefix=state.settings.redis_prefix)
-    hub = _hub(websocket, keys)
+    hub = live.hub
     try:
         waker = await hub.register(user_id)
     except (redis.RedisError, OSError) as error:
@@ -114,22 +112,21 @@ async def _connected(websocket: WebSocket, user_id: int, token: str | None) -> N
         await _close(websocket, CLOSE_TRY_AGAIN_LATER, "live updates are unavailable")
         return
     try:
-        await _serve(websocket, hub, waker, keys, user_id, token, requested)
+        await _serve(websocket, live, waker, user_id, token, requested)
     finally:
         await hub.unregister(user_id, waker)
 
 
 async def _serve(
     websocket: WebSocket,
-    hub: LiveHub,
+    live: LiveServices,
     waker: asyncio.Event,
-    keys: RedisKeys,
     user_id: int,
     token: str | None,
     requested: Cursor | None,
 ) -> None:
     """Pump events until the client disconnects (noticed by a concurrent receive)."""
-    client = websocket.app.state.async_redis
+    client, keys = live.redis, live.keys
     listener = asyncio.create_task(_until_disconnect(websocket))
     try:
         # Registered (subscribed) first, read second: nothing written in between is missed.
@@ -152,7 +149,7 @@ async def _serve(
             )
             woken.cancel()
             if loop.time() - checked >= POLL_SECONDS and not listener.done():
-                if await _authenticate(websocket, token) is None:
+                if await _authenticate(websocket, live, token) is None:
                     return  # the token expired (or its account was unlinked) while connected
                 checked = loop.time()
     except (WebSocketDisconnect, RuntimeError):
@@ -181,7 +178,7 @@ def _token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token") or None
 
 
-async def _authenticate(websocket: WebSocket, token: str | None) -> int | None:
+async def _authenticate(websocket: WebSocket, live: LiveServices, token: str | None) -> int | None:
     """The user id, by the same rules as every HTTP route; else close (4401 / 1013) and None."""
     if token is None:
         await _close(
@@ -192,23 +189,13 @@ async def _authenticate(websocket: WebSocket, token: str | None) -> int | None:
         )
         return None
     try:
-        return await authenticate(websocket.app.state, token)
+        return await live.authenticate(token)
     except HTTPException as error:
         if error.status_code == 401:
             await _close(websocket, CLOSE_UNAUTHORIZED, str(error.detail))
         else:
             await _close(websocket, CLOSE_TRY_AGAIN_LATER, "cannot verify tokens right now")
         return None
-
-
-def _hub(websocket: WebSocket, keys: RedisKeys) -> LiveHub:
-    """The process's hub, made on first use (the lifespan is not ours to extend)."""
-    state = websocket.app.state
-    hub: LiveHub | None = getattr(state, "live_hub", None)
-    if hub is None:
-        hub = LiveHub(state.settings.redis_url, keys.live_notify_channel())
-        state.live_hub = hub
-    return hub
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:

@@ -26,12 +26,13 @@ from pydantic import SecretStr
 from godo import services
 from godo.settings import Settings
 from godo.tokens import issue_token
-from pipelines.assets.email import ResendResource, weekly_digest_email
-from pipelines.resources import LocalStorage, PostgresResource, RedisResource
+from pipelines.assets.email import weekly_digest_email
+from pipelines.resources import LocalStorage, PostgresResource, RedisResource, ResendResource
 from serving.app import create_app
 from sources.resend.fake import DEFAULT_API_KEY, FakeResend
 from store.invites import issue_invite_token, issue_unsubscribe_token
 from store.keys import RedisKeys
+from store.notifications import MAX_EMAIL_ATTEMPTS
 from store.publish import publish_run
 from store.schema import events, invites, notification_log, notification_preferences, users
 from tests.integration.conftest import API_SECRET, auth_headers
@@ -453,3 +454,88 @@ def test_a_failed_digest_is_retried_by_the_next_run(
     with digest_world.connect() as conn:
         (status,) = conn.execute(sa.select(notification_log.c.status)).scalars().all()
     assert status == "sent"
+
+
+def _digest_row(engine: sa.Engine) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(notification_log)).one()
+
+
+def _crash_left_claim(engine: sa.Engine, age: timedelta) -> None:
+    """The row a run that died between claiming and recording leaves, `age` ago."""
+    values = {"status": "failed", "detail": "sending", "created_at": datetime.now(UTC) - age}
+    with engine.begin() as conn:
+        updated = conn.execute(sa.update(notification_log).values(values)).rowcount
+        if not updated:
+            conn.execute(
+                sa.insert(notification_log).values(
+                    channel="email",
+                    kind="weekly_digest",
+                    user_id=ANA,
+                    dedupe_key=f"email:weekly_digest:{ANA}:{WEEK}",
+                    **values,
+                )
+            )
+
+
+def test_a_claim_left_by_a_crash_is_never_sent_twice_nor_lost(
+    digest_world: sa.Engine,
+    database_url: str,
+    service_urls: services.ServiceUrls,
+    redis_keys: RedisKeys,
+    resend: FakeResend,
+    tmp_path: Path,
+) -> None:
+    """The claim is committed before Resend is called, so a fresh one means "being sent":
+    no other run sends. An hour later the claim is retaken, and the dedupe key, sent as
+    Resend's idempotency key, keeps a message Resend had already taken from going twice."""
+    _crash_left_claim(digest_world, timedelta(minutes=1))
+    busy = _materialize(database_url, service_urls, redis_keys, resend, tmp_path)
+    assert (busy["sent"], busy["skipped_already_sent"], resend.requests) == (0, 1, 0)
+
+    _crash_left_claim(digest_world, timedelta(hours=2))  # the crash happened before the send
+    retaken = _materialize(database_url, service_urls, redis_keys, resend, tmp_path)
+    assert retaken["sent"] == 1 and len(resend.messages) == 1
+    assert _digest_row(digest_world).status == "sent"
+
+    _crash_left_claim(digest_world, timedelta(hours=2))  # this time after Resend took it
+    again = _materialize(database_url, service_urls, redis_keys, resend, tmp_path)
+    assert again["sent"] == 1 and len(resend.messages) == 1  # recognised, not delivered
+    assert resend.idempotency_keys == [f"email:weekly_digest:{ANA}:{WEEK}"] * 2
+
+    _crash_left_claim(digest_world, timedelta(days=2))  # Resend forgot the key: at most once
+    late = _materialize(database_url, service_urls, redis_keys, resend, tmp_path)
+    assert (late["sent"], late["skipped_already_sent"], resend.requests) == (0, 1, 2)
+    assert _digest_row(digest_world).status == "failed"
+
+
+def test_a_refused_digest_is_final_and_a_failing_one_gives_up(
+    digest_world: sa.Engine,
+    database_url: str,
+    service_urls: services.ServiceUrls,
+    redis_keys: RedisKeys,
+    resend: FakeResend,
+    tmp_path: Path,
+) -> None:
+    """The email retry rule: a refusal (422) is not retried; a transient failure is, by the
+    next run, at most `MAX_EMAIL_ATTEMPTS` times."""
+    resend.reject_next_validation()
+    refused = _materialize(database_url, service_urls, redis_keys, resend, tmp_path)
+    assert (refused["failed"], refused["retried"]) == (1, 0)
+    after = _materialize(database_url, service_urls, redis_keys, resend, tmp_path)
+    assert (after["sent"], after["skipped_already_sent"], resend.requests) == (0, 1, 1)
+    assert _digest_row(digest_world).status == "failed"
+
+    with digest_world.begin() as conn:
+        conn.execute(sa.delete(notification_log))
+    resend.reset()
+    for attempt in range(1, MAX_EMAIL_ATTEMPTS + 1):
+        resend.server_errors(1)
+        run = _materialize(database_url, service_urls, redis_keys, resend, tmp_path, max_attempts=1)
+        last = attempt == MAX_EMAIL_ATTEMPTS
+        assert (run["failed"], run["retried"]) == (1, 0 if last else 1)
+        row = _digest_row(digest_world)
+        assert (row.status, row.attempts) == ("failed" if last else "pending", attempt)
+    assert "gave up after 5 attempts" in row.detail
+    final = _materialize(database_url, service_urls, redis_keys, resend, tmp_path)
+    assert final["sent"] == 0 and resend.messages == []

@@ -18,12 +18,11 @@ from fastapi.testclient import TestClient
 from godo import services
 from godo.settings import Settings
 from pipelines.assets.push import (
-    ExpoResource,
     event_reminders,
     friend_going_notifications,
     push_receipts,
 )
-from pipelines.resources import LocalStorage, PostgresResource, RedisResource
+from pipelines.resources import ExpoResource, LocalStorage, PostgresResource, RedisResource
 from sources.expo.fake import FakeExpo
 from store import notifications as store
 from store.keys import RedisKeys
