@@ -21,6 +21,7 @@ ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 # the runtimes (the same path).
 FROM scratch AS source
 COPY pyproject.toml uv.lock README.md /app/
+COPY core /app/core
 COPY godo /app/godo
 COPY sources /app/sources
 COPY features /app/features

@@ -53,7 +53,12 @@ LAB_SETTINGS = NOTEBOOKS / ".jupyterlab"
 COMMANDS: dict[str, list[list[str]]] = {
     "demo": [["godo", "demo"]],
     "test": [["pytest"]],
-    "check": [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]],
+    "check": [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy"],
+        ["lint-imports"],
+    ],
     "fmt": [["ruff", "format", "."], ["ruff", "check", "--fix", "."]],
     "serve": [["godo", "serve"]],
     "dagster": [["godo", "dagster"]],

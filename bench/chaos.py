@@ -52,9 +52,9 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from bench.serve import free_port, uvicorn_server
+from core.settings import Settings
+from core.tokens import issue_token
 from godo import services
-from godo.settings import Settings
-from godo.tokens import issue_token
 from store import migrate
 from store.db import copy_frame, make_engine
 from store.keys import RedisKeys

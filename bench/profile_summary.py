@@ -34,12 +34,12 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
             "store/experiments.py",
         ),
     ),
-    ("impressions (ids, XADD entry)", ("store/impressions.py", "godo/impression_ids.py")),
+    ("impressions (ids, XADD entry)", ("store/impressions.py", "core/impression_ids.py")),
     (
         "feed body (orjson, cursor, etag)",
         ("serving/feed_body.py", "serving/cursors.py", "serving/routers/feed.py"),
     ),
-    ("auth (token memory, deps)", ("godo/tokens.py", "serving/deps.py", "fastapi/security")),
+    ("auth (token memory, deps)", ("core/tokens.py", "serving/deps.py", "fastapi/security")),
     ("FastAPI dependencies and params", ("fastapi/dependencies", "fastapi/_compat", "pydantic")),
     (
         "FastAPI/Starlette routing and handler",

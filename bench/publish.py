@@ -40,8 +40,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from bench.targets import Target, ratio, report
+from core.settings import get_settings
 from godo import services
-from godo.settings import get_settings
 from store import migrate
 from store.db import copy_frame, make_engine, sqlalchemy_url
 from store.feed import read_feed

@@ -70,9 +70,9 @@ from sqlalchemy.engine import make_url
 from bench import wrk
 from bench.load import WARMUP_SECONDS, Phase, paced, saturate, worker_balance
 from bench.targets import Target, figure, ratio, report
+from core.settings import Settings, get_settings
+from core.tokens import issue_token
 from godo import services
-from godo.settings import Settings, get_settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from store import migrate
 from store.db import copy_frame, make_engine, sqlalchemy_url

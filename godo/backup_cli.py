@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.settings import Settings, get_settings
 from godo import services
 from godo.console import new_table, show
-from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from godo import backup

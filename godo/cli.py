@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from core.settings import Settings, get_settings
 from godo import services
 from godo.backup_cli import backup_app
 from godo.console import new_table, progress_columns, show, step_progress
 from godo.experiment_cli import experiment_app
 from godo.run_cli import run
-from godo.settings import Settings, get_settings
 
 if TYPE_CHECKING:  # the demo module imports Dagster, which `godo token` should not pay for
     from rich.table import Table
@@ -432,6 +432,7 @@ def feed_table(feed: Feed) -> Table:
 
 # The packages `--reload` watches: the wheel's (pyproject), not `.venv` or the data folder.
 SOURCE_PACKAGES = (
+    "core",
     "godo",
     "sources",
     "features",
@@ -612,7 +613,7 @@ def token(
     ] = False,
 ) -> None:
     """Print a development JWT for calling the API by hand."""
-    from godo.tokens import issue_token, role_claims
+    from core.tokens import issue_token, role_claims
 
     settings = get_settings()
     extra = role_claims(settings) if admin else None

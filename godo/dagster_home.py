@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from godo.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 from store.db import sqlalchemy_url
 
 INSTANCE_YAML = REPO_ROOT / "dagster.yaml"

@@ -18,16 +18,16 @@ from typing import Any
 
 import dagster as dg
 
+from core.settings import Settings
 from godo.dagster_home import prepare_dagster_home
-from godo.settings import Settings
-from pipelines.assets.email import ResendResource
-from pipelines.assets.push import ExpoResource
 from pipelines.definitions import build_resources
 from pipelines.resources import (
     EventbriteResource,
+    ExpoResource,
     GoogleMapsResource,
     PostgresResource,
     RedisResource,
+    ResendResource,
     SyntheticCityResource,
 )
 from sources.expo.fake import FakeExpo

@@ -38,10 +38,10 @@ import polars as pl
 import redis
 import sqlalchemy as sa
 
+from core.settings import Settings
+from core.tokens import issue_token
 from godo.demo import Step, StepFailed, bind_resources, execute, job_for
 from godo.promotion import experiment_tables
-from godo.settings import Settings
-from godo.tokens import issue_token
 from models.evaluation.bootstrap import Interval, mean_interval, resample_indices
 from models.evaluation.online import OnlineTables
 from pipelines.resources import SyntheticCityResource

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from core.settings import Settings
 from godo.console import new_table, show
-from godo.settings import Settings
 
 if TYPE_CHECKING:
     import redis

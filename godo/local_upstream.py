@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from godo.settings import Settings
+from core.settings import Settings
 from pipelines.resources import SyntheticCityResource
 from sources.fakes import FakeUpstream, FaultPlan
 

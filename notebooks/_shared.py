@@ -1,7 +1,7 @@
 """What the notebooks share: the pipeline's outputs, opened the way the pipelines open them.
 
 Not a notebook (the leading underscore keeps it out of the tests' notebook list). Every location
-comes from Godo's settings (`godo.settings`: `GODO_*` variables and `.env`), so by default the
+comes from Godo's settings (`core.settings`: `GODO_*` variables and `.env`), so by default the
 notebooks read what `godo demo` left under `<repo>/.godo/` (a relative `GODO_DATA_DIR` is taken
 from the repository root too, so a kernel started in notebooks/ finds it); the tests point the
 same variables at a tiny city instead.
@@ -32,7 +32,7 @@ import matplotlib
 import polars as pl
 import sqlalchemy as sa
 
-from godo.settings import REPO_ROOT, Settings, get_settings
+from core.settings import REPO_ROOT, Settings, get_settings
 from pipelines.warehouse import SCHEMA
 
 if TYPE_CHECKING:  # Dagster, MLflow and Redis load only in the notebooks that use them.

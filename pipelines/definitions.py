@@ -4,7 +4,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
-from godo.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from pipelines.alerts import AlertsResource
 from pipelines.assets import (
     app_data,

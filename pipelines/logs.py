@@ -5,12 +5,12 @@ import sys
 
 import dagster as dg
 
-from godo.logs import JsonFormatter
+from core.logs import JsonFormatter
 
 
 @dg.logger(
     config_schema={"log_level": dg.Field(str, is_required=False, default_value="INFO")},
-    description="One JSON object per line on stderr (godo.logs), with run id, job and step.",
+    description="One JSON object per line on stderr (core.logs), with run id, job and step.",
 )
 def json_lines_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     """Replaces Dagster's coloured console logger, so a run's lines are not written twice."""

@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from godo.settings import get_settings
+from core.settings import get_settings
 
 metro_partitions = dg.StaticPartitionsDefinition(get_settings().metros)

@@ -13,6 +13,8 @@ import redis
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
+from core.links import issue_unsubscribe_token
+from core.metros import DEFAULT_METROS
 from pipelines.tracking import ModelRegistry
 from pipelines.ui_metadata import MlflowLinks
 from sources.eventbrite.client import EventbriteClient, HttpEventbriteClient, Owner
@@ -23,7 +25,6 @@ from sources.resend.client import ResendClient
 from sources.synthetic.behaviour import BehaviourConfig
 from sources.synthetic.world import CityConfig, World, build_world
 from store.db import make_engine
-from store.invites import issue_unsubscribe_token
 from store.keys import RedisKeys
 
 EXPO_ACCESS_TOKEN_ENV = "EXPO_ACCESS_TOKEN"
@@ -107,7 +108,7 @@ class SyntheticCityResource(dg.ConfigurableResource):
     """Parameters of the synthetic city; the same parameters always give the same city."""
 
     seed: int = 7
-    metros: list[str] = ["san-francisco", "oakland", "san-jose"]
+    metros: list[str] = list(DEFAULT_METROS)
     n_venues: int = 300
     n_events: int = 4000
     n_users: int = 4000

@@ -11,10 +11,10 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from core.metros import METROS
 from features.geo import apply_geocodes, flag_coordinates, needs_geocoding
 from pipelines.warehouse import GEOCODE_SCHEMA, PLACE_SCHEMA, append, cached
 from sources.google_maps.client import MapsClient, estimated_cost_usd, normalize_address
-from sources.synthetic.world import METROS
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from godo.logs import configure_logging
-from godo.settings import Settings, get_settings
-from godo.tokens import TokenVerifier
+from core.logs import configure_logging
+from core.settings import Settings, get_settings
+from core.tokens import TokenVerifier
 from serving.body_limit import install_body_limit
 from serving.docs import api_description, install_docs, operation_id
 from serving.keeper import run_keeper

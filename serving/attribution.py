@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.requests import HTTPConnection
 
-from godo.impression_ids import RejectedImpression, verify_impression
+from core.impression_ids import RejectedImpression, verify_impression
 from serving.observability import record_attribution
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.problems import problem
 
 

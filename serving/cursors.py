@@ -2,7 +2,7 @@
 
 The mobile app must not build or read cursors. A cursor is URL-safe base64 of a small JSON
 document, a `.`, and a keyed BLAKE2b tag (16 bytes) of that document, keyed from the API's
-secret (`Settings.cursor_key`, like impression ids: `godo.impression_ids`). A cursor that does
+secret (`Settings.cursor_key`, like impression ids: `core.impression_ids`). A cursor that does
 not decode, or whose tag does not verify (hand-made, altered, or signed with another key), is
 a 422 naming the `cursor` parameter, like any other bad query value. Why signed: the cursor
 names a run, and a hand-made one could page through a run nobody should be served (a staged

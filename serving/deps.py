@@ -22,8 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import State
 
-from godo.settings import Settings
-from godo.tokens import (
+from core.settings import Settings
+from core.tokens import (
     InvalidTokenError,
     SigningKeysUnavailableError,
     TokenVerifier,
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 _bearer = HTTPBearer(
     auto_error=False,  # we raise our own 401, with a reason and the WWW-Authenticate header
     bearerFormat="JWT",
-    description="A JWT (Supabase access token, or `godo.tokens.issue_token` in development); "
+    description="A JWT (Supabase access token, or `core.tokens.issue_token` in development); "
     "its `sub` is the user id.",
 )
 

@@ -28,7 +28,7 @@ import redis.asyncio
 import sqlalchemy as sa
 from starlette.datastructures import State
 
-from godo.settings import Settings
+from core.settings import Settings
 from store.breaker import CircuitBreaker
 from store.keys import RedisKeys
 from store.recovery import reconcile_feed

@@ -30,8 +30,8 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from godo.impression_ids import REJECT_REASONS
-from godo.settings import Settings, get_settings
+from core.impression_ids import REJECT_REASONS
+from core.settings import Settings, get_settings
 from serving.problems import problem
 
 log = logging.getLogger(__name__)

@@ -49,8 +49,8 @@ from starlette.datastructures import State
 from starlette.requests import HTTPConnection, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from godo.settings import Settings
-from godo.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVerifier
+from core.settings import Settings
+from core.tokens import InvalidTokenError, SigningKeysUnavailableError, TokenVerifier
 from serving.observability import record_rate_limited
 from serving.problems import problem
 from serving.security import route_path

@@ -1,7 +1,7 @@
 """A request id on every request: taken from `X-Request-ID` or made, echoed, and logged.
 
 Why: one id joins the app's report of a failed call, the proxy's access line and every log
-line the API wrote for it (`godo.logs` adds it to each record). A caller's id is kept when it
+line the API wrote for it (`core.logs` adds it to each record). A caller's id is kept when it
 looks like one (a load balancer or the app may have set it), so the chain is unbroken; any
 other value is replaced rather than trusted into the logs.
 
@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from godo.logs import request_id_var
+from core.logs import request_id_var
 
 HEADER = "X-Request-ID"
 _ACCEPTED = re.compile(r"[A-Za-z0-9._:-]{8,128}")

@@ -110,7 +110,7 @@ _CARD_EXAMPLE: JsonDict = {
     "price": _PRICE_EXAMPLE,
     "image_url": None,
 }
-# A real id (`godo.impression_ids`) of user 42 and that event, served 2026-03-01T18:33:20Z,
+# A real id (`core.impression_ids`) of user 42 and that event, served 2026-03-01T18:33:20Z,
 # signed with a throwaway key.
 IMPRESSION_ID_EXAMPLE = (
     "AQGcqq0lgAAAAAAAAAAqHkS0q-3ZRpKRY_yH_AEAADgxMjM0NTY3ODkwMYYZrHoaEEqpCe40pjBu76U"

@@ -35,7 +35,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.problems import UnhandledErrorMiddleware
 
 GZIP_MINIMUM_BYTES = 1024

@@ -35,6 +35,7 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from store.errors import UnknownUserError
 from store.keys import RedisKeys
 from store.schema import calendar_tokens, event_attendance, events, friendships, users, venues
 
@@ -61,14 +62,6 @@ ICS_MAX_EVENTS = 1000
 # Events without an end still need one: calendars draw zero-length events as invisible lines.
 ICS_DEFAULT_DURATION = timedelta(hours=2)
 TOKEN_BYTES = 32
-
-
-class UnknownUserError(LookupError):
-    """The user has no row in `users`."""
-
-    def __init__(self, user_id: int) -> None:
-        super().__init__(f"no user {user_id}")
-        self.user_id = user_id
 
 
 class UnknownEventError(LookupError):

@@ -43,6 +43,7 @@ from store.live_cache import (
 )
 from store.publish import CERTAIN, PUBLISHED_TIME_FORMAT
 from store.redis_batch import RedisBatcher
+from store.redis_values import text
 from store.steps import (
     PostgresStep,
     RedisStep,
@@ -377,12 +378,12 @@ def mark_seen(
     if not ids:
         return
     current, document = redis_client.mget(keys.current_run(), keys.experiments())
-    runs = {_text(current)} if current is not None else set()
+    runs = {text(current)} if current is not None else set()
     assignment = ServingExperiments.parse(document).assignment(user_id, time.time())
     if assignment is not None:
         arm_run = redis_client.get(keys.arm_run(assignment.experiment, assignment.arm))
         if arm_run is not None:
-            runs.add(_text(arm_run))
+            runs.add(text(arm_run))
     if not runs:
         return
     pipe = redis_client.pipeline(transaction=False)
@@ -439,7 +440,7 @@ def _from_redis(
                 target = pointers[2]
         if target is None:
             return None
-        target_id = _text(target)
+        target_id = text(target)
         if cache is not None:
             if assignment is None or pointers[2] is None:
                 cache.current_run_hint = _maybe(current)
@@ -456,7 +457,7 @@ def _from_redis(
     blob = own if own is not None else fallback
     if blob is None:
         return None  # the run's keys expired: let Postgres answer
-    seen_ids = {_text(s) for s in seen}
+    seen_ids = {text(s) for s in seen}
     # The published start time spares the card reads the events that have started already.
     # Published times are all `YYYY-MM-DDTHH:MM:SSZ`, so comparing the text compares the times
     # (and skips parsing fifty datetimes per request).
@@ -623,9 +624,5 @@ def _row_from_json(item: dict[str, Any]) -> _Row:
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _maybe(value: bytes | str | None) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else text(value)

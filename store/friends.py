@@ -26,7 +26,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from store.calendar import UnknownUserError
+from store.errors import UnknownUserError
 from store.schema import friend_requests, friendships, users
 
 FriendState = Literal["requested", "friends"]

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from store.breaker import CircuitOpenError
 from store.keys import RedisKeys
+from store.redis_values import text
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def check_redis(client: redis.Redis, keys: RedisKeys) -> RedisHealth:
     started = time.perf_counter()
     try:
         pointer = client.get(keys.current_run())
-        serving = None if pointer is None else _text(pointer)
+        serving = None if pointer is None else text(pointer)
         complete = serving is not None and bool(client.exists(keys.run_meta(serving)))
     except CircuitOpenError:
         return RedisHealth(StoreProbe(ok=False, latency_ms=_elapsed_ms(started)), True)
@@ -113,10 +114,6 @@ def check_redis(client: redis.Redis, keys: RedisKeys) -> RedisHealth:
     return RedisHealth(
         StoreProbe(ok=True, latency_ms=_elapsed_ms(started)), False, serving, complete
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _elapsed_ms(started: float) -> float:

@@ -39,7 +39,7 @@ import redis
 import redis.asyncio
 import sqlalchemy as sa
 
-from godo.impression_ids import mint_page, page_nonce, served_ms
+from core.impression_ids import mint_page, page_nonce, served_ms
 from store.breaker import CircuitOpenError
 from store.feed import Feed
 from store.keys import RedisKeys

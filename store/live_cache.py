@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from store.cards import EventCard, load_mutual_friends_of
 from store.experiments import Assignment, ServingExperiments
 from store.keys import RedisKeys
+from store.redis_values import text
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def changes_command(keys: RedisKeys, after: LogId, newest: LogId) -> tuple[Any, 
 
 def parse_changes(reply: Any) -> tuple[list[tuple[LogId, str]], bool]:
     """(entry id, event id) pairs from a `changes_command` reply, and whether that was all."""
-    changes = [(_log_id(entry_id), _text(fields[b"e"])) for entry_id, fields in reply]
+    changes = [(_log_id(entry_id), text(fields[b"e"])) for entry_id, fields in reply]
     return changes[:CATCH_UP_COUNT], len(changes) <= CATCH_UP_COUNT
 
 
@@ -320,14 +321,10 @@ def _count(value: bytes | str | None) -> int:
 
 
 def _log_id(value: bytes | str) -> LogId:
-    millis, _, sequence = _text(value).partition("-")
+    millis, _, sequence = text(value).partition("-")
     return int(millis), int(sequence or 0)
 
 
 def _first_id(reply: Any) -> LogId:
     """The id of the one entry an X(REV)RANGE ... COUNT 1 returned; zero for an empty log."""
     return _log_id(reply[0][0]) if reply else ZERO_ID
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -64,6 +64,7 @@ from redis.exceptions import ResponseError
 from store.calendar import VISIBLE_TO, Attendance
 from store.cards import load_mutual_friends
 from store.keys import RedisKeys
+from store.redis_values import text
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +308,7 @@ async def _start_id(
         return ZERO_ID, requested is not None and requested != ZERO_ID
     if added is not None and "entries-added" not in info:  # Redis 6.2: our own count
         info = {**info, "entries-added": int(added)}
-    last = _text(info["last-generated-id"])
+    last = text(info["last-generated-id"])
     if requested is None:
         return last, False
     if stream_id_key(requested) > stream_id_key(last):
@@ -326,7 +327,7 @@ def _before_trimmed(info: Mapping[str, Any], requested: str) -> bool:
     oldest entry: the cost of doubt is a needless resync, never a silent gap.
     """
     first = info.get("first-entry")
-    if first is None or stream_id_key(requested) >= stream_id_key(_text(first[0])):
+    if first is None or stream_id_key(requested) >= stream_id_key(text(first[0])):
         return False
     added = info.get("entries-added")
     return added is None or int(added) > int(info.get("length", 0))
@@ -345,10 +346,10 @@ async def read_events(
             break
         full = False
         for stream, stream_entries in replies:
-            name = _text(stream)
+            name = text(stream)
             for entry_id, fields in stream_entries:
-                entries.append((_text(entry_id), name, fields))
-            positions[name] = _text(stream_entries[-1][0])
+                entries.append((text(entry_id), name, fields))
+            positions[name] = text(stream_entries[-1][0])
             full = full or len(stream_entries) >= READ_CHUNK
         if not full:
             break
@@ -367,16 +368,12 @@ async def read_events(
 
 def _decode_fields(fields: Mapping[bytes, bytes]) -> tuple[str, dict[str, Any]] | None:
     try:
-        event_type = _text(fields[b"type"])
+        event_type = text(fields[b"type"])
         data = json.loads(fields[b"data"])
     except (KeyError, ValueError):
         log.warning("skipping a malformed live event: %r", fields)
         return None
     return event_type, data if isinstance(data, dict) else {}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # --- one subscription per process ----------------------------------------------------------

@@ -61,7 +61,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
-from store.calendar import UnknownUserError
+from store.errors import UnknownUserError
 from store.schema import devices, notification_log, notification_preferences
 
 Platform = Literal["ios", "android"]

@@ -41,6 +41,7 @@ from store.publish import (
     sweep_abandoned_runs,
     write_run,
 )
+from store.redis_values import text
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def find_drift(
     drift = []
     for index, run in enumerate(runs):
         pointer, complete = replies[2 * index], bool(replies[2 * index + 1])
-        named = None if pointer is None else _text(pointer)
+        named = None if pointer is None else text(pointer)
         if named != run.run_id or not complete:
             drift.append(Drift(run, named, complete))
     return drift, not replies[-1]
@@ -267,7 +268,3 @@ def restore_run(
 
 def _tags(run: CurrentRun) -> dict[str, str | None]:
     return {"experiment": run.experiment, "arm": run.arm, "model_version": run.model_version}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

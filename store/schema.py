@@ -156,7 +156,7 @@ swipes = sa.Table(
     # offline session is older than its created_at. NULL for rows written before the API.
     sa.Column("swiped_at", TZ, nullable=True),
     # The feed impression the swipe answers (migration 0011): set only when the app sent a
-    # signed id that names this user and event and is not expired (`godo.impression_ids`).
+    # signed id that names this user and event and is not expired (`core.impression_ids`).
     # No foreign key: impressions are partitioned and dropped after their retention.
     sa.Column("impression_id", UUID(as_uuid=True), nullable=True),
     sa.CheckConstraint("action IN ('like', 'pass', 'superlike')", name="action"),
@@ -312,7 +312,7 @@ impressions = sa.Table(
     # day, `impressions_pYYYYMMDD`, created ahead and dropped after the retention by the
     # `impression_log` asset: `store.impressions`), so dropping a day is a DROP TABLE, not a
     # DELETE. The primary key holds the partition key, as Postgres requires; the uuid alone is
-    # unique by construction (`godo.impression_ids`).
+    # unique by construction (`core.impression_ids`).
     sa.Column("impression_id", UUID(as_uuid=True), primary_key=True),
     sa.Column("served_at", TZ, primary_key=True),
     # No foreign keys: a log of what was shown outlives catalogue churn and runs being pruned.

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
 from store.breaker import CircuitOpenError
+from store.errors import UnknownUserError
 from store.feed import mark_seen
 from store.keys import RedisKeys
 from store.schema import swipes
@@ -40,7 +41,7 @@ class SwipeRecord:
     """One swipe as the app reported it; `swiped_at` must be timezone-aware.
 
     `impression_id` is the feed impression the swipe answers, already verified by the caller
-    (`godo.impression_ids`): this module stores it as given.
+    (`core.impression_ids`): this module stores it as given.
     """
 
     client_id: str
@@ -56,14 +57,6 @@ class RecordResult:
 
     stored: int
     duplicates: int
-
-
-class UnknownUserError(LookupError):
-    """The swiping user has no row in `users` (e.g. the account was deleted)."""
-
-    def __init__(self, user_id: int) -> None:
-        super().__init__(f"no user {user_id}")
-        self.user_id = user_id
 
 
 class UnknownEventsError(LookupError):

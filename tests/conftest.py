@@ -26,8 +26,8 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
+from core.settings import REPO_ROOT
 from godo import services
-from godo.settings import REPO_ROOT
 from store import migrate
 from store.db import make_engine, sqlalchemy_url
 from store.keys import RedisKeys

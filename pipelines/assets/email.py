@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 import dagster as dg
 import sqlalchemy as sa
 
-from godo.settings import DEV_JWT_SECRET, Settings
+from core.settings import DEV_JWT_SECRET, Settings
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource, ResendResource
 from sources.resend.client import Email, ResendClient, ResendError, ResendUnavailableError
 from sources.resend.messages import DigestEvent, weekly_digest

@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import sqlalchemy as sa
 
-from godo.settings import Settings
+from core.settings import Settings
 from pipelines.resources import ExpoResource, LocalStorage, PostgresResource, RedisResource
 from sources.expo.client import MAX_MESSAGES_PER_REQUEST, ExpoClient, ExpoError, PushMessage
 from store import notifications as store

@@ -38,7 +38,6 @@ from store.calendar import (
     InvalidCursorError,
     Tier,
     UnknownEventError,
-    UnknownUserError,
     cached_calendar,
     calendar_ics,
     decode_cursor,
@@ -48,6 +47,7 @@ from store.calendar import (
     user_for_token,
     viewer_tier,
 )
+from store.errors import UnknownUserError
 from store.rsvp import cancel_rsvp, rsvp
 
 router = APIRouter(tags=["calendar"])

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.problems import problem_responses
 from serving.schemas import StoredText
-from store.calendar import UnknownUserError
+from store.errors import UnknownUserError
 from store.live_events import publish_device_moved
 from store.notifications import (
     DEFAULT_REMINDER_LEAD_MINUTES,

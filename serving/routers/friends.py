@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.deps import CurrentUserId, EngineDep, KeysDep, RedisDep
 from serving.problems import problem_responses
 from serving.schemas import MAX_BIGINT, FriendOut
-from store.calendar import UnknownUserError, invalidate_calendar
+from store.calendar import invalidate_calendar
+from store.errors import UnknownUserError
 from store.friends import (
     FriendLists,
     NoSuchRequestError,

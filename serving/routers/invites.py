@@ -25,7 +25,13 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from godo.settings import Settings
+from core.links import (
+    LinkExpiredError,
+    LinkInvalidError,
+    verify_invite_token,
+    verify_unsubscribe_token,
+)
+from core.settings import Settings
 from serving.deps import (
     EMAIL_RETRY_AFTER_SECONDS,
     CurrentUserId,
@@ -46,16 +52,12 @@ from serving.schemas import StoredText
 from store.invites import (
     AlreadyInvitedError,
     InviteNotSentError,
-    LinkExpiredError,
-    LinkInvalidError,
     TooManyInvitesError,
     UnknownInviterError,
     find_invite,
     normalise_email,
     send_invite,
     unsubscribe_email,
-    verify_invite_token,
-    verify_unsubscribe_token,
 )
 
 router = APIRouter()

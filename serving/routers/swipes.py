@@ -15,10 +15,10 @@ from serving.deps import (
 )
 from serving.problems import problem_responses
 from serving.schemas import SwipeBatchIn, SwipeBatchOut
+from store.errors import UnknownUserError
 from store.swipes import (
     SwipeRecord,
     UnknownEventsError,
-    UnknownUserError,
     hide_swiped_from_feed,
     record_swipes,
 )

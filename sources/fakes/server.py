@@ -47,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qs, urlsplit
 
+from core.metros import METROS
 from sources.fakes.faults import (
     Api,
     FaultPlan,
@@ -72,7 +73,7 @@ from sources.synthetic.eventbrite_json import (
     quirk_live_event_ids,
     venue_record,
 )
-from sources.synthetic.world import METROS, CityConfig, World, build_world
+from sources.synthetic.world import CityConfig, World, build_world
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The emails Godo sends, rendered from Jinja2 templates in `godo/templates/email/`.
+"""The emails Godo sends, rendered from the Jinja2 templates beside this module (`templates/`).
 
 Every email has an HTML and a plain-text part (text-only clients, spam scoring, screen
 readers). HTML is autoescaped, so a display name such as `<script>` is shown, not run; the
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import jinja2
 
-import godo
 from sources.resend.client import Email
 
-TEMPLATES = Path(godo.__file__).parent / "templates" / "email"
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 @lru_cache(maxsize=1)

@@ -36,9 +36,9 @@ from hypothesis import settings as hypothesis_settings
 from playwright.sync_api import ConsoleMessage, Page, sync_playwright
 from pydantic import SecretStr
 
+from core.settings import Settings, get_settings
+from core.tokens import ISSUER, issue_token, role_claims
 from godo import services
-from godo.settings import Settings, get_settings
-from godo.tokens import ISSUER, issue_token, role_claims
 from pipelines.tracking import ModelRegistry
 from serving.app import create_app
 from sources.resend.fake import FakeResend

@@ -20,7 +20,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from playwright.sync_api import Page
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.html import interval, number, percent
 from tests.integration.conftest import (
     ADMIN_EXPERIMENT,

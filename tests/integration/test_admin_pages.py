@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from scipy import stats
 
-from godo.settings import Settings
-from godo.tokens import issue_token
+from core.settings import Settings
+from core.tokens import issue_token
 from serving.app import create_app
 from serving.html import interval, number, p_value, percent, points, points_interval
 from tests.integration.conftest import (

@@ -20,7 +20,7 @@ import vobject
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from store.app_data import upsert_catalogue
 from store.db import copy_frame

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, Route
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from serving.docs import ASSETS_PATH, REDOC_JS, SWAGGER_CSS, SWAGGER_JS
 from tests.integration.conftest import collect_page_errors

@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from godo.settings import Settings
-from godo.tokens import issue_token
+from core.settings import Settings
+from core.tokens import issue_token
 from store.db import copy_frame
 
 PROBLEM = "application/problem+json"

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from godo.settings import Settings
-from godo.tokens import issue_token
+from core.settings import Settings
+from core.tokens import issue_token
 from serving import cursors
 from serving.app import create_app
 from store.db import copy_frame

@@ -19,7 +19,7 @@ import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from store import friends as friends_store
 from store.keys import RedisKeys

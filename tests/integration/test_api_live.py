@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from godo.settings import Settings
-from godo.tokens import issue_token
+from core.settings import Settings
+from core.tokens import issue_token
 from serving.app import create_app
 from store.calendar import set_attendance
 from store.db import copy_frame

@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from godo.settings import Settings
-from godo.tokens import issue_token
+from core.settings import Settings
+from core.tokens import issue_token
 from serving.app import create_app
 
 

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pydantic import SecretStr
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from serving.observability import (
     LATENCY_BUCKETS,

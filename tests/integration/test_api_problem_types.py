@@ -26,13 +26,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from godo.settings import Settings
-from godo.tokens import issue_token
+from core.links import issue_invite_token
+from core.settings import Settings
+from core.tokens import issue_token
 from serving import cursors
 from serving.app import create_app
 from serving.problem_types import PROBLEM_TYPES, ProblemType
 from serving.problems import PROBLEM_MEDIA_TYPE
-from store.invites import issue_invite_token
 from store.keys import RedisKeys
 from tests.integration.conftest import (
     CLOSED_POSTGRES,

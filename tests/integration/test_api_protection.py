@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from serving.security import API_CSP, DOCS_CSP, HSTS
 from store.keys import RedisKeys

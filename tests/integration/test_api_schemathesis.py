@@ -34,9 +34,9 @@ from schemathesis.python.asgi import shutdown_lifespans
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.settings import Settings
+from core.tokens import issue_token
 from godo import services
-from godo.settings import Settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from sources.resend.fake import FakeResend
 from store.db import copy_frame

@@ -17,7 +17,7 @@ import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from store.db import copy_frame
 from store.keys import RedisKeys

@@ -21,10 +21,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
+from core.settings import get_settings
 from godo import backup
 from godo.backup_cli import backup_app
 from godo.services import ServiceUrls
-from godo.settings import get_settings
 from store import migrate
 from store.db import sqlalchemy_url
 

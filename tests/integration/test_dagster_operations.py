@@ -28,9 +28,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from core.settings import Settings
 from godo.dagster_home import ENV_VAR, REPO_ROOT, prepare_dagster_home
 from godo.services import ServiceUrls
-from godo.settings import Settings
 from pipelines.alerts import AlertsResource, describe_failure
 from pipelines.jobs import RUN_CONFIG
 from pipelines.logs import json_lines_logger

@@ -23,14 +23,14 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from core.links import issue_invite_token, issue_unsubscribe_token
+from core.settings import Settings
+from core.tokens import issue_token
 from godo import services
-from godo.settings import Settings
-from godo.tokens import issue_token
 from pipelines.assets.email import weekly_digest_email
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource, ResendResource
 from serving.app import create_app
 from sources.resend.fake import DEFAULT_API_KEY, FakeResend
-from store.invites import issue_invite_token, issue_unsubscribe_token
 from store.keys import RedisKeys
 from store.notifications import MAX_EMAIL_ATTEMPTS
 from store.publish import publish_run

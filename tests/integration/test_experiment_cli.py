@@ -13,8 +13,8 @@ import redis
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from core.settings import get_settings
 from godo.cli import app
-from godo.settings import get_settings
 from pipelines.tracking import ModelRegistry
 from store.experiments import ServingExperiments, list_experiments
 from store.impressions import create_partitions

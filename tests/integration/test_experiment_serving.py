@@ -19,9 +19,9 @@ import redis.asyncio
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from core.settings import Settings
+from core.tokens import issue_token
 from godo.services import ServiceUrls
-from godo.settings import Settings
-from godo.tokens import issue_token
 from serving.app import create_app
 from store.experiments import (
     ArmSpec,

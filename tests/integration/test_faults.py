@@ -30,8 +30,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.settings import Settings
 from godo.services import ServiceUrls
-from godo.settings import Settings
 from serving import cursors
 from serving.app import create_app
 from store.db import copy_frame, make_engine

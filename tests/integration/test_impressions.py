@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.impression_ids import mint_page, page_nonce, read_impression, served_ms, verify_impression
+from core.settings import Settings
 from godo import services
-from godo.impression_ids import mint_page, page_nonce, read_impression, served_ms, verify_impression
-from godo.settings import Settings
 from pipelines.assets.impressions import impression_log
 from pipelines.resources import ImpressionRetentionResource, PostgresResource, RedisResource
 from serving.app import create_app

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from dagster_duckdb import DuckDBResource
 from dagster_duckdb_polars import DuckDBPolarsIOManager
 
+from core.metros import METROS
 from godo.services import ServiceUrls
 from pipelines.assets.ingest import (
     app_catalogue,
@@ -32,7 +33,7 @@ from pipelines.resources import (
 from pipelines.warehouse import SCHEMA
 from sources.fakes import DEFAULT_EVENTBRITE_TOKEN, DEFAULT_MAPS_KEY, FakeUpstream, FaultPlan
 from sources.fakes.server import EVENT, GEOCODE, ORGANIZATION_EVENTS, PLACE_DETAILS, VENUE
-from sources.synthetic.world import CATEGORIES, METROS, CityConfig, World, build_world
+from sources.synthetic.world import CATEGORIES, CityConfig, World, build_world
 from store.keys import RedisKeys
 from store.schema import events as events_table
 from store.schema import venues as venues_table

@@ -13,16 +13,11 @@ from dataclasses import dataclass, field
 import pytest
 import sqlalchemy as sa
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.invitations import ResendInvitations
 from sources.resend.client import ResendClient
 from sources.resend.fake import DEFAULT_API_KEY, FakeResend
-from store.invites import (
-    AlreadyInvitedError,
-    InviteNotSentError,
-    NewInvite,
-    send_invite,
-)
+from store.invites import AlreadyInvitedError, InviteNotSentError, NewInvite, send_invite
 from store.schema import invites, users
 
 ANA = 1

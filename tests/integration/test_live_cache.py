@@ -18,7 +18,7 @@ import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from store.db import copy_frame, make_engine
 from store.keys import RedisKeys

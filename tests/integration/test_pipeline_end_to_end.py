@@ -26,6 +26,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from nbclient.exceptions import CellExecutionError
 
+from core.settings import REPO_ROOT, Settings
+from core.tokens import issue_token
 from godo.demo import (
     OutreachFakes,
     StepReport,
@@ -35,8 +37,6 @@ from godo.demo import (
 )
 from godo.demo_experiment import run_experiment
 from godo.services import ServiceUrls
-from godo.settings import REPO_ROOT, Settings
-from godo.tokens import issue_token
 from models.feed_model import RerankConfig, candidate_input
 from models.rerank import FEED_EXPLORATION
 from pipelines.definitions import defs

@@ -15,8 +15,8 @@ import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from core.settings import Settings
 from godo import services
-from godo.settings import Settings
 from pipelines.assets.push import (
     event_reminders,
     friend_going_notifications,

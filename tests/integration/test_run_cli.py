@@ -16,9 +16,9 @@ import redis
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from core.settings import get_settings
 from godo.cli import app
 from godo.dagster_home import ENV_VAR
-from godo.settings import get_settings
 
 # Imported here, before any test's environment: `defs` is built with the settings of that
 # moment, as it is in a process that imported it earlier. `godo run` must still run on the

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from godo.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 from tests.conftest import load_dev_py
 
 MAKEFILE = REPO_ROOT / "Makefile"

@@ -21,7 +21,7 @@ def test_redis_time_inside_the_feed_is_the_redis_clients() -> None:
 
 
 def test_a_frame_in_no_bucket_is_charged_to_its_nearest_caller_that_has_one() -> None:
-    frames = [*ROUTE.split(";"), "mint_page (godo/impression_ids.py:112)", "<listcomp> (x.py:1)"]
+    frames = [*ROUTE.split(";"), "mint_page (core/impression_ids.py:112)", "<listcomp> (x.py:1)"]
     assert bucket_of(frames) == "impressions (ids, XADD entry)"
     assert bucket_of(["select (selectors.py:1)"]) == OTHER
 

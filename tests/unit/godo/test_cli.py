@@ -15,11 +15,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from core.settings import get_settings
+from core.tokens import verify_token
 from godo import cli
 from godo.cli import JSON_COLUMNS, TABLE_COLUMNS, app, feed_table, mlflow_ui_command
 from godo.console import show
-from godo.settings import get_settings
-from godo.tokens import verify_token
 from models.baselines import MODELS, comparison_steps
 
 runner = CliRunner()

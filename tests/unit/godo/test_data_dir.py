@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from godo.settings import REPO_ROOT, Settings
+from core.settings import REPO_ROOT, Settings
 from tests.conftest import NOTEBOOK_DIR, execute_in_notebook_dir
 
 LOCATION_VARIABLES = ("GODO_DATA_DIR", "GODO_BACKUP_DIR", "GODO_WAREHOUSE")

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
+from core.settings import Settings
 from godo.local_upstream import (
     UpstreamNotConfigured,
     upstream_environment,
     wants_local_upstream,
 )
-from godo.settings import Settings
 from pipelines.definitions import build_resources
 from pipelines.resources import EventbriteResource, GoogleMapsResource
 from sources.fakes import FakeUpstream

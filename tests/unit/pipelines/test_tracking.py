@@ -17,7 +17,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from godo.settings import Settings
+from core.settings import Settings
 from pipelines.tracking import (
     BUNDLE_DIR,
     CHAMPION,

@@ -28,7 +28,7 @@ def _feed(next_items: bool) -> Feed:
 
 
 def _ids(feed: Feed) -> list[bytes]:
-    """Stand-ins for minted ids (`godo.impression_ids`): URL-safe base64 characters."""
+    """Stand-ins for minted ids (`core.impression_ids`): URL-safe base64 characters."""
     return [f"AQ-id_{item.rank}".encode() for item in feed.items]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from godo.settings import Settings
+from core.settings import Settings
 from serving.app import create_app
 from serving.problem_types import BY_CODE
 from serving.problems import PROBLEM_MEDIA_TYPE

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from core.metros import METROS
 from sources.synthetic.world import (
     CATEGORIES,
     CATEGORY_INDEX,
-    METROS,
     CityConfig,
     World,
     build_world,

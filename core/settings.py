@@ -19,8 +19,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from godo.impression_ids import impression_key
-from godo.secret_strength import weakness
+from core.impression_ids import impression_key
+from core.metros import DEFAULT_METROS
+from core.secret_strength import weakness
 
 # The checkout (in the image: /app) that holds this package; relative paths start here.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +142,7 @@ class Settings(BaseSettings):
         description="Errors go to Sentry when set.",
     )
     metros: list[str] = Field(
-        default=["san-francisco", "oakland", "san-jose"],
+        default=list(DEFAULT_METROS),
         min_length=1,
         description="Metro areas served; each is one partition of the ingest assets.",
     )
@@ -330,7 +331,7 @@ class Settings(BaseSettings):
 
     @property
     def impression_key(self) -> bytes:
-        """The MAC key of impression ids (`godo.impression_ids`): from `impression_secret`, or
+        """The MAC key of impression ids (`core.impression_ids`): from `impression_secret`, or
         derived from the JWT secret (itself refused outside development when it is the default)."""
         secret = self.impression_secret or self.jwt_secret
         return impression_key(secret.get_secret_value())

@@ -46,7 +46,7 @@ from jwt.exceptions import (
     PyJWKSetError,
 )
 
-from godo.settings import Settings
+from core.settings import Settings
 
 ISSUER = "godo"
 _HMAC_REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss"]

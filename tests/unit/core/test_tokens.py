@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from pydantic import ValidationError
 
-from godo import tokens as tokens_module
-from godo.settings import DEV_JWT_SECRET, Settings
-from godo.tokens import (
+from core import tokens as tokens_module
+from core.settings import DEV_JWT_SECRET, Settings
+from core.tokens import (
     ISSUER,
     InvalidTokenError,
     SigningKeysUnavailableError,

@@ -26,7 +26,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
-from godo.settings import Settings
+from core.settings import Settings
 
 request_id_var: ContextVar[str | None] = ContextVar("godo_request_id", default=None)
 

@@ -1,4 +1,4 @@
-"""Signed impression ids (`godo.impression_ids`): pure, no services."""
+"""Signed impression ids (`core.impression_ids`): pure, no services."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from godo.impression_ids import (
+from core.impression_ids import (
     RejectedImpression,
     impression_key,
     impression_uuid,
@@ -19,7 +19,7 @@ from godo.impression_ids import (
     served_ms,
     verify_impression,
 )
-from godo.settings import Settings
+from core.settings import Settings
 
 KEY = impression_key("unit-test-impression-secret-0123456789")
 SERVED = datetime(2026, 12, 3, 18, 30, 12, 345000, tzinfo=UTC)
