@@ -178,12 +178,45 @@ def demo(
                 console.print(f"[red bold]Step {failure.step} failed:[/] {failure.message}")
                 raise typer.Exit(1) from None
         _print_experiment(result)
+    show(console, where_to_look(settings, host or settings.api_host, port or settings.api_port))
     if serve:
         # Invitations sent from the API reach the fake Resend, still running.
         os.environ.update(outreach.api_environment())
         get_settings.cache_clear()
         _serve(get_settings(), host, port)
     outreach.stop()
+
+
+def where_to_look(settings: Settings, host: str, port: int) -> Table:
+    """The demo's last table: where each part of what it just did can be seen, and how to
+    open it (the README's first screen says the same)."""
+    table = new_table(("what", "open", "where"), title="Where to look next")
+    api = f"http://{host}:{port}"
+    table.add_row(
+        "API docs (Swagger UI, ReDoc; served offline)",
+        "`python3 dev.py serve` (running now unless --no-serve)",
+        f"{api}/docs, {api}/redoc",
+    )
+    table.add_row(
+        "Dagster: the demo's runs under their jobs, checks, the timeline",
+        "`python3 dev.py dagster`",
+        "http://127.0.0.1:3000 (Jobs, Runs, Overview)",
+    )
+    table.add_row(
+        f"MLflow: experiment `{settings.mlflow_experiment}`, model "
+        f"`{settings.mlflow_model_name}@champion`",
+        "`python3 dev.py mlflow`",
+        settings.mlflow_ui_url,
+    )
+    table.add_row(
+        "Admin pages: experiments, a user's feed and impressions",
+        "`.venv/bin/godo token 1 --admin`, paste it at the login",
+        f"{api}/admin/login",
+    )
+    table.add_row(
+        "Notebooks over the warehouse and MLflow", "`python3 dev.py notebooks`", "notebooks/"
+    )
+    return table
 
 
 def _print_outreach(reports: Sequence[StepReport], outreach: OutreachFakes) -> None:

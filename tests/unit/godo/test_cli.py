@@ -477,3 +477,27 @@ def test_run_refuses_an_unknown_job_or_partition_before_reaching_any_server(
     assert result.exit_code == 2
     assert message in _words(result.stderr)
     assert not any(tmp_path.iterdir())  # no instance, no embedded server
+
+
+def test_the_demo_ends_saying_where_each_ui_is_with_the_configured_addresses() -> None:
+    """The README's first screen and the demo's last table agree on where to look."""
+    from core.settings import Settings
+    from godo.cli import where_to_look
+    from godo.console import plain_lines
+
+    settings = Settings(
+        mlflow_ui_url="http://mlflow.internal:5555",
+        mlflow_experiment="exp-x",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    lines = plain_lines(where_to_look(settings, "127.0.0.1", 8123))
+    text = "\n".join(lines)
+    assert lines[0] == "# Where to look next"
+    assert "http://127.0.0.1:8123/docs, http://127.0.0.1:8123/redoc" in text
+    assert "http://127.0.0.1:8123/admin/login" in text
+    assert "http://mlflow.internal:5555" in text and "`exp-x`" in text
+    assert "http://127.0.0.1:3000" in text
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    first_screen = readme[: readme.index("## What the demo does")]
+    for where in ("/docs", "http://127.0.0.1:3000", "http://127.0.0.1:5000", "/admin/login"):
+        assert where in first_screen, where
