@@ -80,10 +80,16 @@ def app_data(engine: sa.Engine) -> None:
     overrides this to seed its world first (e.g. `def app_data(seeded): ...`)."""
 
 
+def app_client(settings: Settings, **options: Any) -> TestClient:
+    """A client of the real app configured by `settings` (use it in a `with` block, which runs
+    the lifespan): for a test that needs the app as some other configuration builds it."""
+    return TestClient(create_app(settings), **options)
+
+
 @pytest.fixture
 def client(settings: Settings, app_data: None) -> Iterator[TestClient]:
     """The real app over this test's database and Redis namespace, lifespan running."""
-    with TestClient(create_app(settings)) as test_client:
+    with app_client(settings) as test_client:
         yield test_client
 
 

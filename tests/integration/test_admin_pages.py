@@ -15,13 +15,13 @@ from scipy import stats
 
 from core.settings import Settings
 from core.tokens import issue_token
-from serving.app import create_app
 from serving.html import interval, number, p_value, percent, points, points_interval
 from tests.integration.conftest import (
     ADMIN_EXPERIMENT,
     Z95,
     AdminWorld,
     admin_token,
+    app_client,
     page_cells,
     postgres_arm_numbers,
     postgres_daily_points,
@@ -69,7 +69,7 @@ def test_the_role_claim_path_and_value_are_configurable(
     settings = api_settings.model_copy(
         update={"admin_role_claim": "app_metadata.roles", "admin_role": "experimenter"}
     )
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         as_list = issue_token(
             settings, 1, extra_claims={"app_metadata": {"roles": ["viewer", "experimenter"]}}
         )

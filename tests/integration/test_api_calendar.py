@@ -21,12 +21,11 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.settings import Settings
-from serving.app import create_app
 from store.app_data import upsert_catalogue
 from store.db import copy_frame
 from store.keys import RedisKeys
 from store.schema import users
-from tests.integration.conftest import auth_headers
+from tests.integration.conftest import app_client, auth_headers
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -426,7 +425,7 @@ def test_attendance_changes_show_at_once(
 @pytest.mark.usefixtures("owner_calendar")
 def test_redis_down_still_serves_calendars(settings: Settings) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         headers = auth_headers(settings, OWNER)
         changed = client.put(
             "/v1/events/ev-6/attendance", json={"status": "going"}, headers=headers

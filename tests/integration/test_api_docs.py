@@ -14,9 +14,8 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Page, Route
 
 from core.settings import Settings
-from serving.app import create_app
 from serving.docs import ASSETS_PATH, REDOC_JS, SWAGGER_CSS, SWAGGER_JS
-from tests.integration.conftest import collect_page_errors
+from tests.integration.conftest import app_client, collect_page_errors
 
 PAGES = {"/docs": {SWAGGER_JS, SWAGGER_CSS}, "/redoc": {REDOC_JS}}
 # Each bundle, and a name only that bundle defines (so an empty or wrong file fails).
@@ -67,7 +66,7 @@ def test_the_stylesheet_is_served_as_css(client: TestClient) -> None:
 def test_behind_a_proxy_prefix_the_pages_name_prefixed_assets(
     api_settings: Settings, engine: sa.Engine
 ) -> None:
-    with TestClient(create_app(api_settings), root_path="/api") as client:
+    with app_client(api_settings, root_path="/api") as client:
         swagger = _references(client.get("/docs").text)
         redoc = _references(client.get("/redoc").text)
     assert f"/api{ASSETS_PATH}/{SWAGGER_JS}" in swagger and "/api/openapi.json" in swagger

@@ -28,7 +28,7 @@ from store.db import copy_frame
 from store.feed import mark_seen
 from store.keys import RedisKeys
 from store.publish import publish_run
-from tests.integration.conftest import auth_headers
+from tests.integration.conftest import app_client, auth_headers
 
 RUN_ID = "run-api-test-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -208,7 +208,7 @@ def test_redis_down_still_serves_the_feed_from_postgres(
     settings: Settings, engine: sa.Engine, published: str
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         response = client.get("/v1/feed", headers=auth_headers(settings, 2))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -233,7 +233,7 @@ def test_before_any_run_the_feed_is_empty_not_an_error(
 
 def test_both_stores_down_is_a_503_problem(settings: Settings) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS, "database_url": CLOSED_POSTGRES})
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         response = client.get("/v1/feed", headers=auth_headers(settings, 1))
     body = _assert_problem(response, 503)
     assert response.headers["retry-after"].isdigit()
@@ -400,7 +400,7 @@ def test_swipes_between_pages_do_not_shift_the_next_page(
             ),
         )
     settings_pg = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(settings_pg)) as pg_client:
+    with app_client(settings_pg) as pg_client:
         rest = pg_client.get(
             "/v1/feed", params={"cursor": first["next_cursor"]}, headers=auth_headers(settings, 1)
         ).json()
@@ -496,7 +496,7 @@ def _read(settings: Settings, path: str, user_id: int, **params: Any) -> dict[st
     """The feed as `path` ("redis" or "postgres") serves it: Postgres when Redis is down."""
     if path == "postgres":
         settings = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.get("/v1/feed", params=params, headers=auth_headers(settings, user_id))
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()

@@ -24,7 +24,7 @@ from serving.app import create_app
 from store import friends as friends_store
 from store.keys import RedisKeys
 from store.schema import events, friendships, users
-from tests.integration.conftest import auth_headers
+from tests.integration.conftest import app_client, auth_headers
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -336,7 +336,7 @@ def test_only_an_accepted_friendship_opens_friends_only_entries(
 
 def test_redis_down_still_changes_friendships(settings: Settings, seeded: sa.Engine) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         assert _ask(client, settings, ANA, BEN).status_code == 201
         assert _accept(client, settings, BEN, ANA).status_code == 200
         assert _rows(seeded) == ({(ANA, BEN), (BEN, ANA)}, set())

@@ -27,7 +27,6 @@ from starlette.websockets import WebSocketDisconnect
 
 from core.settings import Settings
 from core.tokens import issue_token
-from serving.app import create_app
 from store.calendar import set_attendance
 from store.db import copy_frame
 from store.keys import RedisKeys
@@ -38,7 +37,7 @@ from store.live_events import (
 )
 from store.publish import publish_run
 from tests.conftest import assert_documented_live_message
-from tests.integration.conftest import auth_headers
+from tests.integration.conftest import app_client, auth_headers
 
 VIEWER, FRIEND, STRANGER, OTHER_FRIEND = 1, 2, 3, 4
 EVENTS = ["ev-1", "ev-2", "ev-3"]
@@ -100,7 +99,7 @@ def world(engine: sa.Engine) -> None:
 @pytest.fixture
 def apps(api_settings: Settings, world: None) -> Iterator[tuple[TestClient, TestClient]]:
     """Instance A (holds the WebSockets) and instance B (takes the writes)."""
-    with TestClient(create_app(api_settings)) as a, TestClient(create_app(api_settings)) as b:
+    with app_client(api_settings) as a, app_client(api_settings) as b:
         yield a, b
 
 
@@ -395,7 +394,7 @@ def test_connections_past_the_per_user_cap_are_closed_with_1008(
     api_settings: Settings, world: None
 ) -> None:
     capped = api_settings.model_copy(update={"live_max_per_user": 2})
-    with TestClient(create_app(capped)) as client, contextlib.ExitStack() as open_sockets:
+    with app_client(capped) as client, contextlib.ExitStack() as open_sockets:
         for _ in range(2):
             _hello(open_sockets.enter_context(_connect(client, capped, VIEWER)), VIEWER)
         with _connect(client, capped, VIEWER) as third:
@@ -414,7 +413,7 @@ def test_connections_past_the_per_address_cap_are_closed_beforeauth_headers(
     api_settings: Settings, world: None
 ) -> None:
     capped = api_settings.model_copy(update={"live_max_per_address": 2})
-    with TestClient(create_app(capped)) as client, contextlib.ExitStack() as open_sockets:
+    with app_client(capped) as client, contextlib.ExitStack() as open_sockets:
         for user in (VIEWER, FRIEND):
             _hello(open_sockets.enter_context(_connect(client, capped, user)), user)
         with client.websocket_connect("/v1/live") as anonymous:  # no token: refused first

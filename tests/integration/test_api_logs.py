@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from core.tokens import issue_token
 from serving.app import create_app
+from tests.integration.conftest import app_client
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def _json_lines(text: str) -> list[dict[str, object]]:
 def test_every_response_has_a_request_id_and_a_callers_sane_one_is_kept(
     settings: Settings, engine: sa.Engine
 ) -> None:
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         made = client.get("/health").headers["x-request-id"]
         kept = client.get("/health", headers={"X-Request-ID": "lb-7f3a9c21"})
         replaced = client.get("/health", headers={"X-Request-ID": "bad id\twith spaces"})

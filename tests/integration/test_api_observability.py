@@ -39,6 +39,7 @@ from serving.observability import (
 from store.db import copy_frame
 from store.keys import RedisKeys
 from store.publish import publish_run
+from tests.integration.conftest import app_client
 
 RUN_ID = "run-health-test-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -167,7 +168,7 @@ def test_health_is_degraded_when_the_run_is_older_than_the_threshold(
             {"id": published},
         )
     strict = settings.model_copy(update={"health_max_run_age_seconds": 3600})
-    with TestClient(create_app(strict)) as client:
+    with app_client(strict) as client:
         response = client.get("/health")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -177,7 +178,7 @@ def test_health_is_degraded_when_the_run_is_older_than_the_threshold(
     _assert_probe(body["redis"], ok=True)
 
     lenient = settings.model_copy(update={"health_max_run_age_seconds": 3 * 3600})
-    with TestClient(create_app(lenient)) as client:
+    with app_client(lenient) as client:
         assert client.get("/health").json()["status"] == "ok"
 
 
@@ -185,7 +186,7 @@ def test_health_is_degraded_not_down_when_redis_is_unreachable(
     settings: Settings, engine: sa.Engine, published: str
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         response = client.get("/health")
     assert response.status_code == 200, response.text
     body = response.json()
@@ -198,7 +199,7 @@ def test_health_is_degraded_not_down_when_redis_is_unreachable(
 def test_health_is_503_down_when_postgres_is_unreachable(settings: Settings) -> None:
     # The lifespan starts anyway: the engine and the Redis client connect lazily.
     down = settings.model_copy(update={"database_url": CLOSED_POSTGRES})
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         response = client.get("/health")
     assert response.status_code == 503, response.text
     body = response.json()

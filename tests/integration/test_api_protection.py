@@ -21,10 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from core.settings import Settings
-from serving.app import create_app
 from serving.security import API_CSP, DOCS_CSP, HSTS
 from store.keys import RedisKeys
-from tests.integration.conftest import account_token_headers, auth_headers
+from tests.integration.conftest import account_token_headers, app_client, auth_headers
 
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 PROBLEM = "application/problem+json"
@@ -89,7 +88,7 @@ def test_every_response_carries_the_security_headers(
 
 def test_hsts_outside_development(settings: Settings, engine: sa.Engine) -> None:
     staging = settings.model_copy(update={"environment": "staging"})
-    with TestClient(create_app(staging)) as client:
+    with app_client(staging) as client:
         response = client.get("/health")
     assert response.headers["strict-transport-security"] == HSTS
     _assert_security_headers(response)
@@ -239,7 +238,7 @@ def test_health_and_metrics_are_never_rate_limited(client: TestClient) -> None:
 
 
 def test_refusals_are_counted_in_the_metrics(settings: Settings, engine: sa.Engine) -> None:
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         for _ in range(BURST + 1):
             client.get("/v1/feed", headers=auth_headers(settings, 1))
         for _ in range(BURST + 1):
@@ -260,7 +259,7 @@ def test_redis_down_fails_open_with_one_warning(
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     with (
         caplog.at_level(logging.WARNING, logger="serving.ratelimit"),
-        TestClient(create_app(down)) as client,
+        app_client(down) as client,
     ):
         statuses = [
             client.get("/v1/feed", headers=auth_headers(settings, 1)).status_code
@@ -314,7 +313,7 @@ def test_production_serves_no_docs_and_no_public_metrics(
     settings: Settings, engine: sa.Engine
 ) -> None:
     production = settings.model_copy(update={"environment": "production", "rate_limit_burst": 50})
-    with TestClient(create_app(production)) as client:
+    with app_client(production) as client:
         docs_asset = "/docs/assets/redoc.standalone.js"
         for path in ("/docs", "/redoc", docs_asset, "/openapi.json", "/metrics"):
             response = client.get(path)
@@ -322,7 +321,7 @@ def test_production_serves_no_docs_and_no_public_metrics(
             assert response.headers["content-type"].startswith(PROBLEM), path
         assert client.get("/health").status_code == 200
     opened = production.model_copy(update={"api_docs": True})
-    with TestClient(create_app(opened)) as client:
+    with app_client(opened) as client:
         assert client.get("/openapi.json").status_code == 200
         assert client.get("/docs").status_code == 200
         assert client.get("/docs/assets/redoc.standalone.js").status_code == 200
@@ -335,7 +334,7 @@ def test_metrics_behind_a_token_answer_only_the_scraper(
     production = settings.model_copy(
         update={"environment": "production", "metrics_token": SecretStr(token)}
     )
-    with TestClient(create_app(production)) as client:
+    with app_client(production) as client:
         assert client.get("/metrics").status_code == 401
         wrong = client.get("/metrics", headers={"Authorization": "Bearer " + token[:-1]})
         assert wrong.status_code == 401
@@ -350,7 +349,7 @@ def test_a_spoofed_forwarded_for_entry_does_not_buy_a_new_bucket(
 ) -> None:
     """Behind one trusted proxy (Fly), only the entry it appends names the client."""
     behind_fly = settings.model_copy(update={"trusted_proxy_hops": 1})
-    with TestClient(create_app(behind_fly)) as client:
+    with app_client(behind_fly) as client:
         for i in range(BURST):
             spoofed = {"X-Forwarded-For": f"10.0.0.{i}, 203.0.113.7"}
             assert client.get("/v1/feed", headers=spoofed).status_code == 401

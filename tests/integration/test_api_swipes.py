@@ -18,11 +18,10 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
-from serving.app import create_app
 from store.db import copy_frame
 from store.keys import RedisKeys
 from store.publish import publish_run
-from tests.integration.conftest import auth_headers
+from tests.integration.conftest import app_client, auth_headers
 
 RUN_ID = "run-swipes-test-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -220,7 +219,7 @@ def test_redis_down_still_stores_the_swipes(
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
     batch = [_swipe("ev-3")]
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         response = client.post(
             "/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1)
         )
@@ -233,7 +232,7 @@ def test_redis_down_still_stores_the_swipes(
     assert [item["event_id"] for item in feed["items"]] == ["ev-1", "ev-4"]
 
     # Resending once Redis is back stores nothing new but does catch the feed up.
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         again = client.post("/v1/swipes", json={"swipes": batch}, headers=auth_headers(settings, 1))
         feed = client.get("/v1/feed", headers=auth_headers(settings, 1)).json()
     assert again.json() == {"stored": 0, "duplicates": 1, "feed_updated": True}

@@ -29,13 +29,12 @@ from core.tokens import issue_token
 from godo import services
 from pipelines.assets.email import weekly_digest_email
 from pipelines.resources import LocalStorage, PostgresResource, RedisResource, ResendResource
-from serving.app import create_app
 from sources.resend.fake import DEFAULT_API_KEY, FakeResend
 from store.keys import RedisKeys
 from store.notifications import MAX_EMAIL_ATTEMPTS
 from store.publish import publish_run
 from store.schema import events, invites, notification_log, notification_preferences, users
-from tests.integration.conftest import API_SECRET, auth_headers
+from tests.integration.conftest import API_SECRET, app_client, auth_headers
 
 PROBLEM = "application/problem+json"
 ANA, BEN, CAT = 1, 2, 3
@@ -194,7 +193,7 @@ def test_daily_limit_per_inviter_is_a_429_with_retry_after(
     api_settings: Settings, resend: FakeResend, seeded: sa.Engine
 ) -> None:
     settings = _settings(api_settings, resend, invite_daily_limit=2)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         ana = auth_headers(settings, ANA)
         for n in range(2):
             sent = client.post("/v1/invites", json={"email": f"f{n}@example.com"}, headers=ana)
@@ -215,7 +214,7 @@ def test_one_address_cannot_be_flooded_by_many_inviters(
     api_settings: Settings, resend: FakeResend, seeded: sa.Engine
 ) -> None:
     settings = _settings(api_settings, resend, invite_recipient_daily_limit=2)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         for user in (ANA, BEN):
             ok = client.post(
                 "/v1/invites", json={"email": "x@example.com"}, headers=auth_headers(settings, user)

@@ -17,12 +17,10 @@ import pytest
 import redis
 import redis.asyncio
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 
 from core.settings import Settings
 from core.tokens import issue_token
 from godo.services import ServiceUrls
-from serving.app import create_app
 from store.experiments import (
     ArmSpec,
     Experiment,
@@ -37,7 +35,7 @@ from store.feed import Feed, mark_seen, read_feed, read_feed_async
 from store.keys import RedisKeys
 from store.live_cache import LiveCache
 from store.publish import PublishError, publish_run
-from tests.integration.conftest import seed_upcoming_events
+from tests.integration.conftest import app_client, seed_upcoming_events
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 USERS = list(range(1, 201))
@@ -172,7 +170,7 @@ def test_the_api_serves_arms_and_stop_sends_everyone_back_at_once(
     redis_keys: RedisKeys,
 ) -> None:
     participants = [u for u in USERS if _expected(experiment, u) is not None][:20]
-    with TestClient(create_app(api_settings)) as client:
+    with app_client(api_settings) as client:
 
         def served(user: int) -> tuple[str, list[str]]:
             headers = {"Authorization": f"Bearer {issue_token(api_settings, user)}"}

@@ -33,7 +33,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.settings import Settings
 from godo.services import ServiceUrls
 from serving import cursors
-from serving.app import create_app
 from store.db import copy_frame, make_engine
 from store.experiments import ArmSpec, ExperimentSpec, Serves, ServingExperiments
 from store.experiments import create_experiment as create_stored_experiment
@@ -42,7 +41,12 @@ from store.health import check_postgres
 from store.keys import RedisKeys
 from store.publish import PublishStep, publish_run, publishing, sweep_abandoned_runs
 from store.recovery import reconcile_feed
-from tests.integration.conftest import DedicatedRedis, auth_headers, seed_upcoming_events
+from tests.integration.conftest import (
+    DedicatedRedis,
+    app_client,
+    auth_headers,
+    seed_upcoming_events,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 EVENTS = [f"e{i}" for i in range(1, 9)]
@@ -152,7 +156,7 @@ def test_redis_restarted_empty_makes_health_degraded_and_says_why(
         update={"redis_url": dedicated_redis.url, "feed_keeper_seconds": 3600}
     )
     _publish(catalogue, direct, redis_keys, "run-p")
-    with TestClient(create_app(slow)) as client:
+    with app_client(slow) as client:
         assert client.get("/health").json()["status"] == "ok"
         dedicated_redis.restart_empty()
         body = client.get("/health").json()
@@ -200,7 +204,7 @@ def test_redis_restarted_empty_gets_every_run_back_from_postgres_without_a_human
     arm_users = {a.arm: u for u, a in arms.items() if a is not None}
     assert set(arm_users) == {"control", "popular"}
 
-    with TestClient(create_app(fast)) as client:
+    with app_client(fast) as client:
         swipe = {"client_id": "s1", "event_id": "e1", "direction": "pass", "ts": NOW.isoformat()}
         stored = client.post(
             "/v1/swipes", json={"swipes": [swipe]}, headers=auth_headers(fast, champion_user)
@@ -251,7 +255,7 @@ def test_a_hung_redis_is_skipped_at_once_and_probed_until_it_answers(
     settings = api_settings.model_copy(update={"redis_url": dedicated_redis.url})
     _publish(catalogue, direct, redis_keys, "run-p")
     auth = auth_headers(settings, 1)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         assert client.get("/v1/feed", headers=auth).json()["source"] == "redis"
         dedicated_redis.pause()
         try:
@@ -343,7 +347,7 @@ def test_the_keeper_ends_a_split_left_by_a_dead_publish(
 ) -> None:
     _publish(catalogue, redis_client, redis_keys, "run-p")
     slow = api_settings.model_copy(update={"feed_keeper_seconds": 3600})
-    with TestClient(create_app(slow)) as client:
+    with app_client(slow) as client:
         assert _wait_for(lambda: client.get("/health").json()["status"] == "ok", seconds=5)
         with pytest.raises(_Killed):
             _publish(catalogue, redis_client, redis_keys, "run-x", on_step=_kill_at("published"))
@@ -353,7 +357,7 @@ def test_the_keeper_ends_a_split_left_by_a_dead_publish(
     assert split["status"] == "degraded" and split["published_run"]["run_id"] == "run-x"
     assert any("serves run run-p" in r and "published run-x" in r for r in split["reasons"])
     fast = api_settings.model_copy(update={"feed_keeper_seconds": 0.5})
-    with TestClient(create_app(fast)) as client:
+    with app_client(fast) as client:
         one_run = _wait_for(
             lambda: (
                 client.get("/v1/feed", headers=auth_headers(fast, 1)).json()["run_id"] == "run-x"
@@ -441,7 +445,7 @@ def test_a_hand_made_cursor_is_refused_and_a_run_never_published_is_never_served
     hand_made = base64.urlsafe_b64encode(json.dumps({"r": "run-x", "k": 0}).encode()).decode()
     signed = cursors.encode(cursors.Cursor("run-x", 0), api_settings.cursor_key)
     auth = auth_headers(api_settings, 1)
-    with TestClient(create_app(api_settings)) as client:
+    with app_client(api_settings) as client:
         forged = client.get("/v1/feed", params={"cursor": hand_made.rstrip("=")}, headers=auth)
         unpublished = client.get("/v1/feed", params={"cursor": signed}, headers=auth)
         first = client.get("/v1/feed", params={"limit": 1}, headers=auth).json()
@@ -496,7 +500,7 @@ def test_swipes_while_postgres_goes_away_are_stored_or_refused_with_retry_after(
                 )
             time.sleep(0.02)
 
-    with TestClient(create_app(api_settings)) as client:
+    with app_client(api_settings) as client:
 
         def send(batch: dict[str, Any]) -> None:
             response = client.post("/v1/swipes", json=batch, headers=auth)

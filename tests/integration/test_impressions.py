@@ -24,7 +24,6 @@ from core.settings import Settings
 from godo import services
 from pipelines.assets.impressions import impression_log
 from pipelines.resources import ImpressionRetentionResource, PostgresResource, RedisResource
-from serving.app import create_app
 from store.db import copy_frame
 from store.feed import read_feed
 from store.impressions import (
@@ -39,7 +38,7 @@ from store.impressions import (
 )
 from store.keys import RedisKeys
 from store.publish import publish_run
-from tests.integration.conftest import auth_headers
+from tests.integration.conftest import app_client, auth_headers
 
 RUN_ID = "run-impressions-1"
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
@@ -207,7 +206,7 @@ def test_with_recording_off_items_carry_null_and_nothing_is_appended(
     settings: Settings, published: str, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
     off = settings.model_copy(update={"record_impressions": False})
-    with TestClient(create_app(off)) as client:
+    with app_client(off) as client:
         items = _feed(client, off, 1)
     assert [i["impression_id"] for i in items] == [None] * len(LISTS[1])
     assert redis_client.xlen(redis_keys.impressions()) == 0
@@ -217,7 +216,7 @@ def test_with_redis_down_the_feed_is_served_and_the_lost_impressions_counted(
     settings: Settings, published: str
 ) -> None:
     down = settings.model_copy(update={"redis_url": CLOSED_REDIS})
-    with TestClient(create_app(down)) as client:
+    with app_client(down) as client:
         response = client.get("/v1/feed", headers=auth_headers(settings, 1))
         assert response.status_code == 200, response.text
         body = response.json()
@@ -236,10 +235,10 @@ def test_a_restarted_api_loses_no_impression(
     redis_keys: RedisKeys,
 ) -> None:
     served: list[str] = []
-    with TestClient(create_app(settings)) as before:
+    with app_client(settings) as before:
         for user in (1, 2, 1):
             served += [i["impression_id"] for i in _feed(before, settings, user)]
-    with TestClient(create_app(settings)) as after:  # a new process's app, same stores
+    with app_client(settings) as after:  # a new process's app, same stores
         for user in (2, 1):
             served += [i["impression_id"] for i in _feed(after, settings, user)]
     result = _flush(engine, redis_client, redis_keys)

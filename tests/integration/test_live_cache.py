@@ -19,12 +19,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from core.settings import Settings
-from serving.app import create_app
 from store.db import copy_frame, make_engine
 from store.keys import RedisKeys
 from store.live_cache import touch_catalogue, touch_events, touch_friends
 from store.publish import publish_run
-from tests.integration.conftest import auth_headers
+from tests.integration.conftest import app_client, auth_headers
 
 VIEWER, FRIEND, OTHER = 1, 2, 3
 CLOSED_POSTGRES = "postgresql://godo@127.0.0.1:1/godo"
@@ -93,7 +92,7 @@ def published(engine: sa.Engine, redis_client: redis.Redis, redis_keys: RedisKey
 @pytest.fixture
 def apps(settings: Settings, published: None) -> Iterator[tuple[TestClient, TestClient]]:
     """Instance A (serves the feed) and instance B (takes the writes)."""
-    with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:
+    with app_client(settings) as a, app_client(settings) as b:
         yield a, b
 
 
@@ -198,7 +197,7 @@ def test_a_stale_entry_is_not_trusted_past_its_max_age(
     settings: Settings, published: None, engine: sa.Engine
 ) -> None:
     """A write that could not bump its counter heals after `card_cache_seconds`."""
-    with TestClient(create_app(settings.model_copy(update={"card_cache_seconds": 0}))) as a:
+    with app_client(settings.model_copy(update={"card_cache_seconds": 0})) as a:
         assert _feed(a, settings)["ev-3"]["name"] == "Meetup"
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE events SET name = 'Meetup 2' WHERE id = 'ev-3'"))
@@ -232,7 +231,7 @@ def test_with_postgres_down_cached_pages_are_still_served(
     settings: Settings, published: None, redis_client: redis.Redis, redis_keys: RedisKeys
 ) -> None:
     """Cards and friends come from the caches, so a warm page needs no Postgres at all."""
-    with TestClient(create_app(settings)) as a:
+    with app_client(settings) as a:
         warm = _feed(a, settings)
         a.app.state.engine = make_engine(CLOSED_POSTGRES)  # type: ignore[attr-defined]
         assert _feed(a, settings) == warm

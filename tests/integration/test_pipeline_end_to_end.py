@@ -23,7 +23,6 @@ import polars as pl
 import pytest
 import redis
 import sqlalchemy as sa
-from fastapi.testclient import TestClient
 from nbclient.exceptions import CellExecutionError
 
 from core.settings import REPO_ROOT, Settings
@@ -45,7 +44,6 @@ from pipelines.resources import MLflowResource, SyntheticCityResource
 from pipelines.tracking import read_table
 from recommender.fitting import fit_ranker
 from recommender.holdout import CANDIDATES_TABLE, STAGES_TABLE
-from serving.app import create_app
 from sources.fakes import FakeUpstream, FaultPlan
 from store.app_data import most_active_user
 from store.cards import load_live_cards
@@ -61,6 +59,7 @@ from store.feed import read_feed
 from store.keys import RedisKeys
 from store.schema import metadata
 from tests.conftest import NOTEBOOK_DIR, execute_in_notebook_dir
+from tests.integration.conftest import app_client
 
 # Jupytext notebooks; `_shared.py` and other underscored modules are their helpers.
 NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.glob("*.py") if not p.name.startswith("_"))
@@ -186,7 +185,7 @@ def test_every_asset_runs_and_the_api_serves_the_published_feed(
         database_url=database_url, redis_url=service_urls.redis_url, redis_prefix=redis_keys.prefix
     )
     token = issue_token(settings, user_id)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.get(
             "/v1/feed", params={"limit": 200}, headers={"Authorization": f"Bearer {token}"}
         )
