@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
 
@@ -80,9 +80,29 @@ class _TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class StderrHandler(logging.StreamHandler):
+    """A handler on whatever `sys.stderr` is when a line is written, not when it was made.
+
+    A test runner (or Typer's `CliRunner`) swaps stderr for a stand-in and closes it after;
+    a handler holding the stand-in then fails on every later line, such as the embedded
+    PostgreSQL's exit messages ("--- Logging error --- I/O operation on closed file").
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        """`StreamHandler.__init__` assigns one; there is nothing to keep."""
+
+
 def configure_logging(settings: Settings) -> None:
     """Route every log line of this process through one handler on stderr, JSON or text."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -1,11 +1,10 @@
 """The code location's console logger: each line of a run as JSON with its run id."""
 
 import logging
-import sys
 
 import dagster as dg
 
-from core.logs import JsonFormatter
+from core.logs import JsonFormatter, StderrHandler
 
 
 @dg.logger(
@@ -17,7 +16,7 @@ def json_lines_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.getLogger("godo.dagster")
     logger.propagate = False
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     logger.setLevel(init_context.logger_config["log_level"])
