@@ -88,9 +88,6 @@ class StderrHandler(logging.StreamHandler):
     PostgreSQL's exit messages ("--- Logging error --- I/O operation on closed file").
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> TextIO:
         return sys.stderr

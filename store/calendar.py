@@ -228,14 +228,9 @@ def write_attendance(
     return Attendance(**row._mapping)
 
 
-def remove_attendance(engine: sa.Engine, *, user_id: int, event_id: str) -> bool:
-    """Delete the user's row for the event; False when there was none (not an error)."""
-    with engine.begin() as conn:
-        return delete_attendance(conn, user_id=user_id, event_id=event_id)
-
-
 def delete_attendance(conn: sa.Connection, *, user_id: int, event_id: str) -> bool:
-    """`remove_attendance` in the caller's transaction."""
+    """Delete the user's row for the event in the caller's transaction; False when there was
+    none (not an error). The API goes through `store.rsvp.cancel_rsvp`."""
     result = conn.execute(
         sa.delete(event_attendance).where(
             event_attendance.c.user_id == user_id, event_attendance.c.event_id == event_id

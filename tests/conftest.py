@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from core.settings import REPO_ROOT
 from godo import services
+from sources.resend.fake import FakeResend
 from store import migrate
 from store.db import make_engine, sqlalchemy_url
 from store.keys import RedisKeys
@@ -176,3 +177,18 @@ def redis_keys(redis_client: redis.Redis) -> Iterator[RedisKeys]:
     stale = list(redis_client.scan_iter(match=keys.namespace_pattern(), count=1000))
     if stale:
         redis_client.delete(*stale)
+
+
+@pytest.fixture(scope="session")
+def resend_server() -> Iterator[FakeResend]:
+    """The local fake of Resend's API, one server for the session (`resend` resets it)."""
+    with FakeResend() as server:
+        yield server
+
+
+@pytest.fixture
+def resend(resend_server: FakeResend) -> Iterator[FakeResend]:
+    """The fake Resend with nothing received and no faults armed, before and after the test."""
+    resend_server.reset()
+    yield resend_server
+    resend_server.reset()

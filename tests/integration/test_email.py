@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,19 +40,6 @@ ANA, BEN, CAT = 1, 2, 3
 NOW = datetime.now(UTC).replace(microsecond=0)
 WEEK = "2026-W48"
 _LINK = re.compile(r"http://127\.0\.0\.1:8000/v1/invites/([A-Za-z0-9_\-.]+)")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeResend]:
-    with FakeResend() as server:
-        yield server
-
-
-@pytest.fixture
-def resend(fake: FakeResend) -> Iterator[FakeResend]:
-    fake.reset()
-    yield fake
-    fake.reset()
 
 
 @pytest.fixture

@@ -24,21 +24,13 @@ ANA = 1
 SENDER = "Godo <no-reply@godo.example>"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeResend]:
-    with FakeResend() as server:
-        yield server
-
-
 @pytest.fixture
-def mailer(fake: FakeResend) -> Iterator[ResendInvitations]:
-    fake.reset()
+def mailer(resend: FakeResend) -> Iterator[ResendInvitations]:
     client = ResendClient(
-        api_key=DEFAULT_API_KEY, base_url=fake.base_url, max_attempts=2, max_backoff_seconds=0.01
+        api_key=DEFAULT_API_KEY, base_url=resend.base_url, max_attempts=2, max_backoff_seconds=0.01
     )
     with client:
         yield ResendInvitations(client, SENDER)
-    fake.reset()
 
 
 @pytest.fixture
@@ -85,25 +77,25 @@ def test_the_invite_is_committed_before_the_provider_is_called(
 
 
 def test_a_provider_failure_is_recorded_and_does_not_block_inviting_again(
-    ana: sa.Engine, api_settings: Settings, mailer: ResendInvitations, fake: FakeResend
+    ana: sa.Engine, api_settings: Settings, mailer: ResendInvitations, resend: FakeResend
 ) -> None:
-    fake.server_errors(10)
+    resend.server_errors(10)
     with pytest.raises(InviteNotSentError):
         send_invite(ana, api_settings, mailer, inviter_id=ANA, email="rui@example.com")
     ((status, message_id, detail),) = _rows(ana)
     assert (status, message_id) == ("failed", None) and detail and "500" in detail
-    fake.reset()
+    resend.reset()
     invite = send_invite(ana, api_settings, mailer, inviter_id=ANA, email="rui@example.com")
     assert [row[0] for row in _rows(ana)] == ["failed", "sent"]
-    (message,) = fake.messages
+    (message,) = resend.messages
     assert message.to == ["rui@example.com"] and message.body["from"] == SENDER
     assert message.headers["idempotency-key"] == f"godo-invite-{invite.id}"
 
 
 def test_a_refused_invite_never_reaches_the_provider(
-    ana: sa.Engine, api_settings: Settings, mailer: ResendInvitations, fake: FakeResend
+    ana: sa.Engine, api_settings: Settings, mailer: ResendInvitations, resend: FakeResend
 ) -> None:
     send_invite(ana, api_settings, mailer, inviter_id=ANA, email="rui@example.com")
     with pytest.raises(AlreadyInvitedError):
         send_invite(ana, api_settings, mailer, inviter_id=ANA, email="rui@example.com")
-    assert fake.requests == 1 and len(_rows(ana)) == 1
+    assert resend.requests == 1 and len(_rows(ana)) == 1

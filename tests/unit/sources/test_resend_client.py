@@ -18,19 +18,6 @@ from sources.resend.messages import DigestEvent, invitation, weekly_digest
 SENDER = "Godo <no-reply@godo.example>"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeResend]:
-    with FakeResend() as server:
-        yield server
-
-
-@pytest.fixture
-def resend(fake: FakeResend) -> Iterator[FakeResend]:
-    fake.reset()
-    yield fake
-    fake.reset()
-
-
 @pytest.fixture
 def sleeps() -> list[float]:
     return []
